@@ -1,0 +1,8 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class ExecutionsAppConfig(AppConfig):
+    name = "executions_app"
+    verbose_name = "Executions"

@@ -1,0 +1,29 @@
+"""Sandbox backends and the in-sandbox executor.
+
+This package never imports a Django app: it takes and returns the dataclasses of `runtime.base`.
+"""
+
+from __future__ import annotations
+
+from runtime.base import (
+    ExecuteRequest,
+    Resources,
+    Runtime,
+    RuntimeFailure,
+    SandboxHandle,
+    SandboxSpec,
+    SandboxState,
+)
+from runtime.registry import available_runtimes, get_runtime
+
+__all__ = [
+    "ExecuteRequest",
+    "Resources",
+    "Runtime",
+    "RuntimeFailure",
+    "SandboxHandle",
+    "SandboxSpec",
+    "SandboxState",
+    "available_runtimes",
+    "get_runtime",
+]

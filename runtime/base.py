@@ -1,0 +1,136 @@
+"""The runtime seam: one abstract base class, the dataclasses that cross it, and its one error type."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from runtime.client import ExecutorClient
+
+
+class RuntimeFailure(Exception):
+    """A sandbox operation failed.
+
+    `permanent=True` means retrying cannot help (missing image, bad spec); otherwise the caller may retry
+    (engine briefly down, executor not yet listening).
+    """
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.permanent = permanent
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Limits for one sandbox. cpu in cores, memory and disk in MiB."""
+
+    cpu: float = 1.0
+    memory_mb: int = 512
+    disk_mb: int = 1024
+    max_processes: int = 128
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """Everything a backend needs to create one sandbox."""
+
+    session_id: str
+    image: str
+    token: str
+    resources: Resources = field(default_factory=Resources)
+    env: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SandboxHandle:
+    """How to find a sandbox again; plain strings so it can be stored on the session row.
+
+    `sandbox_id` is the backend's own name (container id, pod name, run directory); `endpoint` is the
+    executor address (a Unix socket path or an http URL); `node` is the host or node it runs on.
+    """
+
+    backend: str
+    sandbox_id: str
+    session_id: str
+    endpoint: str
+    token: str
+    node: str = ""
+    workspace_path: str = ""
+
+
+@dataclass(frozen=True)
+class SandboxState:
+    """What the backend sees of a sandbox right now."""
+
+    exists: bool
+    running: bool
+    detail: str = ""
+    cpu_percent: float | None = None
+    memory_mb: float | None = None
+
+
+@dataclass(frozen=True)
+class ExecuteRequest:
+    """One execution as the executor receives it (DESIGN.md §5)."""
+
+    execution_id: str
+    language: str
+    code: str
+    event: Any = None
+    timeout: float = 30.0
+    env: Mapping[str, str] = field(default_factory=dict)
+    entrypoint: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "execution_id": self.execution_id,
+            "language": self.language,
+            "code": self.code,
+            "event": self.event if self.event is not None else {},
+            "timeout": self.timeout,
+            "env": dict(self.env),
+        }
+        if self.entrypoint:
+            body["entrypoint"] = self.entrypoint
+        return body
+
+
+class Runtime(abc.ABC):
+    """A sandbox backend. Implementations: process (bubblewrap), docker, kubernetes; fake for tests."""
+
+    name: str = ""
+
+    @abc.abstractmethod
+    def create(self, spec: SandboxSpec) -> SandboxHandle:
+        """Start a sandbox and return once its executor answers /health. Cleans up after itself on failure."""
+
+    @abc.abstractmethod
+    def destroy(self, handle: SandboxHandle) -> None:
+        """Remove the sandbox: no process, container or directory left. Idempotent."""
+
+    @abc.abstractmethod
+    def inspect(self, handle: SandboxHandle) -> SandboxState:
+        """Report whether the sandbox exists and runs, with current usage where the backend can tell."""
+
+    @abc.abstractmethod
+    def list_managed(self) -> list[SandboxHandle]:
+        """Every sandbox this backend started on this host/cluster, including ones from before a restart."""
+
+    @abc.abstractmethod
+    def executor(self, handle: SandboxHandle) -> ExecutorClient:
+        """A client for the sandbox's executor."""
+
+    def update_resources(self, handle: SandboxHandle, resources: Resources) -> None:
+        """Apply new limits to a live sandbox (a claimed warm sandbox). Backends that cannot, refuse."""
+        raise RuntimeFailure(
+            f"the {self.name} runtime cannot change resources of a live sandbox", permanent=True
+        )
+
+    def execute(self, handle: SandboxHandle, request: ExecuteRequest) -> Iterator[dict[str, Any]]:
+        """Run one execution and yield its NDJSON events; the last one has type `result`."""
+        return self.executor(handle).execute(request)

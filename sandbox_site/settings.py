@@ -1,0 +1,257 @@
+"""Settings for Sandbox Control Plane, driven entirely by the environment (the table in README.md).
+
+With nothing set this is the embedded default: SQLite under SANDBOX_DATA_DIR, local file storage, the
+`process` runtime, django-q2 on the ORM broker and an in-process channel layer. A malformed variable stops
+start-up with ImproperlyConfigured naming it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+
+from sandbox_site.env import Env, parse_database_url
+
+env = Env()
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(env.string("SANDBOX_DATA_DIR", str(BASE_DIR / "data"))).resolve()
+DEBUG = env.boolean("DJANGO_DEBUG", False)
+
+
+def _secret_key() -> str:
+    configured = env.string("DJANGO_SECRET_KEY")
+    if configured:
+        return configured
+    # The embedded default keeps a generated key in the data dir so sessions survive restarts.
+    key_file = DATA_DIR / "secret_key"
+    try:
+        if key_file.exists():
+            return key_file.read_text().strip()
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(50)
+        key_file.write_text(key)
+        key_file.chmod(0o600)
+        return key
+    except OSError as exc:
+        raise ImproperlyConfigured(
+            f"SANDBOX_DATA_DIR={str(DATA_DIR)!r} is not writable: {exc.strerror}"
+        ) from exc
+
+
+SECRET_KEY = _secret_key()
+ALLOWED_HOSTS = env.items("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.items("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "template_partials",
+    "rest_framework",
+    "drf_spectacular",
+    "channels",
+    "django_q",
+    "templates_app",
+    "sessions_app",
+    "executions_app",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "sandbox_site.urls"
+ASGI_APPLICATION = "sandbox_site.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "sandbox_site" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- database -------------------------------------------------------------------------------------------
+
+_database_url = env.string("DATABASE_URL")
+if _database_url:
+    _db = parse_database_url("DATABASE_URL", _database_url)
+else:
+    _db = parse_database_url("DATABASE_URL", f"sqlite:///{DATA_DIR / 'sandbox.sqlite3'}")
+
+DATABASES: dict[str, dict[str, Any]]
+if _db.engine == "sqlite":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": _db.name,
+            # WAL lets the web and worker processes read while one writes; IMMEDIATE takes the write lock at
+            # BEGIN, so a transaction never fails half-way with "database is locked" on lock upgrade.
+            "OPTIONS": {
+                "timeout": 30,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+        }
+    }
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.mysql",
+            "NAME": _db.name,
+            "USER": _db.user,
+            "PASSWORD": env.string("DATABASE_PASSWORD", _db.password),
+            "HOST": _db.host,
+            "PORT": _db.port,
+            "CONN_MAX_AGE": env.integer("DATABASE_CONN_MAX_AGE", 60, minimum=0),
+            "CONN_HEALTH_CHECKS": True,
+            "OPTIONS": {
+                "charset": "utf8mb4",
+                "isolation_level": "read committed",
+                "init_command": "SET sql_mode='STRICT_TRANS_TABLES'",
+            },
+            "TEST": {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"},
+        }
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# django_q's Task model has a conditional index that MariaDB ignores; nothing of ours depends on it.
+SILENCED_SYSTEM_CHECKS = ["models.W037"]
+
+# --- auth, i18n, static ---------------------------------------------------------------------------------
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "/admin/login/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = DATA_DIR / "staticfiles"
+MEDIA_ROOT = DATA_DIR / "media"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+
+# --- object storage -------------------------------------------------------------------------------------
+
+SANDBOX_S3_BUCKET = env.string("SANDBOX_S3_BUCKET")
+if SANDBOX_S3_BUCKET:
+    _default_storage = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": SANDBOX_S3_BUCKET,
+            "endpoint_url": env.url("SANDBOX_S3_ENDPOINT_URL", ("http", "https")) or None,
+            "region_name": env.string("SANDBOX_S3_REGION", "us-east-1"),
+            "access_key": env.string("SANDBOX_S3_ACCESS_KEY_ID") or None,
+            "secret_key": env.string("SANDBOX_S3_SECRET_ACCESS_KEY") or None,
+            "addressing_style": "path" if env.boolean("SANDBOX_S3_PATH_STYLE", True) else "virtual",
+            "default_acl": None,
+            "file_overwrite": True,
+        },
+    }
+else:
+    _default_storage = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(MEDIA_ROOT)},
+    }
+STORAGES = {
+    "default": _default_storage,
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+# --- redis, channels, django-q2 -------------------------------------------------------------------------
+
+REDIS_URL = env.url("REDIS_URL", ("redis", "rediss", "unix"))
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": "sandbox:channels:"},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+Q_CLUSTER: dict[str, Any] = {
+    "name": "sandbox",
+    "workers": env.integer("SANDBOX_WORKERS", 4, minimum=1, maximum=256),
+    # A task may run an execution of up to an hour; the broker must not hand it out again meanwhile.
+    "timeout": 3900,
+    "retry": 4000,
+    "max_attempts": 1,
+    "catch_up": False,
+    "ack_failures": True,
+    "save_limit": 1000,
+    "poll": 0.2,
+    "label": "Task queue",
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+# --- REST framework -------------------------------------------------------------------------------------
+
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Sandbox Control Plane API",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- the product ----------------------------------------------------------------------------------------
+
+RUNTIME_CHOICES = ("process", "docker", "kubernetes", "fake")
+SANDBOX_RUNTIME = env.choice("SANDBOX_RUNTIME", "process", RUNTIME_CHOICES)
+SANDBOX_ALLOW_UNISOLATED = env.boolean("SANDBOX_ALLOW_UNISOLATED", False)
+SANDBOX_MAX_SESSIONS_PER_KEY = env.integer("SANDBOX_MAX_SESSIONS_PER_KEY", 20, minimum=1)
+SANDBOX_MAX_LIFETIME = env.integer("SANDBOX_MAX_LIFETIME", 24 * 3600, minimum=60)
+SANDBOX_CA_BUNDLE = env.string("SANDBOX_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+
+# --- logging --------------------------------------------------------------------------------------------
+
+LOG_LEVEL = env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}

@@ -1,0 +1,85 @@
+"""Operator views of sessions and API keys; actions go through the same services as the API."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+
+from sandbox_site.badges import status_badge
+from sessions_app.models import ApiKey, SandboxSession
+from sessions_app.services import session_terminate
+
+
+@admin.register(SandboxSession)
+class SandboxSessionAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "owner",
+        "template",
+        "status_badge",
+        "runtime_type",
+        "created_at",
+        "last_activity_at",
+    )
+    list_filter = ("status", "template", "runtime_type", "dependency_install_status")
+    search_fields = ("id", "owner__username", "container_id", "termination_reason")
+    date_hierarchy = "created_at"
+    list_select_related = ("owner", "template")
+    exclude = ("executor_token",)
+    readonly_fields = (
+        "id",
+        "status",
+        "termination_reason",
+        "status_detail",
+        "runtime_type",
+        "runtime_node",
+        "container_id",
+        "workspace_path",
+        "executor_endpoint",
+        "installed_dependencies",
+        "dependency_install_status",
+        "dependency_install_error",
+        "created_at",
+        "updated_at",
+        "last_activity_at",
+        "idle_deadline_at",
+        "expires_at",
+        "completed_at",
+    )
+    actions = ("terminate_sessions",)
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: SandboxSession):
+        return status_badge(obj.status)
+
+    def has_add_permission(self, request):
+        # Sessions need a sandbox; they are created through the API or the console, never as bare rows.
+        return False
+
+    @admin.action(description="Terminate selected sessions")
+    def terminate_sessions(self, request, queryset):
+        ended = 0
+        for session in queryset.live():
+            session_terminate(session=session, reason="operator_request")
+            ended += 1
+        self.message_user(request, f"Terminated {ended} session(s).", messages.SUCCESS)
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ("name", "owner", "prefix", "created_at", "last_used_at", "revoked_at")
+    list_filter = ("revoked_at",)
+    search_fields = ("name", "prefix", "owner__username")
+    readonly_fields = ("prefix", "hashed_key", "created_at", "last_used_at", "revoked_at")
+    fields = ("owner", "name", "prefix", "hashed_key", "created_at", "last_used_at", "revoked_at")
+    actions = ("revoke_keys",)
+
+    def has_add_permission(self, request):
+        # A key's secret must be shown once at creation; the console and create_api_key do that.
+        return False
+
+    @admin.action(description="Revoke selected keys")
+    def revoke_keys(self, request, queryset):
+        keys = list(queryset.active())
+        for key in keys:
+            key.revoke()
+        self.message_user(request, f"Revoked {len(keys)} key(s).", messages.SUCCESS)

@@ -1,0 +1,250 @@
+"""SandboxSession (one agent's sandbox and its lifecycle) and ApiKey (how agents authenticate)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from sandbox_site.ids import CLIENT_ID_VALIDATOR, new_session_id
+from templates_app.models import SandboxTemplate
+
+
+class InvalidTransition(Exception):
+    """A status change the state machine does not allow, or one that lost a race to another writer."""
+
+    def __init__(self, kind: str, current: str, target: str) -> None:
+        super().__init__(f"{kind} cannot move from {current} to {target}")
+        self.current = current
+        self.target = target
+
+
+class SessionStatus(models.TextChoices):
+    CREATING = "creating"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    TERMINATED = "terminated"
+
+
+LIVE_SESSION_STATUSES = (SessionStatus.CREATING, SessionStatus.RUNNING)
+
+SESSION_TRANSITIONS: dict[str, frozenset[str]] = {
+    SessionStatus.CREATING: frozenset(
+        {SessionStatus.RUNNING, SessionStatus.FAILED, SessionStatus.TIMEOUT, SessionStatus.TERMINATED}
+    ),
+    SessionStatus.RUNNING: frozenset(
+        {SessionStatus.COMPLETED, SessionStatus.FAILED, SessionStatus.TIMEOUT, SessionStatus.TERMINATED}
+    ),
+    SessionStatus.COMPLETED: frozenset(),
+    SessionStatus.FAILED: frozenset(),
+    SessionStatus.TIMEOUT: frozenset(),
+    SessionStatus.TERMINATED: frozenset(),
+}
+
+
+class DependencyInstallStatus(models.TextChoices):
+    PENDING = "pending"
+    INSTALLING = "installing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class SandboxSessionQuerySet(models.QuerySet["SandboxSession"]):
+    def for_owner(self, user: Any) -> SandboxSessionQuerySet:
+        """What `user` may see: staff see every session, everyone else only their own."""
+        if getattr(user, "is_staff", False):
+            return self
+        return self.filter(owner_id=user.pk)
+
+    def live(self) -> SandboxSessionQuerySet:
+        return self.filter(status__in=LIVE_SESSION_STATUSES)
+
+    def idle_since(self, now: Any) -> SandboxSessionQuerySet:
+        return self.filter(status=SessionStatus.RUNNING, idle_deadline_at__lte=now)
+
+
+class SandboxSession(models.Model):
+    """One sandbox owned by one user, from one template.
+
+    Resources, env and timeout are copied from the template at creation. Status changes go through
+    `transition()`, a conditional UPDATE on the current status: two writers racing (an API terminate and a
+    cleanup sweep) can never both win, and a terminal status is never left.
+    """
+
+    id = models.CharField(
+        primary_key=True, max_length=64, default=new_session_id, validators=[CLIENT_ID_VALIDATOR]
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="sandbox_sessions"
+    )
+    template = models.ForeignKey(SandboxTemplate, on_delete=models.PROTECT, related_name="sessions")
+    status = models.CharField(max_length=16, choices=SessionStatus.choices, default=SessionStatus.CREATING)
+    termination_reason = models.CharField(max_length=64, blank=True)
+    status_detail = models.TextField(blank=True, help_text="Why the session failed, in words.")
+
+    cpu = models.CharField(max_length=16, default="1", help_text="Cores, e.g. '1' or '0.5'.")
+    memory_mb = models.PositiveIntegerField(default=512)
+    disk_mb = models.PositiveIntegerField(default=1024)
+    max_processes = models.PositiveIntegerField(default=128)
+    env_vars = models.JSONField(default=dict, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    timeout = models.PositiveIntegerField(default=300, help_text="Idle timeout in seconds.")
+
+    python_package_index_url = models.CharField(max_length=500, blank=True)
+    requested_dependencies = models.JSONField(default=list, blank=True)
+    installed_dependencies = models.JSONField(default=list, blank=True)
+    dependency_install_status = models.CharField(
+        max_length=16, choices=DependencyInstallStatus.choices, default=DependencyInstallStatus.COMPLETED
+    )
+    dependency_install_error = models.TextField(blank=True)
+
+    runtime_type = models.CharField(max_length=20, blank=True)
+    runtime_node = models.CharField(max_length=255, blank=True)
+    container_id = models.CharField(max_length=255, blank=True)
+    workspace_path = models.CharField(max_length=1000, blank=True)
+    executor_endpoint = models.CharField(max_length=1000, blank=True)
+    executor_token = models.CharField(max_length=128, blank=True)
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    last_activity_at = models.DateTimeField(default=timezone.now)
+    idle_deadline_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = SandboxSessionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "sandbox session"
+        indexes = [
+            models.Index(fields=["status", "idle_deadline_at"], name="session_status_idle_idx"),
+            models.Index(fields=["owner", "status"], name="session_owner_status_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.id
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in LIVE_SESSION_STATUSES
+
+    def can_transition(self, target: str) -> bool:
+        return target in SESSION_TRANSITIONS[self.status]
+
+    def transition(self, target: str, *, reason: str = "", detail: str = "", **fields: Any) -> None:
+        """Move to `target` if the state machine allows it and nobody moved the row first.
+
+        Raises InvalidTransition for an illegal move, or when the row's stored status is no longer the one
+        this instance saw (another process changed it).
+        """
+        if not self.can_transition(target):
+            raise InvalidTransition("session", self.status, target)
+        now = timezone.now()
+        changes: dict[str, Any] = {"status": target, "updated_at": now, **fields}
+        if reason:
+            changes["termination_reason"] = reason
+        if detail:
+            changes["status_detail"] = detail
+        if target not in LIVE_SESSION_STATUSES:
+            changes["completed_at"] = now
+        updated = SandboxSession.objects.filter(pk=self.pk, status=self.status).update(**changes)
+        if updated != 1:
+            current = SandboxSession.objects.filter(pk=self.pk).values_list("status", flat=True).first()
+            raise InvalidTransition("session", str(current), target)
+        for name, value in changes.items():
+            setattr(self, name, value)
+
+    def mark_running(self, **fields: Any) -> None:
+        self.transition(SessionStatus.RUNNING, **fields)
+
+    def mark_failed(self, reason: str, detail: str = "") -> None:
+        self.transition(SessionStatus.FAILED, reason=reason, detail=detail)
+
+    def mark_timeout(self, reason: str) -> None:
+        self.transition(SessionStatus.TIMEOUT, reason=reason)
+
+    def mark_terminated(self, reason: str) -> None:
+        self.transition(SessionStatus.TERMINATED, reason=reason)
+
+    def mark_completed(self, reason: str = "") -> None:
+        self.transition(SessionStatus.COMPLETED, reason=reason)
+
+    def touch(self) -> None:
+        """Record activity now: resets the idle clock (executions, file operations, keepalive)."""
+        now = timezone.now()
+        deadline = now + timedelta(seconds=self.timeout)
+        SandboxSession.objects.filter(pk=self.pk).update(last_activity_at=now, idle_deadline_at=deadline)
+        self.last_activity_at = now
+        self.idle_deadline_at = deadline
+
+
+API_KEY_PREFIX = "scp_"
+
+
+def hash_api_key(raw_key: str) -> str:
+    # Keys carry 240 random bits, so a fast hash is enough: nobody can brute-force the input space.
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+class ApiKeyQuerySet(models.QuerySet["ApiKey"]):
+    def active(self) -> ApiKeyQuerySet:
+        return self.filter(revoked_at__isnull=True)
+
+    def create_key(self, *, owner: Any, name: str = "") -> tuple[ApiKey, str]:
+        """Create a key and return it with the raw secret, which is never stored and shown only this once."""
+        raw = API_KEY_PREFIX + secrets.token_urlsafe(30)
+        key = self.create(owner=owner, name=name or "default", prefix=raw[:12], hashed_key=hash_api_key(raw))
+        return key, raw
+
+    def authenticate(self, raw_key: str) -> ApiKey | None:
+        """The active key matching `raw_key`, or None. Updates last_used_at at most once a minute."""
+        if not raw_key or not raw_key.startswith(API_KEY_PREFIX) or len(raw_key) > 200:
+            return None
+        digest = hash_api_key(raw_key)
+        key = self.active().select_related("owner").filter(hashed_key=digest).first()
+        if key is None or not hmac.compare_digest(key.hashed_key, digest) or not key.owner.is_active:
+            return None
+        now = timezone.now()
+        if key.last_used_at is None or now - key.last_used_at > timedelta(minutes=1):
+            ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+            key.last_used_at = now
+        return key
+
+
+class ApiKey(models.Model):
+    """An agent's credential. Only a SHA-256 of the secret is stored; `prefix` lets operators tell keys apart."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, db_index=True)
+    hashed_key = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ApiKeyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    def revoke(self) -> None:
+        if self.revoked_at is None:
+            self.revoked_at = timezone.now()
+            ApiKey.objects.filter(pk=self.pk, revoked_at__isnull=True).update(revoked_at=self.revoked_at)

@@ -1,0 +1,75 @@
+"""SandboxTemplate: what a session is made from (image, runtime, default resources, warm pool size)."""
+
+from __future__ import annotations
+
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+
+TEMPLATE_ID_VALIDATOR = RegexValidator(
+    r"^[a-z0-9][a-z0-9._-]{0,63}$",
+    "Template ids are 1-64 characters of lowercase letters, digits, '.', '_' and '-', starting alphanumeric.",
+)
+
+
+class RuntimeType(models.TextChoices):
+    DEFAULT = "", "Default (SANDBOX_RUNTIME)"
+    PROCESS = "process", "Process (bubblewrap)"
+    DOCKER = "docker", "Docker"
+    KUBERNETES = "kubernetes", "Kubernetes"
+
+
+class SandboxTemplateQuerySet(models.QuerySet["SandboxTemplate"]):
+    def active(self) -> SandboxTemplateQuerySet:
+        return self.filter(is_active=True)
+
+
+class SandboxTemplate(models.Model):
+    """A recipe for sandboxes.
+
+    Its string id (`python-basic`) is the public key agents pass as `template_id`. Defaults here are copied
+    onto each session at creation, so editing a template never changes a session that already exists.
+    """
+
+    id = models.CharField(primary_key=True, max_length=64, validators=[TEMPLATE_ID_VALIDATOR])
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    image_url = models.CharField(
+        max_length=500, help_text="Container image for the docker/kubernetes runtimes."
+    )
+    runtime_type = models.CharField(
+        max_length=20,
+        choices=RuntimeType.choices,
+        blank=True,
+        default=RuntimeType.DEFAULT,
+        help_text="Blank uses SANDBOX_RUNTIME.",
+    )
+    default_cpu_cores = models.DecimalField(
+        max_digits=4,
+        decimal_places=2,
+        default=1,
+        validators=[MinValueValidator(0.1), MaxValueValidator(4)],
+    )
+    default_memory_mb = models.PositiveIntegerField(
+        default=512, validators=[MinValueValidator(64), MaxValueValidator(8192)]
+    )
+    default_disk_mb = models.PositiveIntegerField(
+        default=1024, validators=[MinValueValidator(256), MaxValueValidator(51200)]
+    )
+    default_timeout_sec = models.PositiveIntegerField(
+        default=300, validators=[MinValueValidator(10), MaxValueValidator(86400)]
+    )
+    default_env_vars = models.JSONField(default=dict, blank=True)
+    pre_installed_packages = models.JSONField(default=list, blank=True)
+    warm_pool_size = models.PositiveIntegerField(default=0, validators=[MaxValueValidator(50)])
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = SandboxTemplateQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name = "sandbox template"
+
+    def __str__(self) -> str:
+        return self.id
