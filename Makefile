@@ -35,11 +35,7 @@ run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput -v0
 	$(PY) manage.py bootstrap_local
-	@echo "Serving on http://$(HOST):$(PORT)  (admin: /admin/, API: /api/v1/)  Ctrl-C stops the server and the workers."
-	@trap 'kill 0' INT TERM; \
-	  $(PY) manage.py qcluster & \
-	  $(VENV)/bin/daphne -b $(HOST) -p $(PORT) sandbox_site.asgi:application & \
-	  wait
+	$(PY) manage.py serve --host $(HOST) --port $(PORT)
 
 test: install-dev
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "channels",
     "django_q",
+    "sandbox_site",
     "templates_app",
     "sessions_app",
     "executions_app",
