@@ -55,7 +55,9 @@ class Env:
             return False
         raise ImproperlyConfigured(f"{name}={value!r} is not a boolean; use true or false")
 
-    def integer(self, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    def integer(
+        self, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None
+    ) -> int:
         value = self.raw(name)
         if value is None or value == "":
             return default

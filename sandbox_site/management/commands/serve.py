@@ -46,7 +46,9 @@ class Command(BaseCommand):
             exited = [child for child in children if child.poll() is not None]
             if exited:
                 exit_code = exited[0].returncode or 1
-                self.stderr.write(f"{exited[0].args[2:4]} exited with {exited[0].returncode}; stopping the rest")
+                self.stderr.write(
+                    f"{exited[0].args[2:4]} exited with {exited[0].returncode}; stopping the rest"
+                )
                 break
             time.sleep(0.2)
         for child in children:
