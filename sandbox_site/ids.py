@@ -10,8 +10,10 @@ from django.core.validators import RegexValidator
 ID_ALPHABET = string.ascii_lowercase + string.digits
 ID_RANDOM_LENGTH = 16
 
+# The first character must be alphanumeric: ids name directories and containers, so "." and ".." are out.
 CLIENT_ID_VALIDATOR = RegexValidator(
-    r"^[A-Za-z0-9._-]{1,64}$", "Ids are 1-64 characters of letters, digits, '.', '_' and '-'."
+    r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+    "Ids are 1-64 characters of letters, digits, '.', '_' and '-', starting with a letter or digit.",
 )
 
 

@@ -3,11 +3,135 @@
 from __future__ import annotations
 
 import logging
+import secrets
+import socket
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
 
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from runtime import Resources, RuntimeFailure, SandboxSpec
 from sessions_app.models import InvalidTransition, SandboxSession, SessionStatus
 from sessions_app.sandboxes import handle_for, runtime_for
+from templates_app.models import SandboxTemplate
 
 logger = logging.getLogger(__name__)
+
+MANAGED_LABELS = {"sandbox.managed": "true"}
+
+
+class SessionError(Exception):
+    """A session request that cannot be honoured; `code` is the API's machine-readable error."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def session_spec(session: SandboxSession) -> SandboxSpec:
+    """What the runtime needs to build this session's sandbox."""
+    return SandboxSpec(
+        session_id=session.id,
+        image=session.template.image_url,
+        token=session.executor_token,
+        resources=Resources(
+            cpu=float(session.cpu),
+            memory_mb=session.memory_mb,
+            disk_mb=session.disk_mb,
+            max_processes=session.max_processes,
+        ),
+        env={str(k): str(v) for k, v in session.env_vars.items()},
+        labels={**MANAGED_LABELS, "sandbox.session": session.id, "sandbox.template": session.template_id},
+    )
+
+
+@transaction.atomic
+def session_create(
+    *,
+    owner: Any,
+    template: SandboxTemplate,
+    session_id: str | None = None,
+    cpu: str | None = None,
+    memory_mb: int | None = None,
+    disk_mb: int | None = None,
+    timeout: int | None = None,
+    env_vars: Mapping[str, str] | None = None,
+    metadata: Mapping[str, str] | None = None,
+    dependencies: list[dict[str, str]] | None = None,
+    python_package_index_url: str = "",
+) -> SandboxSession:
+    """Record a new session (status `creating`), copying every default from the template.
+
+    The sandbox is built by `session_provision`, which the caller runs (in the request or in a worker).
+    """
+    if not template.is_active:
+        raise SessionError("template_inactive", f"template {template.id!r} is deactivated")
+    if session_id and SandboxSession.objects.filter(pk=session_id).exists():
+        raise SessionError("duplicate_id", f"a session with id {session_id!r} exists already")
+    now = timezone.now()
+    session_timeout = timeout if timeout is not None else template.default_timeout_sec
+    fields: dict[str, Any] = {
+        "owner": owner,
+        "template": template,
+        "cpu": cpu if cpu is not None else _format_cpu(template.default_cpu_cores),
+        "memory_mb": memory_mb if memory_mb is not None else template.default_memory_mb,
+        "disk_mb": disk_mb if disk_mb is not None else template.default_disk_mb,
+        "timeout": session_timeout,
+        "env_vars": {**template.default_env_vars, **(env_vars or {})},
+        "metadata": dict(metadata or {}),
+        "requested_dependencies": list(dependencies or []),
+        "dependency_install_status": "pending" if dependencies else "completed",
+        "python_package_index_url": python_package_index_url,
+        "runtime_type": template.runtime_type or settings.SANDBOX_RUNTIME,
+        "executor_token": secrets.token_urlsafe(32),
+        "created_at": now,
+        "last_activity_at": now,
+        "idle_deadline_at": now + timedelta(seconds=session_timeout),
+        "expires_at": now + timedelta(seconds=settings.SANDBOX_MAX_LIFETIME),
+    }
+    if session_id:
+        fields["id"] = session_id
+    return SandboxSession.objects.create(**fields)
+
+
+def _format_cpu(cores: Any) -> str:
+    text = f"{float(cores):.2f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def session_provision(*, session: SandboxSession) -> SandboxSession:
+    """Build the sandbox of a `creating` session and mark it `running`; on failure mark it `failed`.
+
+    Idempotent: a session that is no longer `creating` is returned untouched. If the session was ended
+    while its sandbox was being built, the fresh sandbox is destroyed rather than left running.
+    """
+    if session.status != SessionStatus.CREATING:
+        return session
+    runtime = runtime_for(session)
+    try:
+        handle = runtime.create(session_spec(session))
+    except RuntimeFailure as exc:
+        logger.warning("provisioning session %s failed: %s", session.id, exc.message)
+        try:
+            session.mark_failed("provisioning_failed", detail=exc.message)
+        except InvalidTransition:
+            session.refresh_from_db()
+        return session
+    try:
+        session.mark_running(
+            container_id=handle.sandbox_id,
+            executor_endpoint=handle.endpoint,
+            runtime_node=handle.node or socket.gethostname(),
+            workspace_path=handle.workspace_path,
+        )
+    except InvalidTransition:
+        runtime.destroy(handle)
+        session.refresh_from_db()
+    return session
 
 
 def session_release_sandbox(*, session: SandboxSession) -> None:
@@ -24,7 +148,8 @@ def session_release_sandbox(*, session: SandboxSession) -> None:
 def session_terminate(*, session: SandboxSession, reason: str = "user_request") -> SandboxSession:
     """End a live session and remove its sandbox. Idempotent: an ended session is returned as it is.
 
-    The status changes first, so no new execution starts on a sandbox that is about to disappear.
+    The status changes first, so no new execution starts on a sandbox that is about to disappear; a
+    running execution loses its executor and is recorded as cancelled by `execution_run`.
     """
     if session.status in (SessionStatus.CREATING, SessionStatus.RUNNING):
         try:
@@ -34,4 +159,12 @@ def session_terminate(*, session: SandboxSession, reason: str = "user_request") 
             session.refresh_from_db()
             return session
         session_release_sandbox(session=session)
+    return session
+
+
+def session_keepalive(*, session: SandboxSession) -> SandboxSession:
+    """Reset the idle clock of a live session."""
+    if session.status != SessionStatus.RUNNING:
+        raise SessionError("session_not_running", f"session {session.id} is {session.status}, not running")
+    session.touch()
     return session

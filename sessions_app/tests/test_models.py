@@ -76,7 +76,7 @@ def test_a_client_supplied_id_is_kept_and_must_be_unique(make_session, user, oth
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("bad_id", ["", "x" * 65, "a/b", "a b", "semi;colon", "ü"])
+@pytest.mark.parametrize("bad_id", ["", "x" * 65, "a/b", "a b", "semi;colon", "ü", ".", "..", "-rf", "_x"])
 def test_malformed_client_ids_are_refused(make_session, user, python_template, bad_id):
     session = SandboxSession(id=bad_id, owner=user, template=python_template)
     with pytest.raises(ValidationError) as error:

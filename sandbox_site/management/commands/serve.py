@@ -31,6 +31,7 @@ class Command(BaseCommand):
             commands.append([sys.executable, "manage.py", "qcluster"])
         # Own process groups: a terminal's Ctrl-C reaches only this supervisor, which then signals each
         # child once, instead of every process receiving SIGINT at the same moment.
+        names = ["daphne", "qcluster"][: len(commands)]
         children = [subprocess.Popen(command, start_new_session=True) for command in commands]
         stopping = False
 
@@ -43,12 +44,13 @@ class Command(BaseCommand):
         self.stdout.write(f"Serving on http://{host}:{port}  (Ctrl-C stops the server and the workers)")
         exit_code = 0
         while not stopping:
-            exited = [child for child in children if child.poll() is not None]
+            exited = [
+                (name, child) for name, child in zip(names, children, strict=True) if child.poll() is not None
+            ]
             if exited:
-                exit_code = exited[0].returncode or 1
-                self.stderr.write(
-                    f"{exited[0].args[2:4]} exited with {exited[0].returncode}; stopping the rest"
-                )
+                name, child = exited[0]
+                exit_code = child.returncode or 1
+                self.stderr.write(f"{name} exited with {child.returncode}; stopping the rest")
                 break
             time.sleep(0.2)
         for child in children:

@@ -1,0 +1,187 @@
+"""Execution workflows: submit, run (stream from the executor and record), cancel."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from executions_app.models import Execution, ExecutionStatus
+from executions_app.output import OutputRecorder, broadcast
+from runtime import ExecuteRequest, RuntimeFailure
+from sessions_app.models import InvalidTransition, SandboxSession, SessionStatus
+from sessions_app.sandboxes import handle_for, runtime_for
+
+logger = logging.getLogger(__name__)
+
+RESULT_STATUSES = {
+    "completed": ExecutionStatus.COMPLETED,
+    "failed": ExecutionStatus.FAILED,
+    "timeout": ExecutionStatus.TIMEOUT,
+    "crashed": ExecutionStatus.CRASHED,
+    "cancelled": ExecutionStatus.CANCELLED,
+}
+
+
+class ExecutionError(Exception):
+    """An execution request that cannot be honoured; `code` is the API's machine-readable error."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def execution_submit(
+    *,
+    session: SandboxSession,
+    language: str,
+    code: str,
+    event: Any = None,
+    timeout: int = 30,
+    entrypoint: str = "",
+) -> Execution:
+    """Record a pending execution on a running session and refresh the session's idle clock."""
+    if session.status != SessionStatus.RUNNING:
+        raise ExecutionError(
+            "session_not_running",
+            f"session {session.id} is {session.status}; executions need a running session",
+        )
+    execution = Execution.objects.create(
+        session=session,
+        language=language,
+        code=code,
+        event=event if event is not None else {},
+        timeout=timeout,
+        entrypoint=entrypoint or "",
+    )
+    session.touch()
+    return execution
+
+
+def execution_run(execution_id: str) -> Execution | None:
+    """Run a pending execution to its end and record everything. Safe to call twice: only one claim wins.
+
+    The claim is a conditional UPDATE pending -> running, so two workers handed the same task never both
+    run it. Output is stored in seq-numbered batches while it streams; the result row is written last.
+    """
+    claimed = Execution.objects.filter(pk=execution_id, status=ExecutionStatus.PENDING).update(
+        status=ExecutionStatus.RUNNING, started_at=timezone.now()
+    )
+    if claimed != 1:
+        return None
+    execution = Execution.objects.select_related("session", "session__template").get(pk=execution_id)
+    session = execution.session
+    broadcast(execution.id, {"event": "status", "status": execution.status})
+    handle = handle_for(session)
+    if session.status != SessionStatus.RUNNING or handle is None:
+        return _finish(
+            execution,
+            ExecutionStatus.CANCELLED,
+            error_message=f"session {session.id} is {session.status}; the execution did not start",
+        )
+    recorder = OutputRecorder(execution.id)
+    request = ExecuteRequest(
+        execution_id=execution.id,
+        language=execution.language,
+        code=execution.code,
+        event=execution.event,
+        timeout=execution.timeout,
+        entrypoint=execution.entrypoint or None,
+    )
+    result: dict[str, Any] | None = None
+    failure = ""
+    try:
+        for event in runtime_for(session).execute(handle, request):
+            kind = event.get("type")
+            if kind in ("stdout", "stderr"):
+                recorder.add(kind, str(event.get("data", "")))
+            elif kind == "result":
+                result = event
+    except RuntimeFailure as exc:
+        failure = exc.message
+    recorder.flush()
+    session.touch()
+    if result is None:
+        session.refresh_from_db(fields=["status"])
+        if session.status != SessionStatus.RUNNING:
+            return _finish(
+                execution,
+                ExecutionStatus.CANCELLED,
+                recorder,
+                error_message=f"session ended ({session.status})",
+            )
+        return _finish(
+            execution,
+            ExecutionStatus.CRASHED,
+            recorder,
+            error_message=f"lost the sandbox's executor: {failure}",
+        )
+    return _finish(
+        execution,
+        RESULT_STATUSES.get(str(result.get("status")), ExecutionStatus.CRASHED),
+        recorder,
+        exit_code=result.get("exit_code"),
+        return_value=result.get("return_value"),
+        error_message=str(result.get("error") or ""),
+        stdout_truncated=bool(result.get("stdout_truncated")),
+        stderr_truncated=bool(result.get("stderr_truncated")),
+        metrics={
+            "duration_ms": result.get("duration_ms"),
+            "cpu_time_ms": result.get("cpu_time_ms"),
+            "peak_memory_mb": result.get("peak_memory_mb"),
+        },
+        artifacts=_artifacts(result.get("files") or {}),
+    )
+
+
+def _artifacts(files: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    artifacts = []
+    for change in ("created", "modified", "deleted"):
+        for entry in files.get(change) or []:
+            if isinstance(entry, dict):
+                artifacts.append({"path": entry.get("path"), "size": entry.get("size"), "change": change})
+            else:
+                artifacts.append({"path": str(entry), "size": None, "change": change})
+    return artifacts
+
+
+def _finish(
+    execution: Execution, status: str, recorder: OutputRecorder | None = None, **fields: Any
+) -> Execution:
+    if recorder is not None:
+        fields["stdout"] = recorder.text("stdout")
+        fields["stderr"] = recorder.text("stderr")
+    with transaction.atomic():
+        try:
+            execution.transition(status, **fields)
+        except InvalidTransition:
+            # Cancelled (or expired) by someone else meanwhile: keep their status, store the output anyway.
+            Execution.objects.filter(pk=execution.pk).update(
+                **{k: v for k, v in fields.items() if k in ("stdout", "stderr", "metrics")}
+            )
+            execution.refresh_from_db()
+        final = {"event": "result", "status": execution.status, "exit_code": execution.exit_code}
+        transaction.on_commit(lambda: broadcast(execution.id, final))
+    return execution
+
+
+def execution_cancel(*, execution: Execution) -> Execution:
+    """Cancel a pending or running execution. Finished executions are returned unchanged."""
+    if execution.status == ExecutionStatus.PENDING:
+        try:
+            execution.transition(ExecutionStatus.CANCELLED, error_message="cancelled before it started")
+            return execution
+        except InvalidTransition:
+            execution.refresh_from_db()
+    if execution.status == ExecutionStatus.RUNNING:
+        session = execution.session
+        handle = handle_for(session)
+        if handle is not None:
+            try:
+                runtime_for(session).executor(handle).cancel(execution.id)
+            except RuntimeFailure as exc:
+                logger.warning("cancel of %s could not reach the executor: %s", execution.id, exc.message)
+    return execution
