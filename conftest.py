@@ -42,3 +42,86 @@ def make_session(db, python_template):
         return SandboxSession.objects.create(owner=owner, **fields)
 
     return make
+
+
+@pytest.fixture
+def fake_runtime(settings):
+    """Sessions created in this test run on the in-memory fake runtime."""
+    from runtime.registry import reset_runtimes
+
+    settings.SANDBOX_RUNTIME = "fake"
+    reset_runtimes()
+    yield
+    reset_runtimes()
+
+
+@pytest.fixture
+def make_api_client(db):
+    """An APIClient authenticated with a fresh API key of `owner`."""
+    from rest_framework.test import APIClient
+
+    from sessions_app.models import ApiKey
+
+    def make(owner, *, header: str = "bearer"):
+        _, raw = ApiKey.objects.create_key(owner=owner, name="test")
+        client = APIClient()
+        if header == "bearer":
+            client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+        else:
+            client.credentials(HTTP_X_API_KEY=raw)
+        client.raw_key = raw
+        return client
+
+    return make
+
+
+@pytest.fixture
+def api(make_api_client, user):
+    return make_api_client(user)
+
+
+@pytest.fixture
+def other_api(make_api_client, other_user):
+    return make_api_client(other_user)
+
+
+@pytest.fixture
+def staff_api(make_api_client, staff_user):
+    return make_api_client(staff_user)
+
+
+@pytest.fixture
+def process_runtime(settings):
+    """Sessions in this test run in real bubblewrap sandboxes under a temporary data dir."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from runtime.registry import reset_runtimes
+
+    if shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap (bwrap) is not installed; `make system-deps` installs it")
+    settings.SANDBOX_RUNTIME = "process"
+    data_dir = Path(tempfile.mkdtemp(prefix="scp-", dir="/tmp"))
+    settings.DATA_DIR = data_dir
+    reset_runtimes()
+    yield
+    from runtime.registry import get_runtime
+
+    runtime = get_runtime("process", {"data_dir": str(settings.DATA_DIR)})
+    for handle in runtime.list_managed():
+        runtime.destroy(handle)
+    reset_runtimes()
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def running_session(db, user, python_template):
+    """A provisioned session of the current SANDBOX_RUNTIME; destroyed at the end."""
+    from sessions_app.services import session_create, session_provision, session_terminate
+
+    session = session_provision(session=session_create(owner=user, template=python_template))
+    assert session.status == "running", session.status_detail
+    yield session
+    session.refresh_from_db()
+    session_terminate(session=session)

@@ -125,6 +125,9 @@ class Runtime(abc.ABC):
     def executor(self, handle: SandboxHandle) -> ExecutorClient:
         """A client for the sandbox's executor."""
 
+    def check(self) -> None:
+        """Raise RuntimeFailure when this backend cannot create sandboxes here (for health checks)."""
+
     def update_resources(self, handle: SandboxHandle, resources: Resources) -> None:
         """Apply new limits to a live sandbox (a claimed warm sandbox). Backends that cannot, refuse."""
         raise RuntimeFailure(

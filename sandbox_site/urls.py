@@ -1,12 +1,15 @@
-"""Top-level URL map: admin, the public API under /api/v1, and the console."""
+"""Top-level URL map: admin, the public API under /api/v1 with its docs, and the console."""
 
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import path
+from django.http import HttpRequest, HttpResponse
+from django.urls import include, path
+from django.views import defaults
 from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularSwaggerView
 
-from sandbox_site.health import health
+from sandbox_site.api.errors import is_api_path, json_error
 
 admin.site.site_header = "Sandbox Control Plane"
 admin.site.site_title = "Sandbox Control Plane"
@@ -14,6 +17,23 @@ admin.site.index_title = "Operations"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("api/v1/health", health, name="health"),
+    path("api/v1/", include("sandbox_site.api.urls")),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("docs", RedirectView.as_view(url="/api/docs/", permanent=False)),
+    path("api-auth/", include("rest_framework.urls")),
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
 ]
+
+
+def handler404(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if is_api_path(request):
+        return json_error(request, 404, "not_found", f"no API endpoint at {request.path}")
+    return defaults.page_not_found(request, exception)
+
+
+def handler500(request: HttpRequest) -> HttpResponse:
+    if is_api_path(request):
+        return json_error(
+            request, 500, "internal_error", "Something went wrong on our side; the request id identifies it."
+        )
+    return defaults.server_error(request)

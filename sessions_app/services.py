@@ -10,10 +10,12 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
 from runtime import Resources, RuntimeFailure, SandboxSpec
+from sessions_app.dependencies import merge_dependencies
 from sessions_app.models import InvalidTransition, SandboxSession, SessionStatus
 from sessions_app.sandboxes import handle_for, runtime_for
 from templates_app.models import SandboxTemplate
@@ -70,6 +72,7 @@ def session_create(
     """
     if not template.is_active:
         raise SessionError("template_inactive", f"template {template.id!r} is deactivated")
+    _check_quota(owner)
     if session_id and SandboxSession.objects.filter(pk=session_id).exists():
         raise SessionError("duplicate_id", f"a session with id {session_id!r} exists already")
     now = timezone.now()
@@ -96,6 +99,19 @@ def session_create(
     if session_id:
         fields["id"] = session_id
     return SandboxSession.objects.create(**fields)
+
+
+def _check_quota(owner: Any) -> None:
+    """Refuse a session past the owner's live-session quota.
+
+    Locking the owner's row serialises concurrent creates of one owner, so two requests racing for the
+    last slot cannot both get it.
+    """
+    get_user_model().objects.select_for_update().filter(pk=owner.pk).first()
+    live = SandboxSession.objects.filter(owner=owner).live().count()
+    limit = settings.SANDBOX_MAX_SESSIONS_PER_KEY
+    if live >= limit:
+        raise SessionError("quota_exceeded", f"you have {live} live sessions; the limit is {limit}")
 
 
 def _format_cpu(cores: Any) -> str:
@@ -168,3 +184,43 @@ def session_keepalive(*, session: SandboxSession) -> SandboxSession:
         raise SessionError("session_not_running", f"session {session.id} is {session.status}, not running")
     session.touch()
     return session
+
+
+def session_delete(*, session: SandboxSession) -> None:
+    """Remove a session for good: its sandbox, its row, and (by cascade) its executions and output."""
+    session_terminate(session=session, reason="deleted")
+    session_release_sandbox(session=session)
+    SandboxSession.objects.filter(pk=session.pk).delete()
+
+
+def session_request_dependencies(
+    *, session: SandboxSession, dependencies: list[dict[str, str]], index_url: str | None = None
+) -> SandboxSession:
+    """Merge `dependencies` into the session's requested set (by name) and mark them pending install.
+
+    Refused while an install runs: the result of that install would silently miss the new packages.
+    """
+    if session.status != SessionStatus.RUNNING:
+        raise SessionError("session_not_running", f"session {session.id} is {session.status}, not running")
+    with transaction.atomic():
+        locked = SandboxSession.objects.select_for_update().get(pk=session.pk)
+        if locked.dependency_install_status == "installing":
+            raise SessionError(
+                "install_in_progress", "a dependency install is running; try again when it ends"
+            )
+        locked.requested_dependencies = merge_dependencies(locked.requested_dependencies, dependencies)
+        if index_url is not None:
+            locked.python_package_index_url = index_url
+        locked.dependency_install_status = "pending"
+        locked.dependency_install_error = ""
+        locked.save(
+            update_fields=[
+                "requested_dependencies",
+                "python_package_index_url",
+                "dependency_install_status",
+                "dependency_install_error",
+                "updated_at",
+            ]
+        )
+    locked.touch()
+    return locked

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
@@ -47,7 +49,7 @@ class SandboxTemplate(models.Model):
         max_digits=4,
         decimal_places=2,
         default=1,
-        validators=[MinValueValidator(0.1), MaxValueValidator(4)],
+        validators=[MinValueValidator(Decimal("0.1")), MaxValueValidator(Decimal("4"))],
     )
     default_memory_mb = models.PositiveIntegerField(
         default=512, validators=[MinValueValidator(64), MaxValueValidator(8192)]

@@ -1,0 +1,200 @@
+"""Execution endpoints of /api/v1: execute (async and sync), read, output, cancel, list per session."""
+
+from __future__ import annotations
+
+import threading
+
+from django.db import close_old_connections, transaction
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from executions_app.api.serializers import (
+    ExecuteSerializer,
+    ExecutionAcceptedSerializer,
+    ExecutionSerializer,
+    OutputChunkSerializer,
+    OutputPageSerializer,
+)
+from executions_app.models import Execution
+from executions_app.services import ExecutionError, execution_cancel, execution_run, execution_submit
+from executions_app.tasks import enqueue_execution_run
+from sandbox_site.api.errors import ApiError
+from sandbox_site.api.pagination import EnvelopePagination
+from sandbox_site.api.schema import error_responses
+from sessions_app.api.views import owned_session
+
+OUTPUT_PAGE = 500
+
+
+def owned_execution(request: Request, execution_id: str) -> Execution:
+    execution = (
+        Execution.objects.for_owner(request.user).select_related("session").filter(pk=execution_id).first()
+    )
+    if execution is None:
+        raise ApiError(404, "execution_not_found", f"no execution {execution_id!r}")
+    return execution
+
+
+def _submit(request: Request, session_id: str) -> Execution:
+    session = owned_session(request, session_id)
+    serializer = ExecuteSerializer(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    data = serializer.validated_data
+    try:
+        return execution_submit(
+            session=session,
+            language=data["language"],
+            code=data["code"],
+            event=data.get("event"),
+            timeout=data["timeout"],
+            entrypoint=data.get("entrypoint") or "",
+        )
+    except ExecutionError as exc:
+        raise ApiError(409, exc.code, exc.message) from None
+
+
+class ExecuteView(APIView):
+    @extend_schema(
+        operation_id="executions_create",
+        request=ExecuteSerializer,
+        responses={201: ExecutionAcceptedSerializer, **error_responses(400, 401, 404, 409)},
+    )
+    def post(self, request: Request, session_id: str) -> Response:
+        with transaction.atomic():
+            execution = _submit(request, session_id)
+            enqueue_execution_run(execution.id)
+        body = {
+            "execution_id": execution.id,
+            "session_id": execution.session_id,
+            "status": execution.status,
+            "created_at": execution.created_at,
+        }
+        return Response(ExecutionAcceptedSerializer(body).data, status=status.HTTP_201_CREATED)
+
+
+def _run_in_thread(execution_id: str) -> None:
+    try:
+        execution_run(execution_id)
+    finally:
+        close_old_connections()
+
+
+class ExecuteSyncView(APIView):
+    @extend_schema(
+        operation_id="executions_create_sync",
+        request=ExecuteSerializer,
+        parameters=[
+            OpenApiParameter("sync_timeout", int, description="Seconds to wait (1-3600, default 300).")
+        ],
+        responses={200: ExecutionSerializer, **error_responses(400, 401, 404, 408, 409)},
+    )
+    def post(self, request: Request, session_id: str) -> Response:
+        raw = request.query_params.get("sync_timeout", "300")
+        if not raw.isdigit() or not 1 <= int(raw) <= 3600:
+            raise ApiError(
+                400,
+                "validation_error",
+                "sync_timeout must be an integer from 1 to 3600",
+                {"sync_timeout": ["out of range"]},
+            )
+        execution = _submit(request, session_id)
+        # The run happens in its own thread so the wait can end before the run does: the execution goes on
+        # and stays retrievable under its id.
+        runner = threading.Thread(
+            target=_run_in_thread, args=(execution.id,), name=f"run-{execution.id}", daemon=True
+        )
+        runner.start()
+        runner.join(timeout=int(raw))
+        execution.refresh_from_db()
+        if not execution.is_finished:
+            raise ApiError(
+                408,
+                "sync_timeout",
+                f"the execution did not finish within {raw} s; it goes on, fetch it by execution_id",
+                execution_id=execution.id,
+            )
+        return Response(ExecutionSerializer(execution).data)
+
+
+class ExecutionDetailView(APIView):
+    @extend_schema(
+        operation_id="executions_retrieve", responses={200: ExecutionSerializer, **error_responses(401, 404)}
+    )
+    def get(self, request: Request, execution_id: str) -> Response:
+        return Response(ExecutionSerializer(owned_execution(request, execution_id)).data)
+
+
+class ExecutionStatusView(ExecutionDetailView):
+    @extend_schema(
+        operation_id="executions_status", responses={200: ExecutionSerializer, **error_responses(401, 404)}
+    )
+    def get(self, request: Request, execution_id: str) -> Response:
+        return super().get(request, execution_id)
+
+
+class ExecutionResultView(ExecutionDetailView):
+    @extend_schema(
+        operation_id="executions_result", responses={200: ExecutionSerializer, **error_responses(401, 404)}
+    )
+    def get(self, request: Request, execution_id: str) -> Response:
+        return super().get(request, execution_id)
+
+
+class ExecutionOutputView(APIView):
+    @extend_schema(
+        operation_id="executions_output",
+        parameters=[OpenApiParameter("after", int, description="Return chunks with seq greater than this.")],
+        responses={200: OutputPageSerializer, **error_responses(400, 401, 404)},
+    )
+    def get(self, request: Request, execution_id: str) -> Response:
+        execution = owned_execution(request, execution_id)
+        raw = request.query_params.get("after", "0")
+        if not raw.isdigit() or int(raw) > 2**31:
+            raise ApiError(
+                400, "validation_error", "after must be a non-negative integer", {"after": ["invalid"]}
+            )
+        chunks = list(execution.chunks.filter(seq__gt=int(raw)).order_by("seq")[: OUTPUT_PAGE + 1])
+        has_more = len(chunks) > OUTPUT_PAGE
+        chunks = chunks[:OUTPUT_PAGE]
+        body = {
+            "execution_id": execution.id,
+            "status": execution.status,
+            "finished": execution.is_finished,
+            "chunks": OutputChunkSerializer(chunks, many=True).data,
+            "next_after": chunks[-1].seq if chunks else int(raw),
+            "has_more": has_more,
+        }
+        return Response(body)
+
+
+class ExecutionCancelView(APIView):
+    @extend_schema(
+        operation_id="executions_cancel",
+        request=None,
+        responses={200: ExecutionSerializer, **error_responses(401, 404)},
+    )
+    def post(self, request: Request, execution_id: str) -> Response:
+        execution = execution_cancel(execution=owned_execution(request, execution_id))
+        execution.refresh_from_db()
+        return Response(ExecutionSerializer(execution).data)
+
+
+class SessionExecutionsView(APIView):
+    pagination_class = EnvelopePagination
+
+    @extend_schema(
+        operation_id="sessions_executions_list",
+        parameters=[OpenApiParameter("status", str)],
+        responses={200: ExecutionSerializer(many=True), **error_responses(400, 401, 404)},
+    )
+    def get(self, request: Request, session_id: str) -> Response:
+        session = owned_session(request, session_id)
+        executions = Execution.objects.filter(session=session).order_by("-created_at", "-id")
+        if request.query_params.get("status"):
+            executions = executions.filter(status=request.query_params["status"])
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(executions, request, view=self)
+        return paginator.get_paginated_response(ExecutionSerializer(page, many=True).data)

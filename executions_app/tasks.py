@@ -1,0 +1,22 @@
+"""django-q2 entry points for executions: take ids, call one service."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django_q.tasks import async_task
+
+from executions_app.services import execution_run
+
+
+def execution_run_task(execution_id: str) -> None:
+    """Run one execution in a worker. Idempotent: a second delivery finds it claimed and does nothing."""
+    execution_run(execution_id)
+
+
+def enqueue_execution_run(execution_id: str) -> None:
+    """Queue the run after the surrounding transaction commits, so the worker always finds the row."""
+    transaction.on_commit(
+        lambda: async_task(
+            "executions_app.tasks.execution_run_task", execution_id, task_name=f"execution {execution_id}"
+        )
+    )

@@ -1,0 +1,142 @@
+"""Health endpoints: `/health` (the process answers) and `/health/detailed` (real checks of every part)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import connection
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from sandbox_site import __version__
+from sandbox_site.health import STARTED_AT
+from sessions_app.sandboxes import runtime_named
+
+
+def check_database() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+
+
+def check_storage() -> None:
+    name = default_storage.save(f"health/{uuid.uuid4().hex}", ContentFile(b"ok"))
+    try:
+        with default_storage.open(name) as handle:
+            if handle.read() != b"ok":
+                raise RuntimeError("storage returned different bytes than were written")
+    finally:
+        default_storage.delete(name)
+
+
+def check_runtime() -> None:
+    runtime_named(settings.SANDBOX_RUNTIME).check()
+
+
+def check_broker() -> None:
+    if settings.REDIS_URL:
+        import redis
+
+        redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2).ping()
+    else:
+        from django_q.models import OrmQ
+
+        OrmQ.objects.using(settings.Q_CLUSTER["orm"]).exists()
+
+
+CHECKS = {
+    "database": check_database,
+    "storage": check_storage,
+    "runtime": check_runtime,
+    "broker": check_broker,
+}
+
+
+def run_checks() -> dict[str, dict[str, Any]]:
+    results: dict[str, dict[str, Any]] = {}
+    for name, check in CHECKS.items():
+        started = time.monotonic()
+        try:
+            check()
+        except Exception as exc:  # every failure mode is reported, none is raised
+            message = getattr(exc, "message", None) or str(exc) or exc.__class__.__name__
+            results[name] = {"status": "unhealthy", "error": message[:500]}
+        else:
+            results[name] = {"status": "healthy"}
+        results[name]["latency_ms"] = round((time.monotonic() - started) * 1000, 2)
+    return results
+
+
+HealthSerializer = inline_serializer(
+    "Health",
+    {
+        "status": serializers.CharField(),
+        "version": serializers.CharField(),
+        "uptime": serializers.FloatField(),
+    },
+)
+
+
+class HealthView(APIView):
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(operation_id="health", responses={200: HealthSerializer})
+    def get(self, request: Request) -> Response:
+        return Response(
+            {"status": "healthy", "version": __version__, "uptime": round(time.monotonic() - STARTED_AT, 3)}
+        )
+
+
+class DetailedHealthView(APIView):
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        operation_id="health_detailed",
+        responses={
+            200: inline_serializer(
+                "DetailedHealth",
+                {
+                    "status": serializers.CharField(),
+                    "version": serializers.CharField(),
+                    "uptime": serializers.FloatField(),
+                    "runtime": serializers.CharField(),
+                    "checks": serializers.DictField(child=serializers.DictField()),
+                    "failing": serializers.ListField(child=serializers.CharField()),
+                },
+            ),
+            503: inline_serializer(
+                "DetailedHealthFailing",
+                {
+                    "status": serializers.CharField(),
+                    "version": serializers.CharField(),
+                    "uptime": serializers.FloatField(),
+                    "runtime": serializers.CharField(),
+                    "checks": serializers.DictField(child=serializers.DictField()),
+                    "failing": serializers.ListField(child=serializers.CharField()),
+                },
+            ),
+        },
+    )
+    def get(self, request: Request) -> Response:
+        checks = run_checks()
+        failing = [name for name, result in checks.items() if result["status"] != "healthy"]
+        body = {
+            "status": "unhealthy" if failing else "healthy",
+            "version": __version__,
+            "uptime": round(time.monotonic() - STARTED_AT, 3),
+            "runtime": settings.SANDBOX_RUNTIME,
+            "checks": checks,
+            "failing": failing,
+        }
+        return Response(body, status=503 if failing else 200)

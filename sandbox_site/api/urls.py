@@ -1,0 +1,17 @@
+"""The public REST API, version 1."""
+
+from __future__ import annotations
+
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView
+
+from sandbox_site.api.health import DetailedHealthView, HealthView
+
+urlpatterns = [
+    path("health", HealthView.as_view(), name="health"),
+    path("health/detailed", DetailedHealthView.as_view(), name="health-detailed"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("", include("templates_app.api.urls")),
+    path("", include("sessions_app.api.urls")),
+    path("", include("executions_app.api.urls")),
+]

@@ -1,0 +1,173 @@
+"""File endpoints of a session: list, upload (multipart, streamed), download (attachment), delete."""
+
+from __future__ import annotations
+
+import posixpath
+from urllib.parse import quote
+
+from django.core.files.uploadhandler import StopUpload, TemporaryFileUploadHandler
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.parsers import MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from runtime import RuntimeFailure
+from sandbox_site.api.errors import ApiError
+from sandbox_site.api.schema import error_responses
+from sessions_app.api.views import owned_session, session_error
+from sessions_app.files import (
+    MAX_UPLOAD_BYTES,
+    BadPath,
+    files_delete,
+    files_download,
+    files_list,
+    files_upload,
+)
+from sessions_app.services import SessionError
+
+# Multipart framing adds a few hundred bytes; anything past this cannot be a file within the limit.
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+class FileEntrySerializer(serializers.Serializer):
+    name = serializers.CharField()
+    path = serializers.CharField()
+    container_path = serializers.CharField()
+    size = serializers.IntegerField()
+    modified_time = serializers.CharField()
+    is_dir = serializers.BooleanField()
+
+
+class FileListSerializer(serializers.Serializer):
+    session_id = serializers.CharField()
+    files = FileEntrySerializer(many=True)
+    count = serializers.IntegerField()
+
+
+class UploadResultSerializer(serializers.Serializer):
+    session_id = serializers.CharField()
+    file_path = serializers.CharField()
+    size = serializers.IntegerField()
+
+
+class UploadSerializer(serializers.Serializer):
+    file = serializers.FileField()
+
+
+class LimitedUploadHandler(TemporaryFileUploadHandler):
+    """Spools to a temporary file (never memory) and stops once the file passes the size limit."""
+
+    def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes | None:
+        if start + len(raw_data) > MAX_UPLOAD_BYTES:
+            raise StopUpload(connection_reset=True)
+        return super().receive_data_chunk(raw_data, start)
+
+
+def _fail(exc: Exception) -> ApiError:
+    if isinstance(exc, BadPath):
+        return ApiError(400, "invalid_path", str(exc))
+    if isinstance(exc, FileNotFoundError):
+        return ApiError(404, "file_not_found", "no such file in the workspace")
+    if isinstance(exc, IsADirectoryError):
+        return ApiError(400, "invalid_path", "that path is a directory")
+    if isinstance(exc, SessionError):
+        if exc.code == "too_large":
+            return ApiError(413, "too_large", exc.message)
+        return session_error(exc)
+    if isinstance(exc, RuntimeFailure):
+        return ApiError(503, "runtime_unavailable", f"the sandbox did not answer: {exc.message}")
+    raise exc
+
+
+PATH_PARAMETER = OpenApiParameter("path", str, description="Workspace-relative path.")
+
+
+class SessionFilesView(APIView):
+    @extend_schema(
+        operation_id="sessions_files_list",
+        parameters=[PATH_PARAMETER],
+        responses={200: FileListSerializer, **error_responses(400, 401, 404, 409, 503)},
+    )
+    def get(self, request: Request, session_id: str) -> Response:
+        session = owned_session(request, session_id)
+        try:
+            files = files_list(session=session, path=request.query_params.get("path", ""))
+        except (BadPath, FileNotFoundError, SessionError, RuntimeFailure, IsADirectoryError) as exc:
+            raise _fail(exc) from None
+        return Response({"session_id": session.id, "files": files, "count": len(files)})
+
+
+class SessionFileUploadView(APIView):
+    parser_classes = [MultiPartParser]
+
+    @extend_schema(
+        operation_id="sessions_files_upload",
+        parameters=[PATH_PARAMETER],
+        request={"multipart/form-data": UploadSerializer},
+        responses={201: UploadResultSerializer, **error_responses(400, 401, 404, 409, 413, 415, 503)},
+    )
+    def post(self, request: Request, session_id: str) -> Response:
+        session = owned_session(request, session_id)
+        length = request.META.get("CONTENT_LENGTH") or "0"
+        if length.isdigit() and int(length) > MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD:
+            raise ApiError(413, "too_large", f"files are limited to {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB")
+        request._request.upload_handlers = [LimitedUploadHandler(request._request)]
+        upload = request.FILES.get("file")
+        if upload is None:
+            if request.FILES or request.data is None:
+                raise ApiError(413, "too_large", "the upload was stopped at the size limit")
+            raise ApiError(
+                400, "validation_error", "send the file as multipart field 'file'", {"file": ["required"]}
+            )
+        target = request.query_params.get("path", "")
+        if not target or target.endswith("/"):
+            target = posixpath.join(target, posixpath.basename(upload.name or "upload"))
+        try:
+            result = files_upload(session=session, path=target, fileobj=upload.file, size=upload.size or 0)
+        except (BadPath, FileNotFoundError, SessionError, RuntimeFailure, IsADirectoryError) as exc:
+            raise _fail(exc) from None
+        finally:
+            upload.close()
+        return Response({"session_id": session.id, **result}, status=status.HTTP_201_CREATED)
+
+
+class SessionFileView(APIView):
+    @extend_schema(
+        operation_id="sessions_files_download",
+        responses={
+            (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY),
+            **error_responses(400, 401, 404, 409, 503),
+        },
+    )
+    def get(self, request: Request, session_id: str, path: str):
+        session = owned_session(request, session_id)
+        try:
+            chunks = files_download(session=session, path=path)
+            first = next(chunks, b"")
+        except (BadPath, FileNotFoundError, SessionError, RuntimeFailure, IsADirectoryError) as exc:
+            raise _fail(exc) from None
+
+        def stream():
+            yield first
+            yield from chunks
+
+        response = StreamingHttpResponse(stream(), content_type="application/octet-stream")
+        name = posixpath.basename(path.rstrip("/")) or "download"
+        response["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(name)}"
+        return response
+
+    @extend_schema(
+        operation_id="sessions_files_delete",
+        responses={204: None, **error_responses(400, 401, 404, 409, 503)},
+    )
+    def delete(self, request: Request, session_id: str, path: str) -> Response:
+        session = owned_session(request, session_id)
+        try:
+            files_delete(session=session, path=path)
+        except (BadPath, FileNotFoundError, SessionError, RuntimeFailure, IsADirectoryError) as exc:
+            raise _fail(exc) from None
+        return Response(status=status.HTTP_204_NO_CONTENT)

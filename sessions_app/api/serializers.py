@@ -1,0 +1,168 @@
+"""Session request parsing and response rendering (DESIGN.md §6). No workflow logic lives here."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from sandbox_site.ids import CLIENT_ID_VALIDATOR
+from sessions_app.api.fields import CpuField, SizeField, format_mib
+from sessions_app.dependencies import merge_dependencies
+from sessions_app.models import SandboxSession
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+METADATA_KEY = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")
+# PEP 508 names, and version specifiers without spaces, options, URLs or paths.
+PACKAGE_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,98}[A-Za-z0-9])?$")
+VERSION_SPEC = re.compile(
+    r"^(?:(?:==|>=|<=|~=|!=|<|>|===)?[A-Za-z0-9.*+!]{1,64})(?:,(?:==|>=|<=|~=|!=|<|>)[A-Za-z0-9.*+!]{1,64}){0,4}$"
+)
+MAX_DEPENDENCIES = 50
+
+
+class DependencySerializer(serializers.Serializer):
+    name = serializers.RegexField(
+        PACKAGE_NAME, max_length=100, error_messages={"invalid": "not a package name"}
+    )
+    version = serializers.RegexField(
+        VERSION_SPEC,
+        max_length=200,
+        required=False,
+        allow_blank=True,
+        error_messages={"invalid": "not a version or version specifier (e.g. '1.2.3' or '>=1.2,<2')"},
+    )
+
+
+class ResourcesSerializer(serializers.Serializer):
+    cpu = CpuField(required=False)
+    memory = SizeField(min_mib=64, max_mib=8192, required=False)
+    disk = SizeField(min_mib=256, max_mib=51200, required=False)
+
+
+def validate_env_vars(value: dict[str, str]) -> dict[str, str]:
+    if len(value) > 100:
+        raise serializers.ValidationError("at most 100 variables")
+    bad = [name for name in value if not ENV_NAME.match(name)]
+    if bad:
+        raise serializers.ValidationError(f"not valid variable names: {', '.join(sorted(bad)[:5])}")
+    if any("\x00" in v for v in value.values()):
+        raise serializers.ValidationError("values may not contain NUL")
+    return value
+
+
+def validate_metadata(value: dict[str, str]) -> dict[str, str]:
+    if len(value) > 50:
+        raise serializers.ValidationError("at most 50 keys")
+    bad = [key for key in value if not METADATA_KEY.match(key)]
+    if bad:
+        raise serializers.ValidationError("keys are 1-64 characters of letters, digits and . _ : / -")
+    return value
+
+
+class SessionCreateSerializer(serializers.Serializer):
+    template_id = serializers.CharField(max_length=64)
+    id = serializers.CharField(required=False, max_length=64, validators=[CLIENT_ID_VALIDATOR])
+    timeout = serializers.IntegerField(required=False, min_value=10, max_value=86400)
+    cpu = CpuField(required=False)
+    memory = SizeField(min_mib=64, max_mib=8192, required=False)
+    disk = SizeField(min_mib=256, max_mib=51200, required=False)
+    resources = ResourcesSerializer(required=False)
+    env_vars = serializers.DictField(
+        child=serializers.CharField(max_length=32768, allow_blank=True),
+        required=False,
+        validators=[validate_env_vars],
+    )
+    dependencies = serializers.ListField(
+        child=DependencySerializer(), required=False, max_length=MAX_DEPENDENCIES
+    )
+    python_package_index_url = serializers.URLField(required=False, allow_blank=True, max_length=500)
+    metadata = serializers.DictField(
+        child=serializers.CharField(max_length=512, allow_blank=True),
+        required=False,
+        validators=[validate_metadata],
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        nested = attrs.pop("resources", {}) or {}
+        for name in ("cpu", "memory", "disk"):
+            if name in nested and name in attrs and nested[name] != attrs[name]:
+                raise serializers.ValidationError(
+                    {name: [f"given twice with different values ({name} and resources.{name})"]}
+                )
+            if name in nested:
+                attrs[name] = nested[name]
+        if attrs.get("dependencies"):
+            attrs["dependencies"] = merge_dependencies([], attrs["dependencies"])
+        return attrs
+
+
+class DependencyInstallSerializer(serializers.Serializer):
+    dependencies = serializers.ListField(
+        child=DependencySerializer(), min_length=1, max_length=MAX_DEPENDENCIES
+    )
+    python_package_index_url = serializers.URLField(required=False, allow_blank=True, max_length=500)
+
+
+class ResourceLimitSerializer(serializers.Serializer):
+    cpu = serializers.CharField()
+    memory = serializers.CharField()
+    disk = serializers.CharField()
+    max_processes = serializers.IntegerField()
+
+
+class SessionSerializer(serializers.ModelSerializer):
+    template_id = serializers.CharField()
+    resource_limit = serializers.SerializerMethodField()
+    requested_dependencies = serializers.ListField(child=DependencySerializer())
+    installed_dependencies = serializers.ListField(child=DependencySerializer())
+    env_vars = serializers.DictField(child=serializers.CharField(allow_blank=True))
+    metadata = serializers.DictField(child=serializers.CharField(allow_blank=True))
+    runtime_type = serializers.CharField()
+    termination_reason = serializers.CharField(allow_null=True)
+
+    class Meta:
+        model = SandboxSession
+        fields = [
+            "id",
+            "template_id",
+            "status",
+            "termination_reason",
+            "resource_limit",
+            "env_vars",
+            "timeout",
+            "metadata",
+            "runtime_type",
+            "runtime_node",
+            "container_id",
+            "workspace_path",
+            "python_package_index_url",
+            "requested_dependencies",
+            "installed_dependencies",
+            "dependency_install_status",
+            "dependency_install_error",
+            "created_at",
+            "updated_at",
+            "last_activity_at",
+            "expires_at",
+            "completed_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(ResourceLimitSerializer)
+    def get_resource_limit(self, session: SandboxSession) -> dict[str, Any]:
+        return ResourceLimitSerializer(
+            {
+                "cpu": session.cpu,
+                "memory": format_mib(session.memory_mb),
+                "disk": format_mib(session.disk_mb),
+                "max_processes": session.max_processes,
+            }
+        ).data
+
+    def to_representation(self, instance: SandboxSession) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        data["termination_reason"] = instance.termination_reason or None
+        return data

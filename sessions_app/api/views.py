@@ -1,0 +1,187 @@
+"""Session endpoints of /api/v1 (DESIGN.md §6). Views parse, call one service, render."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.db.models.fields.json import KeyTextTransform
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from sandbox_site.api.errors import ApiError
+from sandbox_site.api.pagination import EnvelopePagination
+from sandbox_site.api.schema import error_responses
+from sessions_app.api.serializers import (
+    DependencyInstallSerializer,
+    SessionCreateSerializer,
+    SessionSerializer,
+)
+from sessions_app.models import SandboxSession, SessionStatus
+from sessions_app.services import (
+    SessionError,
+    session_create,
+    session_delete,
+    session_keepalive,
+    session_provision,
+    session_request_dependencies,
+    session_terminate,
+)
+from templates_app.models import SandboxTemplate
+
+SESSION_ERROR_STATUS = {
+    "duplicate_id": 409,
+    "template_inactive": 409,
+    "session_not_running": 409,
+    "install_in_progress": 409,
+    "quota_exceeded": 429,
+}
+
+
+def session_error(exc: SessionError) -> ApiError:
+    return ApiError(SESSION_ERROR_STATUS.get(exc.code, 400), exc.code, exc.message)
+
+
+def owned_session(request: Request, session_id: str, *, lock: bool = False) -> SandboxSession:
+    """The session if the caller may see it; another owner's id is a 404 exactly like a missing one."""
+    sessions = SandboxSession.objects.for_owner(request.user).select_related("template")
+    session = sessions.filter(pk=session_id).first()
+    if session is None:
+        raise ApiError(404, "session_not_found", f"no session {session_id!r}")
+    return session
+
+
+class SessionListCreateView(APIView):
+    pagination_class = EnvelopePagination
+
+    @extend_schema(
+        operation_id="sessions_list",
+        parameters=[
+            OpenApiParameter("status", str, enum=list(SessionStatus.values)),
+            OpenApiParameter("template_id", str),
+            OpenApiParameter(
+                "metadata.<key>", str, description="Filter on a metadata value, e.g. metadata.team=blue"
+            ),
+        ],
+        responses={200: SessionSerializer(many=True), **error_responses(400, 401)},
+    )
+    def get(self, request: Request) -> Response:
+        sessions = SandboxSession.objects.for_owner(request.user).select_related("template")
+        status_filter = request.query_params.get("status")
+        if status_filter:
+            if status_filter not in SessionStatus.values:
+                raise ApiError(400, "validation_error", f"unknown status {status_filter!r}")
+            sessions = sessions.filter(status=status_filter)
+        if request.query_params.get("template_id"):
+            sessions = sessions.filter(template_id=request.query_params["template_id"])
+        metadata_filters = [
+            (n.removeprefix("metadata."), v)
+            for n, v in request.query_params.items()
+            if n.startswith("metadata.")
+        ]
+        for index, (key, value) in enumerate(metadata_filters):
+            # KeyTextTransform takes the key literally (a "__" inside it is not a nested lookup).
+            alias = f"metadata_filter_{index}"
+            sessions = sessions.alias(**{alias: KeyTextTransform(key, "metadata")}).filter(**{alias: value})
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(sessions, request, view=self)
+        return paginator.get_paginated_response(SessionSerializer(page, many=True).data)
+
+    @extend_schema(
+        operation_id="sessions_create",
+        request=SessionCreateSerializer,
+        responses={201: SessionSerializer, **error_responses(400, 401, 404, 409, 429, 503)},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = SessionCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        template = SandboxTemplate.objects.filter(pk=data["template_id"]).first()
+        if template is None:
+            raise ApiError(404, "template_not_found", f"no template {data['template_id']!r}")
+        try:
+            with transaction.atomic():
+                session = session_create(
+                    owner=request.user,
+                    template=template,
+                    session_id=data.get("id"),
+                    cpu=data.get("cpu"),
+                    memory_mb=data.get("memory"),
+                    disk_mb=data.get("disk"),
+                    timeout=data.get("timeout"),
+                    env_vars=data.get("env_vars"),
+                    metadata=data.get("metadata"),
+                    dependencies=data.get("dependencies"),
+                    python_package_index_url=data.get("python_package_index_url", ""),
+                )
+        except SessionError as exc:
+            raise session_error(exc) from None
+        session = session_provision(session=session)
+        if session.status == SessionStatus.FAILED:
+            raise ApiError(
+                503,
+                "runtime_unavailable",
+                f"the sandbox could not be created: {session.status_detail}",
+                session_id=session.id,
+            )
+        return Response(SessionSerializer(session).data, status=status.HTTP_201_CREATED)
+
+
+class SessionDetailView(APIView):
+    @extend_schema(
+        operation_id="sessions_retrieve", responses={200: SessionSerializer, **error_responses(401, 404)}
+    )
+    def get(self, request: Request, session_id: str) -> Response:
+        return Response(SessionSerializer(owned_session(request, session_id)).data)
+
+    @extend_schema(operation_id="sessions_destroy", responses={204: None, **error_responses(401, 404)})
+    def delete(self, request: Request, session_id: str) -> Response:
+        session_delete(session=owned_session(request, session_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class SessionTerminateView(APIView):
+    @extend_schema(
+        operation_id="sessions_terminate",
+        request=None,
+        responses={200: SessionSerializer, **error_responses(401, 404)},
+    )
+    def post(self, request: Request, session_id: str) -> Response:
+        session = session_terminate(session=owned_session(request, session_id), reason="user_request")
+        return Response(SessionSerializer(session).data)
+
+
+class SessionKeepaliveView(APIView):
+    @extend_schema(
+        operation_id="sessions_keepalive",
+        request=None,
+        responses={200: SessionSerializer, **error_responses(401, 404, 409)},
+    )
+    def post(self, request: Request, session_id: str) -> Response:
+        try:
+            session = session_keepalive(session=owned_session(request, session_id))
+        except SessionError as exc:
+            raise session_error(exc) from None
+        return Response(SessionSerializer(session).data)
+
+
+class SessionDependenciesView(APIView):
+    @extend_schema(
+        operation_id="sessions_dependencies_install",
+        request=DependencyInstallSerializer,
+        responses={202: SessionSerializer, **error_responses(400, 401, 404, 409)},
+    )
+    def post(self, request: Request, session_id: str) -> Response:
+        session = owned_session(request, session_id)
+        serializer = DependencyInstallSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            session = session_request_dependencies(
+                session=session,
+                dependencies=serializer.validated_data["dependencies"],
+                index_url=serializer.validated_data.get("python_package_index_url"),
+            )
+        except SessionError as exc:
+            raise session_error(exc) from None
+        return Response(SessionSerializer(session).data, status=status.HTTP_202_ACCEPTED)
