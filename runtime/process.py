@@ -1,0 +1,520 @@
+"""The process backend: one bubblewrap-confined executor per session on this host (the embedded default).
+
+Layout: `<data_dir>/sandboxes/<session_id>/` holds `workspace/` (the sandbox's /workspace), `run/` (its
+/run/sandbox: the executor's socket, and the token file until the executor has read it), `packages/` (its
+read-only /opt/packages), `etc/` (generated passwd, hosts ...), `executor.log` (the daemon's stderr) and
+`sandbox.json`, the record that lets a restarted control plane find, inspect and destroy the sandbox.
+
+Process tree, and why: `sh` (the session's supervisor, in its own session and process group, inside the
+sandbox's cgroup) -> `bwrap --die-with-parent` -> the executor. DESIGN.md asks for die-with-parent, and also
+for sandboxes that survive a control-plane restart; bwrap's die-with-parent is a parent-death signal on
+bwrap itself, so were bwrap a direct child of the control plane, every sandbox would die with the web or
+worker process that created it (worse: with the *thread*, since Linux ties the signal to the creating
+thread, and worker threads come and go). The shell in between is that parent instead: it outlives the
+control plane (re-parented to init), and when it dies - destroy kills its process group - bwrap and the
+whole sandbox pid namespace die with it. The shell also joins the cgroup before it starts bwrap, so no
+sandboxed process ever runs outside its limits (no race between spawn and a later cgroup write).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from runtime import bwrap as bw
+from runtime import process_record as pr
+from runtime.base import Resources, Runtime, RuntimeFailure, SandboxHandle, SandboxSpec, SandboxState
+from runtime.cgroups import CgroupManager, SandboxCgroup
+from runtime.client import ExecutorClient
+from runtime.limits import executor_limit_args
+
+logger = logging.getLogger(__name__)
+
+SESSION_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
+SOCKET_NAME = "executor.sock"
+TOKEN_NAME = "token"
+LOG_NAME = "executor.log"
+UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
+EXECUTOR_PACKAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "executor")
+# Joins every cgroup listed in $SANDBOX_CGROUP_PROCS (':'-separated), then runs the sandbox and waits for it.
+# `exit $?` after the command keeps the shell from exec-ing it: the shell must stay as bwrap's parent.
+SUPERVISOR = (
+    'set -f; IFS=:; for f in $SANDBOX_CGROUP_PROCS; do echo $$ > "$f" || exit 97; done; '
+    'unset IFS SANDBOX_CGROUP_PROCS; set +f; "$@"; exit $?'
+)
+
+
+class ProcessRuntime(Runtime):
+    """Sandboxes as bubblewrap-confined executor processes on this host, limited by per-sandbox cgroups."""
+
+    name = "process"
+
+    def __init__(
+        self,
+        *,
+        data_dir: str | None = None,
+        allow_unisolated: bool = False,
+        bwrap_path: str | None = None,
+        python_path: str | None = None,
+        startup_timeout: float = 10.0,
+        use_cgroups: bool = True,
+        max_output: int | None = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+    ) -> None:
+        self.data_dir = os.path.abspath(data_dir or os.environ.get("SANDBOX_DATA_DIR") or "data")
+        self.sandboxes_dir = os.path.join(self.data_dir, "sandboxes")
+        self.allow_unisolated = allow_unisolated
+        self.bwrap_path = bwrap_path if bwrap_path is not None else shutil.which("bwrap")
+        if python_path is None:
+            python_path = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+        self.python_path = python_path
+        self.startup_timeout = startup_timeout
+        self.max_output = max_output
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.cgroups = CgroupManager() if use_cgroups else None
+        # Cgroups of every data dir on the host share one parent; the tag keeps two control planes (a dev
+        # server and a test run, say) from ever touching each other's, even with equal session ids.
+        self._cgroup_tag = hashlib.sha256(self.data_dir.encode()).hexdigest()[:8]
+        self.node = socket.gethostname()
+        self._interpreter: bw.Interpreter | None = None
+        self._children: dict[str, subprocess.Popen] = {}
+        self._lock = threading.Lock()
+
+    # -- paths --
+
+    def session_dir(self, session_id: str) -> str:
+        if not SESSION_ID.match(session_id or ""):
+            raise RuntimeFailure(
+                f"invalid session id for the process runtime: {session_id!r}", permanent=True
+            )
+        return os.path.join(self.sandboxes_dir, session_id)
+
+    def workspace_dir(self, session_id: str) -> str:
+        return os.path.join(self.session_dir(session_id), "workspace")
+
+    def packages_dir(self, session_id: str) -> str:
+        return os.path.join(self.session_dir(session_id), "packages")
+
+    def socket_path(self, session_id: str) -> str:
+        return os.path.join(self.session_dir(session_id), "run", SOCKET_NAME)
+
+    @property
+    def isolated(self) -> bool:
+        return bool(self.bwrap_path) and os.access(self.bwrap_path or "", os.X_OK)
+
+    # -- Runtime --
+
+    def check(self) -> None:
+        """Raise RuntimeFailure when sandboxes cannot be made here: no bwrap, interpreter or data dir."""
+        if not self.isolated and not self.allow_unisolated:
+            raise RuntimeFailure(
+                f"bubblewrap is not available ({self.bwrap_path or 'bwrap not on PATH'})", permanent=True
+            )
+        if self.isolated:
+            self._resolve_interpreter()
+        try:
+            os.makedirs(self.sandboxes_dir, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise RuntimeFailure(f"data dir {self.data_dir} is unusable: {exc}", permanent=True) from exc
+        if not os.access(self.sandboxes_dir, os.W_OK | os.X_OK):
+            raise RuntimeFailure(f"data dir {self.sandboxes_dir} is not writable", permanent=True)
+
+    def create(self, spec: SandboxSpec) -> SandboxHandle:
+        root = self.session_dir(spec.session_id)
+        if not self.isolated:
+            if not self.allow_unisolated:
+                raise RuntimeFailure(
+                    f"bubblewrap is not available ({self.bwrap_path or 'bwrap not on PATH'}); install it "
+                    "(apt-get install bubblewrap) or set SANDBOX_ALLOW_UNISOLATED=true to run code "
+                    "unconfined",
+                    permanent=True,
+                )
+            logger.warning(
+                "starting sandbox %s WITHOUT isolation: bubblewrap is not available", spec.session_id
+            )
+        sock = self.socket_path(spec.session_id)
+        if len(sock.encode()) > UNIX_PATH_MAX:
+            raise RuntimeFailure(
+                f"socket path {sock} is too long for a Unix socket; use a shorter data dir", permanent=True
+            )
+        try:
+            env = bw.check_env(spec.env)
+        except ValueError as exc:
+            raise RuntimeFailure(str(exc), permanent=True) from exc
+        self._clear_leftover(spec.session_id)
+        handle = SandboxHandle(
+            backend=self.name,
+            sandbox_id=spec.session_id,
+            session_id=spec.session_id,
+            endpoint=sock,
+            token=spec.token,
+            node=self.node,
+            workspace_path=self.workspace_dir(spec.session_id),
+        )
+        os.makedirs(self.sandboxes_dir, mode=0o700, exist_ok=True)
+        try:
+            os.mkdir(root, 0o700)
+        except FileExistsError:  # a concurrent create of the same session got here first; leave it be
+            raise RuntimeFailure(
+                f"a sandbox for session {spec.session_id} is being created", permanent=True
+            ) from None
+        proc: subprocess.Popen | None = None
+        cgroup: SandboxCgroup | None = None
+        try:
+            cgroup = self._prepare(spec, root)
+            proc = self._spawn(spec, root, env, cgroup)
+            self._wait_healthy(handle, proc, root)
+        except BaseException as exc:
+            # Nothing may outlive a failed create: no process, no cgroup, no directory.
+            tail = pr.log_tail(os.path.join(root, LOG_NAME))
+            self._teardown(spec.session_id, root, proc, cgroup)
+            if isinstance(exc, RuntimeFailure):
+                raise RuntimeFailure(f"{exc.message}{tail}", permanent=exc.permanent) from exc
+            if isinstance(exc, OSError):
+                raise RuntimeFailure(f"cannot start sandbox {spec.session_id}: {exc}{tail}") from exc
+            raise
+        return handle
+
+    def destroy(self, handle: SandboxHandle) -> None:
+        session_id = handle.sandbox_id or handle.session_id
+        root = self.session_dir(session_id)
+        meta = pr.read_record(root)
+        with self._lock:
+            proc = self._children.pop(session_id, None)
+        cgroup = SandboxCgroup.from_json(meta.get("cgroup")) if meta else None
+        if cgroup is None:
+            # A create that died between mkdir and writing its record: the cgroup name is still known.
+            cgroup = self._known_cgroup(session_id)
+        self._teardown(session_id, root, proc, cgroup, meta=meta)
+
+    def inspect(self, handle: SandboxHandle) -> SandboxState:
+        session_id = handle.sandbox_id or handle.session_id
+        root = self.session_dir(session_id)
+        meta = pr.read_record(root)
+        if meta is None:
+            exists = os.path.isdir(root)
+            return SandboxState(
+                exists=exists, running=False, detail="no record" if exists else "no such sandbox"
+            )
+        with self._lock:
+            proc = self._children.get(session_id)
+        if proc is not None:
+            proc.poll()  # reap a supervisor that exited, so its pid reads as gone
+        running = pr.alive(meta.get("pid"), meta.get("start_time"))
+        cgroup = SandboxCgroup.from_json(meta.get("cgroup"))
+        memory = cgroup.memory_mb() if cgroup is not None and running else None
+        detail = "running" if running else "the executor process has exited"
+        if running and not os.path.exists(self.socket_path(session_id)):
+            running, detail = False, "the executor's socket is gone"
+        return SandboxState(exists=True, running=running, detail=detail, memory_mb=memory)
+
+    def list_managed(self) -> list[SandboxHandle]:
+        """Every session directory under data_dir, alive or not: state sync decides what to do with each.
+
+        The token is not kept on disk, so these handles carry an empty one; the session row has the real one.
+        """
+        try:
+            names = sorted(os.listdir(self.sandboxes_dir))
+        except FileNotFoundError:
+            return []
+        handles = []
+        for name in names:
+            if not SESSION_ID.match(name) or not os.path.isdir(os.path.join(self.sandboxes_dir, name)):
+                continue
+            meta = pr.read_record(os.path.join(self.sandboxes_dir, name)) or {}
+            handles.append(
+                SandboxHandle(
+                    backend=self.name,
+                    sandbox_id=name,
+                    session_id=str(meta.get("session_id", name)),
+                    endpoint=self.socket_path(name),
+                    token="",
+                    node=str(meta.get("node", self.node)),
+                    workspace_path=self.workspace_dir(name),
+                )
+            )
+        return handles
+
+    def executor(self, handle: SandboxHandle) -> ExecutorClient:
+        return ExecutorClient(
+            handle.endpoint,
+            handle.token,
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+        )
+
+    def update_resources(self, handle: SandboxHandle, resources: Resources) -> None:
+        session_id = handle.sandbox_id or handle.session_id
+        meta = pr.read_record(self.session_dir(session_id))
+        cgroup = SandboxCgroup.from_json(meta.get("cgroup")) if meta else None
+        if cgroup is None or not cgroup.exists():
+            raise RuntimeFailure(
+                f"sandbox {session_id} has no cgroup: its limits were fixed as rlimits at start",
+                permanent=True,
+            )
+        try:
+            cgroup.apply(resources)
+        except OSError as exc:  # e.g. a memory limit below what the sandbox already uses
+            raise RuntimeFailure(f"cannot apply new limits to sandbox {session_id}: {exc}") from exc
+
+    # -- internals --
+
+    def _prepare(self, spec: SandboxSpec, root: str) -> SandboxCgroup | None:
+        """Directories, identity files, the token file, the cgroup and a first record, in that order."""
+        for sub in ("workspace", "run", "packages"):
+            os.mkdir(os.path.join(root, sub), 0o755)
+        bw.write_etc(os.path.join(root, "etc"))
+        fd = os.open(
+            os.path.join(root, "run", TOKEN_NAME), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600
+        )
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(spec.token)
+        cgroup = None
+        if self.cgroups is not None and self.cgroups.available:
+            cgroup = self.cgroups.create(self._cgroup_name(spec.session_id), spec.resources)
+        # Recorded before the spawn, so a control plane that dies right after it still finds the cgroup.
+        pr.write_record(
+            root,
+            {
+                "session_id": spec.session_id,
+                "created": dt.datetime.now(dt.UTC).isoformat(),
+                "node": self.node,
+                "isolated": self.isolated,
+                "cgroup": cgroup.to_json() if cgroup else None,
+                "resources": {
+                    "cpu": spec.resources.cpu,
+                    "memory_mb": spec.resources.memory_mb,
+                    "disk_mb": spec.resources.disk_mb,
+                    "max_processes": spec.resources.max_processes,
+                },
+                "labels": dict(spec.labels),
+                "pid": None,
+                "pgid": None,
+                "start_time": None,
+            },
+        )
+        return cgroup
+
+    def _spawn(
+        self, spec: SandboxSpec, root: str, env: dict[str, str], cgroup: SandboxCgroup | None
+    ) -> subprocess.Popen:
+        resources = spec.resources
+        limit_args = executor_limit_args(resources, memory_cgroup=cgroup is not None)
+        common = ["--session-id", spec.session_id, "--memory-mb", str(int(resources.memory_mb)), *limit_args]
+        if self.max_output is not None:
+            common += ["--max-output", str(int(self.max_output))]
+        supervisor_env = {
+            "PATH": bw.PATH,
+            "LANG": bw.LANG,
+            "SANDBOX_CGROUP_PROCS": ":".join(cgroup.procs_files()) if cgroup else "",
+        }
+        args_fd: int | None = None
+        cwd = "/"  # the supervisor's PWD is visible in the sandbox (/proc/1/environ); do not name host paths
+        if self.isolated:
+            inside = [
+                "--socket",
+                f"{bw.RUN_DIR}/{SOCKET_NAME}",
+                "--workspace",
+                bw.WORKSPACE,
+                "--token-file",
+                f"{bw.RUN_DIR}/{TOKEN_NAME}",
+                "--packages",
+                bw.PACKAGES,
+                *common,
+            ]
+            options, inner = bw.bwrap_command(
+                paths=bw.SandboxPaths(
+                    workspace=os.path.join(root, "workspace"),
+                    run=os.path.join(root, "run"),
+                    packages=os.path.join(root, "packages"),
+                    etc=os.path.join(root, "etc"),
+                ),
+                interpreter=self._resolve_interpreter(),
+                executor_package=EXECUTOR_PACKAGE,
+                executor_args=inside,
+                env=env,
+                tmp_size_bytes=int(resources.memory_mb) * 1024 * 1024,
+            )
+            args_fd = bw.args_fd(options)
+            command = [str(self.bwrap_path), "--args", str(args_fd), "--", *inner]
+        else:
+            # Unconfined: the daemon's cwd is the package's parent, so `-m executor` imports it without a
+            # PYTHONPATH its executions would inherit; executions still run in the workspace (the executor
+            # chdirs each child there), and HOME points at it.
+            command = [
+                self.python_path,
+                "-E",
+                "-s",
+                "-m",
+                "executor",
+                "--socket",
+                self.socket_path(spec.session_id),
+                "--workspace",
+                os.path.join(root, "workspace"),
+                "--token-file",
+                os.path.join(root, "run", TOKEN_NAME),
+                "--packages",
+                os.path.join(root, "packages"),
+                *common,
+            ]
+            supervisor_env.update({"HOME": os.path.join(root, "workspace"), **env})
+            cwd = os.path.dirname(EXECUTOR_PACKAGE)
+        log_fd = os.open(
+            os.path.join(root, LOG_NAME), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600
+        )
+        try:
+            proc = subprocess.Popen(
+                ["/bin/sh", "-c", SUPERVISOR, f"sandbox-{spec.session_id}", *command],
+                stdin=subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=log_fd,
+                env=supervisor_env,
+                cwd=cwd,
+                start_new_session=True,
+                close_fds=True,
+                pass_fds=(args_fd,) if args_fd is not None else (),
+            )
+        finally:
+            os.close(log_fd)
+            if args_fd is not None:
+                os.close(args_fd)
+        with self._lock:
+            self._children[spec.session_id] = proc
+        meta = pr.read_record(root) or {}
+        meta.update(pid=proc.pid, pgid=proc.pid, start_time=pr.start_time(proc.pid))
+        pr.write_record(root, meta)
+        return proc
+
+    def _wait_healthy(self, handle: SandboxHandle, proc: subprocess.Popen, root: str) -> None:
+        """Poll /health, failing fast if the supervisor exits (bad bind, bwrap refused, executor crashed)."""
+        client = ExecutorClient(handle.endpoint, handle.token, connect_timeout=1.0, read_timeout=5.0)
+        deadline = time.monotonic() + self.startup_timeout
+        pause = 0.005
+        while True:
+            code = proc.poll()
+            if code is not None:
+                raise RuntimeFailure(
+                    f"sandbox {handle.session_id}: the executor exited with status {code} before it was ready"
+                )
+            if os.path.exists(handle.endpoint):
+                try:
+                    client.health()
+                    break
+                except RuntimeFailure as exc:
+                    if exc.permanent:
+                        raise
+            if time.monotonic() > deadline:
+                raise RuntimeFailure(
+                    f"sandbox {handle.session_id}: the executor did not become healthy "
+                    f"within {self.startup_timeout:g} s"
+                )
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
+        run = os.path.join(root, "run")
+        token_file = os.path.join(run, TOKEN_NAME)
+        if os.path.lexists(token_file):  # the executor deletes it; never leave it for sandboxed code
+            os.unlink(token_file)
+        if os.geteuid() == 0:
+            # The run dir had to be writable for the executor to make its socket; from now on, give it to
+            # nobody. Sandboxed code (the host uid, without capabilities) can then neither replace the
+            # socket nor use the directory as scratch space outside /workspace and /tmp.
+            os.chown(run, 65534, 65534)
+            os.chmod(run, 0o755)
+
+    def _resolve_interpreter(self) -> bw.Interpreter:
+        if self._interpreter is None:
+            try:
+                interpreter = bw.resolve_interpreter(self.python_path)
+            except ValueError as exc:
+                raise RuntimeFailure(str(exc), permanent=True) from exc
+            for prefix in interpreter.prefixes:
+                if (self.data_dir + os.sep).startswith(prefix + os.sep):
+                    raise RuntimeFailure(
+                        f"python prefix {prefix} contains the data dir; binding it into "
+                        "sandboxes would expose every session",
+                        permanent=True,
+                    )
+            self._interpreter = interpreter
+        return self._interpreter
+
+    def _cgroup_name(self, session_id: str) -> str:
+        return f"{self._cgroup_tag}-{session_id}"
+
+    def _known_cgroup(self, session_id: str) -> SandboxCgroup | None:
+        if self.cgroups is None or not self.cgroups.available:
+            return None
+        name = self._cgroup_name(session_id)
+        cgroup = SandboxCgroup(
+            self.cgroups.version, {k: os.path.join(b, name) for k, b in self.cgroups.bases.items()}
+        )
+        return cgroup if cgroup.exists() else None
+
+    def _clear_leftover(self, session_id: str) -> None:
+        """Refuse to replace a live sandbox; sweep a dead one's remains (a crash mid-create, a lost host)."""
+        root = self.session_dir(session_id)
+        if not os.path.lexists(root):
+            stale = self._known_cgroup(session_id)  # its directory was removed by hand, say
+            if stale is not None:
+                stale.remove()
+            return
+        meta = pr.read_record(root)
+        if meta and pr.alive(meta.get("pid"), meta.get("start_time")):
+            raise RuntimeFailure(f"a sandbox for session {session_id} is already running", permanent=True)
+        handle = SandboxHandle(
+            backend=self.name, sandbox_id=session_id, session_id=session_id, endpoint="", token=""
+        )
+        self.destroy(handle)
+
+    def _teardown(
+        self,
+        session_id: str,
+        root: str,
+        proc: subprocess.Popen | None,
+        cgroup: SandboxCgroup | None,
+        *,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        if proc is not None:
+            # Our own child: its pid cannot be reused until we reap it, so signalling its group is safe
+            # exactly while poll() says it has not been reaped. Once reaped, bwrap died with it
+            # (die-with-parent) and the cgroup sweep below catches any straggler.
+            pid, start = (proc.pid if proc.poll() is None else None), None
+        else:
+            pid, start = (meta or {}).get("pgid"), (meta or {}).get("start_time")
+        if pid and (proc is not None or pr.alive(pid, start)):
+            if not (meta or {}).get("isolated", self.isolated):
+                # Unconfined executions run in their own sessions, out of the supervisor's process group;
+                # SIGTERM lets the executor kill them before the group is killed.
+                pr.signal_group(pid, signal.SIGTERM)
+                deadline = time.monotonic() + 1.0
+                while pr.group_exists(pid) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+            # Killing the supervisor's group kills bwrap; its death kills the sandbox's pid namespace.
+            pr.signal_group(pid, signal.SIGKILL)
+            pr.wait_gone(pid, start, proc, 5.0)
+        errors = []
+        if cgroup is not None:
+            try:
+                cgroup.remove()
+            except OSError as exc:
+                errors.append(f"cgroup: {exc}")
+        if os.path.lexists(root):
+            shutil.rmtree(root, onerror=pr.force_remove)
+        with self._lock:
+            if self._children.get(session_id) is proc:
+                self._children.pop(session_id, None)
+        if errors:
+            raise RuntimeFailure(f"sandbox {session_id} not fully removed: {'; '.join(errors)}")
