@@ -240,7 +240,9 @@ def bwrap_command(
 
 def args_fd(options: list[str]) -> int:
     """An anonymous file holding `options` NUL-separated, for `bwrap --args FD`; the caller closes it."""
-    fd = os.memfd_create("bwrap-args", 0)  # inheritable on purpose: bwrap reads it after the exec
+    # Close-on-exec like every fd Python makes: Popen(pass_fds=...) makes it inheritable in bwrap's exec
+    # alone, so a process another thread spawns meanwhile never inherits a copy.
+    fd = os.memfd_create("bwrap-args", os.MFD_CLOEXEC)
     data = b"".join(option.encode("utf-8") + b"\0" for option in options)
     view = memoryview(data)
     while view:

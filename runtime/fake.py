@@ -16,7 +16,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -72,7 +72,22 @@ class FakeRuntime(Runtime):
 
     # -- failure injection and scripting --
 
-    def fail_next_create(
+    @property
+    def fail_next_create(self) -> Callable[..., None]:
+        """Make the next create(s) raise: `rt.fail_next_create = "engine down"` (or a RuntimeFailure; None
+        clears), or `rt.fail_next_create("engine down", permanent=True, times=2)`."""
+        return self._schedule_create_failure
+
+    @fail_next_create.setter
+    def fail_next_create(self, failure: str | RuntimeFailure | None) -> None:
+        if failure is None:
+            self._create_failures.clear()
+        elif isinstance(failure, RuntimeFailure):
+            self._create_failures.append(failure)
+        else:
+            self._schedule_create_failure(str(failure))
+
+    def _schedule_create_failure(
         self, message: str = "fake runtime: create failed", *, permanent: bool = False, times: int = 1
     ) -> None:
         for _ in range(times):

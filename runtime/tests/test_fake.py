@@ -90,6 +90,9 @@ def test_injected_create_failures_and_lost_sandboxes():
     with pytest.raises(RuntimeFailure, match="no capacity") as info:
         runtime.create(_spec())
     assert not info.value.permanent and runtime.list_managed() == []
+    runtime.fail_next_create = "engine down"  # the attribute form: one failure
+    with pytest.raises(RuntimeFailure, match="engine down"):
+        runtime.create(_spec())
     handle = runtime.create(_spec())
     runtime.lose(handle)
     state = runtime.inspect(handle)

@@ -9,7 +9,7 @@ import pytest
 
 from runtime import bwrap as bw
 from runtime.base import Resources
-from runtime.cgroups import PIDS_OVERHEAD, SandboxCgroup, _v1_mounts
+from runtime.cgroups import PIDS_OVERHEAD, CgroupManager, SandboxCgroup, _v1_mounts
 from runtime.limits import address_space_bytes, executor_limit_args
 from runtime.process_record import alive, start_time
 
@@ -152,3 +152,24 @@ def test_v1_controllers_are_found_in_mountinfo():
     mounts = _v1_mounts()
     for controller, path in mounts.items():
         assert os.path.isdir(path), (controller, path)
+
+
+def test_v2_discovery_enables_controllers_and_nests_sandboxes_below_our_cgroup(tmp_path, monkeypatch):
+    # A stand-in for a delegated v2 hierarchy (plain files): this checks which files discovery reads and
+    # writes, not the kernel's rules, which this cgroup-v1 machine cannot exercise.
+    (tmp_path / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    monkeypatch.setattr("runtime.cgroups._own_cgroups", lambda: {"": "/"})
+    manager = CgroupManager(mount=str(tmp_path), group="scp")
+    assert manager.available and manager.version == 2
+    assert (tmp_path / "cgroup.subtree_control").read_text() == "+memory +pids +cpu"
+    assert (tmp_path / "scp" / "cgroup.subtree_control").read_text() == "+memory +pids +cpu"
+    cgroup = manager.create("tag-s1", Resources(memory_mb=128, max_processes=10))
+    assert cgroup.procs_files() == [str(tmp_path / "scp" / "tag-s1" / "cgroup.procs")]
+    assert (tmp_path / "scp" / "tag-s1" / "memory.max").read_text() == str(128 * 1024 * 1024)
+
+
+def test_v2_without_delegated_memory_falls_back_to_rlimits(tmp_path, monkeypatch):
+    (tmp_path / "cgroup.controllers").write_text("cpu pids\n")
+    monkeypatch.setattr("runtime.cgroups._own_cgroups", lambda: {"": "/"})
+    manager = CgroupManager(mount=str(tmp_path))
+    assert not manager.available and "memory" in manager.reason
