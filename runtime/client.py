@@ -1,0 +1,327 @@
+"""The control plane's client for a sandbox's executor daemon (runtime/executor), over a Unix socket or HTTP.
+
+One connection per call: executors are local (a Unix socket, or a pod on the cluster network), so connecting
+costs little, and a fresh connection can never be left half-read by an abandoned stream. Every transport
+failure becomes a RuntimeFailure naming the endpoint; 401 is permanent (a wrong token will not become right),
+other failures may be retried by the caller.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+from urllib.parse import quote, urlsplit
+
+from runtime.base import ExecuteRequest, RuntimeFailure
+
+CHUNK = 64 * 1024
+# The stream may be silent for as long as the execution runs; allow this much more for the result.
+EXECUTE_MARGIN = 10.0
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout, blocksize=CHUNK)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class ExecutorClient:
+    """Talks to one executor. `endpoint` is a Unix socket path ("/...") or "http://host:port"."""
+
+    def __init__(
+        self, endpoint: str, token: str, *, connect_timeout: float = 5.0, read_timeout: float = 30.0
+    ) -> None:
+        self.endpoint = endpoint
+        self.token = token
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        if endpoint.startswith("/"):
+            self._unix_path: str | None = endpoint
+            self._host, self._port = "", 0
+        else:
+            parts = urlsplit(endpoint)
+            if parts.scheme != "http" or not parts.hostname:
+                raise ValueError(
+                    f"executor endpoint must be a socket path or http://host:port, got {endpoint!r}"
+                )
+            self._unix_path = None
+            self._host, self._port = parts.hostname, parts.port or 80
+
+    def __repr__(self) -> str:
+        return f"ExecutorClient({self.endpoint!r})"
+
+    # -- API --
+
+    def health(self) -> dict[str, Any]:
+        return self._json_call("GET", "/health")
+
+    def wait_healthy(self, timeout: float) -> dict[str, Any]:
+        """Poll /health until it answers; RuntimeFailure if it has not within `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        pause = 0.01
+        while True:
+            try:
+                return self.health()
+            except RuntimeFailure as exc:
+                if exc.permanent or time.monotonic() + pause > deadline:
+                    if exc.permanent:
+                        raise
+                    raise RuntimeFailure(
+                        f"executor at {self.endpoint} did not become healthy within {timeout:g} s: {exc.message}"
+                    ) from exc
+            time.sleep(pause)
+            pause = min(pause * 2, 0.2)
+
+    def execute(self, request: ExecuteRequest) -> Iterator[dict[str, Any]]:
+        """Start an execution and return an iterator over its events; the last one has type `result`.
+
+        Refusals (400 bad request, 409 duplicate id, 401) raise here, before iteration starts.
+        """
+        body = json.dumps(request.as_json()).encode("utf-8")
+        read_timeout = max(self.read_timeout, float(request.timeout) + EXECUTE_MARGIN)
+        conn, resp = self._open(
+            "POST",
+            "/execute",
+            body=body,
+            headers={"Content-Type": "application/json"},
+            read_timeout=read_timeout,
+        )
+        if resp.status != 200:
+            self._fail(conn, resp, "execute")
+        return self._events(conn, resp)
+
+    def cancel(self, execution_id: str) -> bool:
+        return bool(
+            self._json_call("POST", f"/executions/{quote(execution_id, safe='')}/cancel").get("cancelled")
+        )
+
+    def list_files(self, path: str = "") -> list[dict[str, Any]]:
+        return self._json_call("GET", f"/files?path={quote(path, safe='')}", files=True)["files"]
+
+    def download(self, path: str) -> Iterator[bytes]:
+        """Return an iterator over the file's bytes in chunks; FileNotFoundError / ValueError raise here."""
+        conn, resp = self._open("GET", self._file_url(path))
+        if resp.status != 200:
+            self._fail(conn, resp, "download", files=True)
+        return self._body(conn, resp)
+
+    def upload(self, path: str, fileobj: BinaryIO, size: int) -> dict[str, Any]:
+        """Stream `size` bytes of `fileobj` to `path` in the workspace, never holding it whole."""
+        conn = self._connection(self.read_timeout)
+        try:
+            conn.putrequest("PUT", self._file_url(path), skip_accept_encoding=True)
+            self._headers(conn, {"Content-Type": "application/octet-stream", "Content-Length": str(size)})
+            remaining = size
+            resp = None
+            while remaining > 0:
+                chunk = fileobj.read(min(CHUNK, remaining))
+                if not chunk:
+                    raise ValueError(
+                        f"upload of {path!r}: the file ended after {size - remaining} of {size} bytes"
+                    )
+                try:
+                    conn.send(chunk)
+                except (BrokenPipeError, ConnectionResetError):
+                    resp = self._early_response(conn)  # refused before the end (bad path): say why
+                    if resp is None:
+                        raise
+                    break
+                remaining -= len(chunk)
+            if resp is None:
+                resp = conn.getresponse()
+        except ValueError:
+            conn.close()
+            raise
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise self._transport_error(exc) from exc
+        return self._finish_json(conn, resp, "upload", files=True, expect=(201,))
+
+    def delete(self, path: str) -> None:
+        conn, resp = self._open("DELETE", self._file_url(path))
+        if resp.status != 204:
+            self._fail(conn, resp, "delete", files=True)
+        conn.close()
+
+    # -- plumbing --
+
+    def _file_url(self, path: str) -> str:
+        return "/files/" + quote(path, safe="/")
+
+    def _connection(self, read_timeout: float) -> http.client.HTTPConnection:
+        if self._unix_path is not None:
+            conn: http.client.HTTPConnection = _UnixConnection(self._unix_path, self.connect_timeout)
+        else:
+            conn = http.client.HTTPConnection(
+                self._host, self._port, timeout=self.connect_timeout, blocksize=CHUNK
+            )
+        try:
+            conn.connect()
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise self._transport_error(exc, connecting=True) from exc
+        conn.sock.settimeout(read_timeout)
+        if self._unix_path is None:
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn
+
+    def _headers(self, conn: http.client.HTTPConnection, headers: dict[str, str]) -> None:
+        conn.putheader("Authorization", f"Bearer {self.token}")
+        for name, value in headers.items():
+            conn.putheader(name, value)
+        conn.endheaders()
+
+    def _open(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        read_timeout: float | None = None,
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        conn = self._connection(read_timeout if read_timeout is not None else self.read_timeout)
+        try:
+            all_headers = {"Authorization": f"Bearer {self.token}", **(headers or {})}
+            try:
+                conn.request(method, url, body=body, headers=all_headers)
+            except (BrokenPipeError, ConnectionResetError):
+                # The executor may answer (401, 400) and close before reading a body we were still sending.
+                resp = self._early_response(conn)
+                if resp is None:
+                    raise
+                return conn, resp
+            return conn, conn.getresponse()
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise self._transport_error(exc) from exc
+
+    @staticmethod
+    def _early_response(conn: http.client.HTTPConnection) -> http.client.HTTPResponse | None:
+        try:
+            return conn.getresponse()
+        except (OSError, http.client.HTTPException):
+            return None
+
+    def _json_call(self, method: str, url: str, *, files: bool = False) -> Any:
+        conn, resp = self._open(method, url)
+        return self._finish_json(conn, resp, f"{method} {url.split('?')[0]}", files=files)
+
+    def _finish_json(
+        self,
+        conn: http.client.HTTPConnection,
+        resp: http.client.HTTPResponse,
+        what: str,
+        *,
+        files: bool = False,
+        expect: tuple[int, ...] = (200,),
+    ) -> Any:
+        if resp.status not in expect:
+            self._fail(conn, resp, what, files=files)
+        try:
+            return json.loads(resp.read())
+        except (OSError, http.client.HTTPException) as exc:
+            raise self._transport_error(exc) from exc
+        except ValueError as exc:
+            raise RuntimeFailure(
+                f"executor at {self.endpoint} sent malformed JSON for {what}: {exc}"
+            ) from exc
+        finally:
+            conn.close()
+
+    def _fail(
+        self,
+        conn: http.client.HTTPConnection,
+        resp: http.client.HTTPResponse,
+        what: str,
+        *,
+        files: bool = False,
+    ) -> None:
+        """Turn a non-success answer into the right exception, and close the connection."""
+        try:
+            raw = resp.read(64 * 1024)
+        except (OSError, http.client.HTTPException):
+            raw = b""
+        finally:
+            conn.close()
+        try:
+            detail = json.loads(raw)
+            message = detail.get("message") or detail.get("error") or ""
+        except (ValueError, AttributeError):
+            message = raw.decode("utf-8", "replace")[:200]
+        text = f"executor at {self.endpoint}: {what} answered {resp.status}: {message}"
+        if resp.status == 401:
+            raise RuntimeFailure(f"executor at {self.endpoint} rejected the token (401)", permanent=True)
+        if files and resp.status == 404:
+            raise FileNotFoundError(text)
+        if files and resp.status in (400, 411):
+            raise ValueError(text)
+        # 4xx will not change on retry (bad request, duplicate id); 5xx might.
+        raise RuntimeFailure(text, permanent=400 <= resp.status < 500)
+
+    def _transport_error(self, exc: BaseException, *, connecting: bool = False) -> RuntimeFailure:
+        if isinstance(exc, TimeoutError):
+            what = "did not connect" if connecting else "did not answer"
+            limit = self.connect_timeout if connecting else "the read timeout"
+            return RuntimeFailure(f"executor at {self.endpoint} {what} in time ({limit}): {exc}")
+        if isinstance(exc, FileNotFoundError):
+            return RuntimeFailure(f"executor at {self.endpoint} is unreachable: the socket does not exist")
+        if isinstance(exc, ConnectionRefusedError):
+            return RuntimeFailure(f"executor at {self.endpoint} is unreachable: connection refused")
+        return RuntimeFailure(f"executor at {self.endpoint} failed: {type(exc).__name__}: {exc}")
+
+    def _events(
+        self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse
+    ) -> Iterator[dict[str, Any]]:
+        try:
+            while True:
+                try:
+                    line = resp.readline()
+                except (OSError, http.client.HTTPException) as exc:
+                    raise self._transport_error(exc) from exc
+                if not line:
+                    raise RuntimeFailure(f"executor at {self.endpoint} ended the stream without a result")
+                if not line.strip():
+                    continue
+                try:
+                    event = json.loads(line)
+                except ValueError as exc:
+                    raise RuntimeFailure(
+                        f"executor at {self.endpoint} sent a malformed event: {exc}"
+                    ) from exc
+                yield event
+                if event.get("type") == "result":
+                    return
+        finally:
+            conn.close()
+
+    def _body(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse) -> Iterator[bytes]:
+        try:
+            while True:
+                try:
+                    chunk = resp.read1(CHUNK)
+                except (OSError, http.client.HTTPException) as exc:
+                    raise self._transport_error(exc) from exc
+                if not chunk:
+                    if resp.length:  # http.client ends a short Content-Length body quietly
+                        raise RuntimeFailure(
+                            f"executor at {self.endpoint} ended the download {resp.length} bytes short"
+                        )
+                    return
+                yield chunk
+        finally:
+            conn.close()

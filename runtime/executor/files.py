@@ -1,0 +1,146 @@
+"""The filesystem side of the /files endpoints: safe path resolution, listing, streamed reads, atomic writes.
+
+A path is refused (PathError, 400) when it is absolute, has a `..` component or a NUL byte, or resolves -
+symlinks included - outside the workspace. The lexical path is what gets opened or unlinked (so deleting a
+symlink removes the link, not its target); only its resolution is checked. Sandboxed code could swap a
+symlink between the check and the open, but it runs as the same user inside the same sandbox, so the daemon
+can reach nothing through such a race that the code could not reach by itself.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+
+CHUNK = 64 * 1024
+
+
+class PathError(ValueError):
+    """The path is not acceptable: the message says why."""
+
+
+def resolve(workspace: str, rel: str, *, allow_root: bool = False) -> str:
+    if "\x00" in rel:
+        raise PathError("path contains a NUL byte")
+    if rel.startswith("/"):
+        raise PathError("path must be relative to the workspace")
+    parts = rel.split("/")
+    if ".." in parts:
+        raise PathError("path must not contain '..'")
+    parts = [p for p in parts if p not in ("", ".")]
+    if not parts and not allow_root:
+        raise PathError("path is empty")
+    target = os.path.join(workspace, *parts)
+    real = os.path.realpath(target)
+    if real != workspace and not real.startswith(workspace + os.sep):
+        raise PathError("path resolves outside the workspace")
+    return target
+
+
+def relative(workspace: str, path: str) -> str:
+    return os.path.relpath(path, workspace).replace(os.sep, "/")
+
+
+def iso_utc(ts: float) -> str:
+    micros = int(round((ts % 1) * 1_000_000))
+    if micros == 1_000_000:
+        ts, micros = ts + 1, 0
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{micros:06d}+00:00"
+
+
+def list_dir(workspace: str, rel: str) -> list[dict]:
+    path = resolve(workspace, rel, allow_root=True)
+    if not os.path.isdir(path):
+        if os.path.lexists(path):
+            raise PathError("path is not a directory")
+        raise FileNotFoundError(rel)
+    items = []
+    with os.scandir(path) as listing:
+        for entry in listing:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            items.append(
+                {
+                    "name": entry.name,
+                    "path": relative(workspace, entry.path),
+                    "size": st.st_size,
+                    "modified_time": iso_utc(st.st_mtime),
+                    "is_dir": stat.S_ISDIR(st.st_mode),
+                }
+            )
+    items.sort(key=lambda item: item["name"])
+    return items
+
+
+def open_for_read(workspace: str, rel: str) -> tuple[int, int]:
+    """Open a workspace file; returns (fd, size). The caller streams and closes the fd."""
+    path = resolve(workspace, rel)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except IsADirectoryError:
+        raise PathError("path is a directory") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise PathError("path is not a regular file")
+    return fd, st.st_size
+
+
+def read_chunks(fd: int) -> Iterator[bytes]:
+    try:
+        while True:
+            chunk = os.read(fd, CHUNK)
+            if not chunk:
+                return
+            yield chunk
+    finally:
+        os.close(fd)
+
+
+def write_stream(workspace: str, rel: str, read: Callable[[int], bytes], length: int) -> int:
+    """Write `length` bytes from `read` to a temp file beside the target, then rename it into place.
+
+    A reader that stops early (client gone) leaves the old file untouched and no temp file behind.
+    """
+    path = resolve(workspace, rel)
+    if os.path.isdir(path):
+        raise PathError("path is a directory")
+    parent = os.path.dirname(path)
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise PathError("a parent of the path is not a directory") from None
+    fd, tmp = tempfile.mkstemp(dir=parent, prefix=".upload-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            remaining = length
+            while remaining > 0:
+                chunk = read(min(CHUNK, remaining))
+                if not chunk:
+                    raise ConnectionError(f"upload ended after {length - remaining} of {length} bytes")
+                out.write(chunk)
+                remaining -= len(chunk)
+            os.fchmod(out.fileno(), 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return length
+
+
+def delete(workspace: str, rel: str) -> None:
+    path = resolve(workspace, rel)
+    st = os.lstat(path)  # FileNotFoundError -> 404
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)

@@ -1,0 +1,267 @@
+"""ExecutorClient: talking to a real daemon over TCP, and failing clearly when the other side misbehaves.
+
+The misbehaving peers are tiny socket servers written here: a client's error handling is tested against
+real sockets that refuse, stall or cut a stream short, not against a mock of http.client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from runtime.base import ExecuteRequest, RuntimeFailure
+from runtime.client import ExecutorClient
+from runtime.tests.test_executor_support import TOKEN, run, running_daemon, spawn_daemon, wait_listening
+
+
+@contextlib.contextmanager
+def fake_executor(reply: Callable[[socket.socket], None]) -> Iterator[str]:
+    """A Unix-socket server that reads one request head and then runs `reply` on the connection."""
+    root = Path(tempfile.mkdtemp(prefix="fake-exec-"))
+    path = str(root / "fake.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(8)
+    stop = threading.Event()
+
+    def serve() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                try:
+                    reply(conn)
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield path
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+
+
+def request(timeout: float = 5.0) -> ExecuteRequest:
+    return ExecuteRequest(execution_id="client-test", language="python", code="print(1)", timeout=timeout)
+
+
+def test_a_missing_socket_is_a_retryable_failure_naming_the_endpoint(tmp_path):
+    client = ExecutorClient(str(tmp_path / "absent.sock"), TOKEN)
+    with pytest.raises(RuntimeFailure) as info:
+        client.health()
+    assert str(tmp_path / "absent.sock") in info.value.message
+    assert "does not exist" in info.value.message
+    assert not info.value.permanent
+
+
+def test_a_socket_nobody_listens_on_is_connection_refused(tmp_path):
+    path = str(tmp_path / "stale.sock")
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(path)  # bound, never listening: what a crashed executor leaves behind
+    try:
+        with pytest.raises(RuntimeFailure) as info:
+            ExecutorClient(path, TOKEN).execute(request())
+        assert "refused" in info.value.message
+        assert path in info.value.message
+    finally:
+        stale.close()
+
+
+def test_a_closed_tcp_port_is_a_failure():
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    with pytest.raises(RuntimeFailure) as info:
+        ExecutorClient(f"http://127.0.0.1:{port}", TOKEN, connect_timeout=1).health()
+    assert f"127.0.0.1:{port}" in info.value.message
+
+
+def test_a_silent_executor_times_out(tmp_path):
+    with fake_executor(lambda conn: time.sleep(1.5)) as path:
+        client = ExecutorClient(path, TOKEN, read_timeout=0.3)
+        started = time.monotonic()
+        with pytest.raises(RuntimeFailure) as info:
+            client.health()
+        assert time.monotonic() - started < 1.2
+        assert "did not answer in time" in info.value.message
+
+
+def test_a_stream_that_ends_without_a_result_raises(tmp_path):
+    def reply(conn: socket.socket) -> None:
+        line = b'{"type":"started","execution_id":"client-test","pid":1}\n'
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"%x\r\n%s\r\n0\r\n\r\n" % (len(line), line)
+        )
+
+    with fake_executor(reply) as path:
+        events = ExecutorClient(path, TOKEN).execute(request())
+        assert next(events)["type"] == "started"
+        with pytest.raises(RuntimeFailure) as info:
+            next(events)
+        assert "without a result" in info.value.message
+
+
+def test_a_stream_cut_mid_chunk_raises(tmp_path):
+    def reply(conn: socket.socket) -> None:
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b'40\r\n{"type":"std'
+        )
+
+    with fake_executor(reply) as path:
+        with pytest.raises(RuntimeFailure):
+            list(ExecutorClient(path, TOKEN).execute(request()))
+
+
+def test_a_stalled_stream_times_out_between_events(tmp_path):
+    def reply(conn: socket.socket) -> None:
+        line = b'{"type":"started","execution_id":"client-test","pid":1}\n'
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"%x\r\n%s\r\n" % (len(line), line)
+        )
+        time.sleep(2)
+
+    with fake_executor(reply) as path:
+        # The wait between events is the execution timeout plus a margin, never less: shorten the margin.
+        client = ExecutorClient(path, TOKEN, read_timeout=0.2)
+        import runtime.client as client_module
+
+        margin = client_module.EXECUTE_MARGIN
+        client_module.EXECUTE_MARGIN = 0.0
+        try:
+            events = client.execute(request(timeout=0.3))
+            assert next(events)["type"] == "started"
+            with pytest.raises(RuntimeFailure) as info:
+                next(events)
+            assert "did not answer in time" in info.value.message
+        finally:
+            client_module.EXECUTE_MARGIN = margin
+
+
+def test_a_server_error_is_retryable_and_a_bad_request_is_not(tmp_path):
+    answers = iter(
+        [
+            b'HTTP/1.1 500 Internal Server Error\r\nContent-Length: 27\r\n\r\n{"error": "internal_error"}',
+            b'HTTP/1.1 400 Bad Request\r\nContent-Length: 47\r\n\r\n{"error": "bad_request", "message": "no code!"}',
+        ]
+    )
+    with fake_executor(lambda conn: conn.sendall(next(answers))) as path:
+        client = ExecutorClient(path, TOKEN)
+        with pytest.raises(RuntimeFailure) as info:
+            client.execute(request())
+        assert not info.value.permanent
+        assert "500" in info.value.message
+        with pytest.raises(RuntimeFailure) as info:
+            client.execute(request())
+        assert info.value.permanent
+        assert "no code!" in info.value.message
+
+
+def test_a_download_cut_short_raises(tmp_path):
+    def reply(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+
+    with fake_executor(reply) as path:
+        with pytest.raises(RuntimeFailure) as info:
+            b"".join(ExecutorClient(path, TOKEN).download("f.bin"))
+        assert "short" in info.value.message
+
+
+def test_endpoints_must_be_a_socket_path_or_http():
+    with pytest.raises(ValueError):
+        ExecutorClient("tcp://1.2.3.4:5", TOKEN)
+
+
+def test_wait_healthy_polls_until_the_daemon_answers(tmp_path):
+    root = Path(tempfile.mkdtemp(prefix="exec-test-"))
+    client = ExecutorClient(str(root / "executor.sock"), TOKEN)
+
+    def start_later() -> None:
+        time.sleep(0.3)
+        started.append(spawn_daemon(root))
+
+    started: list = []
+    threading.Thread(target=start_later).start()
+    try:
+        health = client.wait_healthy(15)
+        assert health["status"] == "ok"
+    finally:
+        while not started:
+            time.sleep(0.01)
+        proc, log = started[0]
+        wait_listening(proc, log)
+        proc.terminate()
+        proc.wait(timeout=5)
+
+
+def test_wait_healthy_gives_up_with_a_clear_message(tmp_path):
+    client = ExecutorClient(str(tmp_path / "never.sock"), TOKEN)
+    started = time.monotonic()
+    with pytest.raises(RuntimeFailure) as info:
+        client.wait_healthy(0.3)
+    assert time.monotonic() - started < 1.5
+    assert "did not become healthy within 0.3 s" in info.value.message
+
+
+def test_wait_healthy_stops_at_once_on_a_wrong_token():
+    with running_daemon() as daemon:
+        started = time.monotonic()
+        with pytest.raises(RuntimeFailure) as info:
+            ExecutorClient(str(daemon.socket), "bad").wait_healthy(10)
+        assert info.value.permanent
+        assert time.monotonic() - started < 2
+
+
+def test_the_daemon_serves_http_over_tcp_too():
+    with running_daemon("--tcp", "127.0.0.1:0") as daemon:
+        line = daemon.log_text().splitlines()[0]
+        endpoints = line.removeprefix("executor listening on ").split(", ")
+        assert endpoints[0] == str(daemon.socket)
+        url = endpoints[1]
+        assert url.startswith("http://127.0.0.1:")
+        client = ExecutorClient(url, TOKEN)
+        assert client.health()["status"] == "ok"
+        result = run(
+            client,
+            "import time\nprint('a')\ntime.sleep(0.2)\nprint('b')\ndef handler(e, c):\n    return e",
+            event=[1],
+        )
+        assert (result.value, result.stdout) == ([1], "a\nb\n")
+        with pytest.raises(RuntimeFailure) as info:
+            ExecutorClient(url, "wrong").health()
+        assert info.value.permanent
+
+
+def test_tcp_only_daemon_without_a_socket():
+    root = Path(tempfile.mkdtemp(prefix="exec-test-"))
+    proc, log = spawn_daemon(root, "--tcp", "127.0.0.1:0", unix=False)
+    try:
+        line = wait_listening(proc, log)
+        url = line.removeprefix("executor listening on ")
+        assert url.startswith("http://")
+        assert ExecutorClient(url, TOKEN).health()["status"] == "ok"
+        assert not (root / "executor.sock").exists()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)

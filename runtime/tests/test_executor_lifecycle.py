@@ -1,0 +1,412 @@
+"""Executor daemon lifecycle: auth, streaming, timeouts, cancel, output caps, the zygote, limits and shutdown."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from runtime.base import ExecuteRequest, RuntimeFailure
+from runtime.client import ExecutorClient
+from runtime.tests.test_executor_support import (
+    TOKEN,
+    Run,
+    new_id,
+    run,
+    running_daemon,
+    spawn_daemon,
+    wait_gone,
+)
+
+
+@pytest.fixture(scope="module")
+def executor():
+    with running_daemon() as daemon:
+        yield daemon
+
+
+def raw_request(daemon, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+    """A request that bypasses ExecutorClient, to see exactly what the daemon answers."""
+
+    class UnixConnection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(10)
+            self.sock.connect(str(daemon.socket))
+
+    conn = UnixConnection("localhost")
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, resp.getheader("Content-Type"), resp.read()
+    finally:
+        conn.close()
+
+
+# -- auth --
+
+
+def test_requests_without_a_token_get_401(executor):
+    status, ctype, body = raw_request(executor, "GET", "/health")
+    assert status == 401
+    assert ctype == "application/json"
+    assert json.loads(body) == {"error": "unauthorized"}
+
+
+def test_a_wrong_token_is_refused_and_the_client_says_it_is_permanent(executor):
+    status, _, _ = raw_request(executor, "GET", "/health", headers={"Authorization": "Bearer wrong"})
+    assert status == 401
+    with pytest.raises(RuntimeFailure) as info:
+        ExecutorClient(str(executor.socket), "wrong").health()
+    assert info.value.permanent
+    with pytest.raises(RuntimeFailure):
+        ExecutorClient(str(executor.socket), TOKEN + "x").execute(
+            ExecuteRequest(execution_id=new_id(), language="python", code="print(1)")
+        )
+
+
+def test_health_reports_languages_and_the_zygote(executor):
+    health = executor.client.health()
+    assert health["status"] == "ok"
+    assert health["active_executions"] == 0
+    assert health["languages"] == {"python": True, "javascript": True, "shell": True}
+    assert health["zygote"]["enabled"] and health["zygote"]["pid"] > 0
+
+
+def test_the_daemon_refuses_to_start_without_a_token(tmp_path):
+    proc, log = spawn_daemon(tmp_path, "--socket", str(tmp_path / "s"), token=None)
+    assert proc.wait(timeout=10) != 0
+    assert "token" in log.read_text()
+
+
+def test_the_token_file_is_read_then_deleted(tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text("file-token-123\n")
+    with running_daemon("--token-file", str(token_file), token=None) as daemon:
+        assert not token_file.exists()
+        assert ExecutorClient(str(daemon.socket), "file-token-123").health()["status"] == "ok"
+        with pytest.raises(RuntimeFailure):
+            daemon.client.health()  # the default test token is not this daemon's
+
+
+# -- bad requests --
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[]",
+        json.dumps({"execution_id": "x1", "language": "cobol", "code": "x"}).encode(),
+        json.dumps({"execution_id": "x1", "language": "python", "code": ""}).encode(),
+        json.dumps({"execution_id": "x1", "language": "python", "code": "x", "timeout": -1}).encode(),
+        json.dumps({"execution_id": "x1", "language": "python", "code": "x", "env": {"A": 1}}).encode(),
+        json.dumps({"execution_id": "x1", "language": "python", "code": "x", "entrypoint": "a.b"}).encode(),
+        json.dumps({"execution_id": "../x", "language": "python", "code": "x"}).encode(),
+    ],
+)
+def test_bad_execute_bodies_get_400_json_not_a_stream(executor, body):
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    status, ctype, raw = raw_request(executor, "POST", "/execute", body=body, headers=headers)
+    assert status == 400
+    assert ctype == "application/json"
+    assert json.loads(raw)["error"] == "bad_request"
+
+
+def test_the_client_raises_a_permanent_failure_for_a_bad_request(executor):
+    with pytest.raises(RuntimeFailure) as info:
+        executor.client.execute(ExecuteRequest(execution_id=new_id(), language="cobol", code="x"))
+    assert info.value.permanent
+    assert "400" in info.value.message
+
+
+def test_a_duplicate_running_execution_id_gets_409(executor):
+    execution_id = new_id()
+    events = executor.client.execute(
+        ExecuteRequest(execution_id=execution_id, language="python", code="import time\ntime.sleep(5)")
+    )
+    assert next(events)["type"] == "started"
+    with pytest.raises(RuntimeFailure) as info:
+        executor.client.execute(ExecuteRequest(execution_id=execution_id, language="python", code="print(1)"))
+    assert "409" in info.value.message
+    assert executor.client.cancel(execution_id)
+    assert Run([{"type": "started"}, *events]).status == "cancelled"
+
+
+# -- streaming --
+
+
+def test_output_streams_live_before_the_result(executor):
+    request = ExecuteRequest(
+        execution_id=new_id(),
+        language="python",
+        code="import time\nprint('first', flush=False)\ntime.sleep(0.5)\nprint('second')",
+    )
+    arrivals = []
+    for event in executor.client.execute(request):
+        arrivals.append((time.monotonic(), event))
+    first_stdout = next(t for t, e in arrivals if e["type"] == "stdout")
+    result_at = arrivals[-1][0]
+    assert arrivals[-1][1]["type"] == "result"
+    assert result_at - first_stdout > 0.3  # 'first' arrived while the code slept
+    assert "".join(e["data"] for _, e in arrivals if e["type"] == "stdout") == "first\nsecond\n"
+
+
+def test_many_small_writes_are_coalesced(executor):
+    result = run(executor.client, "for i in range(5000):\n    print(i)")
+    chunks = [e for e in result.events if e["type"] == "stdout"]
+    assert result.stdout == "".join(f"{i}\n" for i in range(5000))
+    assert len(chunks) < 100
+
+
+def test_a_multibyte_character_split_across_reads_survives(executor):
+    source = (
+        "import os, time\n"
+        "data = 'héllo wörld ✓'.encode()\n"
+        "for i in range(len(data)):\n"
+        "    os.write(1, data[i:i+1])\n"
+        "    time.sleep(0.005)\n"
+    )
+    assert run(executor.client, source).stdout == "héllo wörld ✓"
+
+
+def test_output_past_the_cap_is_counted_dropped_and_never_blocks(executor):
+    source = "import sys\nchunk = 'x' * (1 << 20)\nfor _ in range(50):\n    sys.stdout.write(chunk)\nprint('err', file=sys.stderr)"
+    started = time.monotonic()
+    result = run(executor.client, source, timeout=30)
+    elapsed = time.monotonic() - started
+    assert result.status == "completed"
+    assert result.result["stdout_truncated"] is True
+    assert result.result["stderr_truncated"] is False
+    assert len(result.stdout) == 1 << 20
+    assert result.result["stdout_bytes"] == 50 << 20
+    assert result.stderr == "err\n"
+    assert elapsed < 20, elapsed  # generous; it takes well under a second
+    assert executor.client.health()["status"] == "ok"
+
+
+# -- timeouts, cancel, process groups --
+
+
+def test_a_busy_loop_times_out_promptly_and_leaves_no_process(executor):
+    started = time.monotonic()
+    result = run(executor.client, "while True:\n    pass", timeout=2)
+    elapsed = time.monotonic() - started
+    assert result.status == "timeout"
+    assert "timeout" in result.error
+    assert elapsed < 3.5, elapsed
+    assert wait_gone(result.events[0]["pid"])
+
+
+def test_timeout_kills_the_whole_group_including_grandchildren(executor):
+    source = (
+        "import subprocess, time\n"
+        "def handler(event, context):\n"
+        "    p = subprocess.Popen(['sleep', '100'])\n"
+        "    print(p.pid, flush=True)\n"
+        "    time.sleep(100)\n"
+    )
+    result = run(executor.client, source, timeout=1)
+    assert result.status == "timeout"
+    grandchild = int(result.stdout.split()[0])
+    assert wait_gone(grandchild)
+    assert wait_gone(result.events[0]["pid"])
+
+
+def test_background_processes_do_not_outlive_a_completed_execution(executor):
+    source = "import subprocess\nsubprocess.Popen(['sleep', '100'], stdout=None)\nprint('done')"
+    started = time.monotonic()
+    result = run(executor.client, source)
+    assert result.status == "completed"
+    assert time.monotonic() - started < 3  # the sleeper holding stdout did not hold the result back
+
+
+def test_cancel_kills_a_running_execution(executor):
+    execution_id = new_id()
+    request = ExecuteRequest(execution_id=execution_id, language="python", code="import time\ntime.sleep(30)")
+    events = executor.client.execute(request)
+    started = next(events)
+    assert started["type"] == "started"
+    t0 = time.monotonic()
+    assert executor.client.cancel(execution_id) is True
+    rest = list(events)
+    assert rest[-1]["status"] == "cancelled"
+    assert time.monotonic() - t0 < 2
+    assert wait_gone(started["pid"])
+    assert executor.client.cancel(execution_id) is False  # no longer running
+
+
+def test_cancel_of_an_unknown_execution_is_false(executor):
+    assert executor.client.cancel("no-such-execution") is False
+
+
+def test_abandoning_the_stream_kills_the_execution(executor):
+    events = executor.client.execute(
+        ExecuteRequest(
+            execution_id=new_id(),
+            language="python",
+            code="import time\nprint('x', flush=True)\ntime.sleep(30)",
+        )
+    )
+    pid = next(events)["pid"]
+    events.close()  # the client goes away mid-stream
+    assert wait_gone(pid)
+    deadline = time.monotonic() + 3
+    while executor.client.health()["active_executions"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert executor.client.health()["active_executions"] == 0
+
+
+def test_executions_run_concurrently(executor):
+    results: list[Run] = []
+    code = "import time\ndef handler(e, c):\n    time.sleep(0.5)\n    return e['i']"
+
+    def one(i: int) -> None:
+        results.append(run(executor.client, code, event={"i": i}))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(r.value for r in results) == [0, 1, 2, 3]
+    assert time.monotonic() - started < 1.9  # not one after another
+
+
+# -- the zygote --
+
+
+def test_fifty_trivial_executions_through_the_zygote(executor):
+    for i in range(50):
+        result = run(executor.client, "def handler(event, context):\n    return event['i']", event={"i": i})
+        assert (result.status, result.value) == ("completed", i)
+
+
+def test_the_zygote_is_restarted_after_it_is_killed(executor):
+    before = executor.client.health()["zygote"]
+    os.kill(before["pid"], signal.SIGKILL)
+    for i in range(3):  # whether the new zygote or a fresh interpreter runs them, they work
+        assert run(executor.client, "def handler(e, c):\n    return e", event=i).value == i
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        after = executor.client.health()["zygote"]
+        if after["pid"] and after["pid"] != before["pid"]:
+            break
+        time.sleep(0.05)
+    assert after["pid"] != before["pid"]
+    assert after["restarts"] == before["restarts"] + 1
+    assert run(executor.client, "def handler(e, c):\n    return 'warm again'").value == "warm again"
+
+
+def test_an_execution_whose_zygote_dies_ends_crashed_and_is_killed(executor):
+    events = executor.client.execute(
+        ExecuteRequest(execution_id=new_id(), language="python", code="import time\ntime.sleep(30)")
+    )
+    pid = next(events)["pid"]
+    os.kill(executor.client.health()["zygote"]["pid"], signal.SIGKILL)
+    result = list(events)[-1]
+    assert result["status"] == "crashed"
+    assert "zygote died" in result["error"]
+    assert wait_gone(pid)
+
+
+def test_without_the_zygote_executions_spawn_fresh_interpreters():
+    with running_daemon("--no-zygote") as daemon:
+        assert daemon.client.health()["zygote"]["enabled"] is False
+        assert run(daemon.client, "def handler(e, c):\n    return e", event={"a": 1}).value == {"a": 1}
+        failed = run(daemon.client, "raise KeyError('k')")
+        assert (failed.status, failed.error) == ("failed", "KeyError: 'k'")
+        assert "Traceback" in failed.stderr
+        timed_out = run(daemon.client, "while True:\n    pass", timeout=1)
+        assert timed_out.status == "timeout"
+        assert wait_gone(timed_out.events[0]["pid"])
+
+
+def test_the_zygote_does_not_import_modules_from_the_workspace(executor):
+    # A json.py in the workspace must not be picked up by the zygote when it restarts.
+    (executor.workspace / "json.py").write_text("raise SystemExit('hijacked')\n")
+    try:
+        pid = executor.client.health()["zygote"]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while executor.client.health()["zygote"]["pid"] in (None, pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert executor.client.health()["zygote"]["pid"] not in (None, pid)
+        assert run(executor.client, "def handler(e, c):\n    return 'ok'").value == "ok"
+    finally:
+        (executor.workspace / "json.py").unlink()
+
+
+# -- limits --
+
+
+def test_file_size_limit_applies_to_children():
+    with running_daemon("--limit", "fsize=100000", "--limit", "nofile=64") as daemon:
+        source = "def handler(e, c):\n    open('big.bin', 'wb').write(b'x' * 200000)"
+        result = run(daemon.client, source)
+        assert result.status == "failed"
+        assert "File too large" in result.error
+        fds = run(
+            daemon.client,
+            "import resource\ndef handler(e, c):\n    return resource.getrlimit(resource.RLIMIT_NOFILE)",
+        )
+        assert fds.value == [64, 64]
+        shell = run(daemon.client, "head -c 200000 /dev/zero > big2.bin", language="shell")
+        # head dies of SIGXFSZ (restored to its default for programs the executor starts), bash reports it.
+        assert shell.status == "failed"
+        assert shell.result["exit_code"] == 128 + signal.SIGXFSZ
+        direct = run(daemon.client, "exec head -c 200000 /dev/zero > big3.bin", language="shell")
+        assert direct.status == "crashed"
+        assert "SIGXFSZ" in direct.error
+
+
+def test_the_cpu_limit_follows_the_timeout(executor):
+    source = "import resource\ndef handler(e, c):\n    return resource.getrlimit(resource.RLIMIT_CPU)"
+    assert run(executor.client, source, timeout=2.5).value == [4, 5]
+
+
+# -- shutdown --
+
+
+def test_sigterm_kills_running_executions_and_exits_zero():
+    with running_daemon() as daemon:
+        events = daemon.client.execute(
+            ExecuteRequest(execution_id=new_id(), language="python", code="import time\ntime.sleep(60)")
+        )
+        pid = next(events)["pid"]
+        zygote = daemon.client.health()["zygote"]["pid"]
+        started = time.monotonic()
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert daemon.proc.wait(timeout=5) == 0
+        assert time.monotonic() - started < 2
+        assert wait_gone(pid)
+        assert wait_gone(zygote)
+        assert not daemon.socket.exists()
+        with pytest.raises(RuntimeFailure):
+            list(events)
+
+
+def test_the_daemon_runs_on_python_3_9_if_available():
+    python39 = "/root/.pyenv/versions/3.9.18/bin/python"
+    candidates = [python39, "/usr/bin/python3.9"]
+    found = next((p for p in candidates if os.path.exists(p)), None)
+    if found is None:
+        pytest.skip("no Python 3.9 interpreter on this machine")
+    version = subprocess.run([found, "--version"], capture_output=True, text=True).stdout
+    assert version.startswith("Python 3.9")
+    with running_daemon(python=found) as daemon:
+        client = daemon.client
+        assert run(client, "import sys\ndef handler(e, c):\n    return sys.version_info[:2]").value == [3, 9]
+        assert run(client, "async def handler(e, c):\n    return 'async on 3.9'").value == "async on 3.9"
+        assert run(client, "exports.handler = async () => 7", language="javascript").value == 7
+        assert run(client, "echo hi", language="shell").stdout == "hi\n"
+        assert run(client, "while True:\n    pass", timeout=1).status == "timeout"
+        assert daemon.stop() == 0
