@@ -25,6 +25,7 @@ CGROUP_MOUNT = "/sys/fs/cgroup"
 CPU_PERIOD_US = 100_000
 V1_CONTROLLERS = ("memory", "pids", "cpu")
 REQUIRED = ("memory", "pids")
+GROUP = "sandbox-control-plane"
 # Tasks of ours in the cgroup besides the sandboxed code: the supervisor shell, bwrap (outside and as the
 # namespace's init), the executor daemon, its threads and its zygote. pids.max counts threads too.
 PIDS_OVERHEAD = 32
@@ -138,12 +139,21 @@ class SandboxCgroup:
                         raise
                     self.kill(0.5)
                     time.sleep(0.01)
+            # Leave no empty group directory behind inside a cgroup we do not own (the control plane's
+            # own, e.g. a systemd unit's): it would keep that cgroup from being removed. A create racing
+            # with this re-makes the group (CgroupManager.create), and a busy group simply stays.
+            parent = os.path.dirname(path)
+            if os.path.basename(parent) == GROUP:
+                try:
+                    os.rmdir(parent)
+                except OSError:
+                    pass
 
 
 class CgroupManager:
     """Finds, once, where on this host sandbox cgroups can be made; `available` is False when nowhere."""
 
-    def __init__(self, *, mount: str = CGROUP_MOUNT, group: str = "sandbox-control-plane") -> None:
+    def __init__(self, *, mount: str = CGROUP_MOUNT, group: str = GROUP) -> None:
         self.mount = mount
         self.group = group
         self.version = 0
@@ -170,7 +180,11 @@ class CgroupManager:
         made: list[str] = []
         try:
             for path in cgroup.paths.values():
-                os.mkdir(path, 0o755)
+                try:
+                    os.mkdir(path, 0o755)
+                except FileNotFoundError:  # the last sandbox's destroy just pruned the group directory
+                    self._make_base(os.path.dirname(path))
+                    os.mkdir(path, 0o755)
                 made.append(path)
             if self.version == 2:
                 _write_optional(cgroup.paths["unified"], "memory.oom.group", "0")
@@ -183,6 +197,13 @@ class CgroupManager:
                     pass
             raise
         return cgroup
+
+    def _make_base(self, base: str) -> None:
+        os.makedirs(base, exist_ok=True)
+        if self.version == 2:
+            with open(os.path.join(os.path.dirname(base), "cgroup.subtree_control"), encoding="ascii") as fh:
+                enabled = fh.read().split()
+            _write(base, "cgroup.subtree_control", " ".join(f"+{c}" for c in enabled))
 
     def _discover(self) -> None:
         own = _own_cgroups()

@@ -16,7 +16,8 @@ from runtime.tests.conftest import host_processes_mentioning, needs_bwrap, run_c
 
 
 def _cgroups_named(runtime: ProcessRuntime, session_id: str) -> list[str]:
-    return [n for b in runtime.cgroups.bases.values() for n in os.listdir(b) if n.endswith("-" + session_id)]
+    bases = [b for b in runtime.cgroups.bases.values() if os.path.isdir(b)]  # pruned when empty
+    return [n for b in bases for n in os.listdir(b) if n.endswith("-" + session_id)]
 
 
 def _assert_gone(runtime: ProcessRuntime, handle: SandboxHandle, meta: dict) -> None:
