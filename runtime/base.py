@@ -127,6 +127,7 @@ class Runtime(abc.ABC):
 
     def check(self) -> None:
         """Raise RuntimeFailure when this backend cannot create sandboxes here (for health checks)."""
+        return None
 
     def update_resources(self, handle: SandboxHandle, resources: Resources) -> None:
         """Apply new limits to a live sandbox (a claimed warm sandbox). Backends that cannot, refuse."""

@@ -9,19 +9,11 @@ from typing import Any
 from rest_framework import serializers
 
 from executions_app.models import Execution, ExecutionOutputChunk, Language
+from sandbox_site.api.fields import StrictCharField
 
 MAX_CODE_BYTES = 1024 * 1024
 MAX_EVENT_BYTES = 1024 * 1024
 ENTRYPOINT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-
-
-class StrictCharField(serializers.CharField):
-    """A string, and only a string: DRF's CharField would turn 42 into "42"."""
-
-    def to_internal_value(self, data):
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return super().to_internal_value(data)
 
 
 class ExecuteSerializer(serializers.Serializer):

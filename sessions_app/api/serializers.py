@@ -8,6 +8,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from sandbox_site.api.fields import StrictCharField
 from sandbox_site.ids import CLIENT_ID_VALIDATOR
 from sessions_app.api.fields import CpuField, SizeField, format_mib
 from sessions_app.dependencies import merge_dependencies
@@ -71,7 +72,7 @@ class SessionCreateSerializer(serializers.Serializer):
     disk = SizeField(min_mib=256, max_mib=51200, required=False)
     resources = ResourcesSerializer(required=False)
     env_vars = serializers.DictField(
-        child=serializers.CharField(max_length=32768, allow_blank=True),
+        child=StrictCharField(max_length=32768, allow_blank=True),
         required=False,
         validators=[validate_env_vars],
     )
@@ -80,7 +81,7 @@ class SessionCreateSerializer(serializers.Serializer):
     )
     python_package_index_url = serializers.URLField(required=False, allow_blank=True, max_length=500)
     metadata = serializers.DictField(
-        child=serializers.CharField(max_length=512, allow_blank=True),
+        child=StrictCharField(max_length=512, allow_blank=True),
         required=False,
         validators=[validate_metadata],
     )

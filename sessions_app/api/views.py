@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.db import transaction
-from django.db.models.fields.json import KeyTextTransform
+from django.db.models.fields.json import KeyTransform
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
@@ -81,9 +81,9 @@ class SessionListCreateView(APIView):
             if n.startswith("metadata.")
         ]
         for index, (key, value) in enumerate(metadata_filters):
-            # KeyTextTransform takes the key literally (a "__" inside it is not a nested lookup).
+            # KeyTransform takes the key literally: a "__" or a lookup name inside it is not parsed.
             alias = f"metadata_filter_{index}"
-            sessions = sessions.alias(**{alias: KeyTextTransform(key, "metadata")}).filter(**{alias: value})
+            sessions = sessions.alias(**{alias: KeyTransform(key, "metadata")}).filter(**{alias: value})
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(sessions, request, view=self)
         return paginator.get_paginated_response(SessionSerializer(page, many=True).data)
