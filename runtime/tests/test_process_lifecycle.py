@@ -16,6 +16,7 @@ from runtime.tests.conftest import host_processes_mentioning, needs_bwrap, run_c
 
 
 def _cgroups_named(runtime: ProcessRuntime, session_id: str) -> list[str]:
+    assert runtime.cgroups is not None
     bases = [b for b in runtime.cgroups.bases.values() if os.path.isdir(b)]  # pruned when empty
     return [n for b in bases for n in os.listdir(b) if n.endswith("-" + session_id)]
 
