@@ -81,7 +81,8 @@ class ExecutorClient:
                     if exc.permanent:
                         raise
                     raise RuntimeFailure(
-                        f"executor at {self.endpoint} did not become healthy within {timeout:g} s: {exc.message}"
+                        f"executor at {self.endpoint} did not become healthy within {timeout:g} s: "
+                        + exc.message
                     ) from exc
             time.sleep(pause)
             pause = min(pause * 2, 0.2)

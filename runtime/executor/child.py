@@ -1,4 +1,4 @@
-"""The first moments of an execution's process: its own session, stdio, limits and environment, then its language.
+"""The first moments of an execution's process: own session, stdio, limits and environment, then its language.
 
 Runs in a process forked by the zygote (`start`) or spawned fresh by the daemon (`main_from_fds`). Either way
 the process ends up with exactly these descriptors and nothing else:
@@ -122,8 +122,12 @@ def _run() -> None:
         _set_environ(env)
         apply_limits(payload["limits"], payload["cpu_seconds"])
         language = payload["language"]
-        if language == "python":
+        if language != "javascript":
+            # Only node's runner needs fds 3 and 4 across exec; elsewhere processes the code starts (a
+            # background `sleep &`) must not hold the result pipe open.
+            os.set_inheritable(RESULT_FD, False)
             os.close(PAYLOAD_FD)
+        if language == "python":
             from . import pyrunner
 
             code = pyrunner.run(payload)  # never raises: it reports its own failures on fd 3
@@ -145,7 +149,6 @@ def _exec(payload: dict, env: dict) -> None:
         os.lseek(PAYLOAD_FD, 0, os.SEEK_SET)
         argv = [payload["node"], payload["runner_js"]]
     else:
-        os.close(PAYLOAD_FD)
         shell = payload["shell"]
         name = os.path.basename(shell)
         if payload.get("script_path"):

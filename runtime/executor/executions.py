@@ -1,4 +1,4 @@
-"""Running executions: the registry of live ones and the loop that carries one from launch to its result event.
+"""Running executions: the registry of live ones, and the loop that carries one from launch to its result.
 
 One thread per execution (the HTTP request's) watches, with a selector: the child's stdout, stderr and
 result pipes, its status socket (exit status and rusage arrive there), and a wake pipe that `cancel` writes
@@ -24,12 +24,11 @@ from collections.abc import Callable
 from . import snapshot
 from .config import Config
 from .launch import Job, Launched, spawn
-from .output import COALESCE_DELAY, StreamCapture
+from .output import COALESCE_DELAY, OutputPipes, StreamCapture
 from .spec import INLINE_SCRIPT_MAX, ExecutionSpec
 from .zygote import Zygote
 
 RUNNER_JS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runner.js")
-READ_SIZE = 64 * 1024
 RESULT_CAP = 6 * 1024 * 1024
 KILL_WAIT = 5.0  # after SIGKILL, how long to wait for the exit status before giving up on it
 PIPE_GRACE = 0.5  # after the exit, how long escaped descendants may keep our pipes open
@@ -170,9 +169,6 @@ class Execution:
     def _supervise(self, job: Job, launched: Launched, started: float) -> dict:
         out = StreamCapture("stdout", self.config.max_output)
         err = StreamCapture("stderr", self.config.max_output)
-        readers: dict[int, StreamCapture | None] = {job.stdout_r: out, job.stderr_r: err, job.result_r: None}
-        result = bytearray()
-        result_overflow = False
         exit_info: dict | None = None
         ended: float | None = None
         status_open = True
@@ -181,32 +177,29 @@ class Execution:
         deadline = started + self.spec.timeout
         selector = selectors.DefaultSelector()
         try:
-            for fd in readers:
-                selector.register(fd, selectors.EVENT_READ)
+            pipes = OutputPipes(
+                selector, {job.stdout_r: out, job.stderr_r: err, job.result_r: None}, RESULT_CAP, job.close
+            )
             selector.register(launched.status, selectors.EVENT_READ)
             selector.register(self._wake_r, selectors.EVENT_READ)
             if self._peer is not None:
                 selector.register(self._peer, selectors.EVENT_READ)
-            while status_open or readers:
+            while status_open or pipes.open:
                 now = time.monotonic()
                 if give_up is not None and now >= give_up:
                     break
-                waits = [t - now for t in (give_up, None if self._killed else deadline) if t is not None]
-                waits += [
-                    c.pending_since + COALESCE_DELAY - now for c in (out, err) if c.pending_since is not None
-                ]
-                for key, _ in selector.select(max(0.0, min(waits)) if waits else None):
+                waits = [give_up, None if self._killed else deadline, pipes.next_unpark()]
+                waits += [c.pending_since + COALESCE_DELAY for c in (out, err) if c.pending_since is not None]
+                timeout = max(0.0, min(t for t in waits if t is not None) - now) if any(waits) else None
+                for key, _ in selector.select(timeout):
+                    now = time.monotonic()
                     if key.fileobj is launched.status:
-                        try:
-                            message = launched.status.recv(4096)
-                        except OSError:
-                            message = b""
-                        info = json.loads(message) if message else None
+                        info = _status_message(launched.status)
                         if info is not None and "status" not in info:
                             continue
                         # Exit status (the leader is reaped) or EOF (the zygote died and took the status
                         # with it): either way, kill what is left of the group and drain for a moment.
-                        exit_info, ended = info, time.monotonic()
+                        exit_info, ended = info, now
                         self._reaped = info is not None
                         selector.unregister(launched.status)
                         status_open = False
@@ -221,20 +214,10 @@ class Execution:
                         if _hung_up(self._peer):
                             self._client_gone = True
                             self._cancel_requested = True
-                    else:
-                        data = os.read(key.fd, READ_SIZE)
-                        capture = readers[key.fd]
-                        if not data:
-                            selector.unregister(key.fd)
-                            del readers[key.fd]
-                            job.close(key.fd)
-                        elif capture is not None:
-                            capture.feed(data, time.monotonic())
-                        elif len(result) + len(data) <= RESULT_CAP:
-                            result += data
-                        else:
-                            result_overflow = True
+                    elif pipes.owns(key.fd):
+                        pipes.on_readable(key.fd, now, running=status_open)
                 now = time.monotonic()
+                pipes.unpark(now, everything=not status_open)
                 if status_open and not self._killed:
                     if self._cancel_requested:
                         cancelled = True
@@ -250,8 +233,8 @@ class Execution:
         return {
             "exit": exit_info,
             "duration": (ended or time.monotonic()) - started,
-            "result": bytes(result),
-            "result_overflow": result_overflow,
+            "result": bytes(pipes.result),
+            "result_overflow": pipes.result_overflow,
             "timed_out": timed_out,
             "cancelled": cancelled,
             "stdout": out,
@@ -382,6 +365,14 @@ def _signal_name(sig: int) -> str:
         return signal.Signals(sig).name
     except ValueError:
         return f"signal {sig}"
+
+
+def _status_message(status: socket.socket) -> dict | None:
+    try:
+        message = status.recv(4096)
+    except OSError:
+        return None
+    return json.loads(message) if message else None
 
 
 def _hung_up(peer: socket.socket) -> bool:

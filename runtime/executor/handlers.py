@@ -1,4 +1,4 @@
-"""HTTP/1.1 handling: the bearer-token check, routing, JSON replies, the chunked NDJSON stream and file bodies.
+"""HTTP/1.1 handling: the bearer-token check, routing, JSON replies, the chunked NDJSON stream, file bodies.
 
 BaseHTTPRequestHandler parses requests; replies are written by hand, head and body in one write, so a small
 answer is one send (no Nagle/delayed-ACK stall on TCP) and nothing is logged per request. The execution

@@ -23,6 +23,7 @@ for _ in PACKAGE.split("."):
     PACKAGE_ROOT = os.path.dirname(PACKAGE_ROOT)
 
 # As for the zygote (zygote.py): no "" on sys.path while the executor's own modules are imported.
+PIPE_SIZE = 256 * 1024
 _CHILD_BOOTSTRAP = (
     "import sys; sys.path[:] = [{root!r}] + [p for p in sys.path if p]; "
     "import {pkg}.child as c; del sys.path[0]; c.main_from_fds()"
@@ -58,6 +59,11 @@ class Job:
 
     def _pipe(self) -> tuple[int, int]:
         r, w = os.pipe()
+        try:
+            # A roomier pipe lets a fast writer run on while the daemon is busy; the default (64 KiB) is fine.
+            fcntl.fcntl(w, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
+        except OSError:
+            pass
         return self._track(r), self._track(w)
 
     def child_fds(self) -> list[int]:

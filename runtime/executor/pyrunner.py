@@ -1,4 +1,4 @@
-"""Runs Python code inside an execution's process: a Lambda-style handler when the code defines one, else a script.
+"""Runs Python code in an execution's process: a Lambda-style handler if the code defines one, else a script.
 
 The code runs as module `__main__` from the pseudo-file "<handler>" (registered with linecache so tracebacks
 show its lines). The return value goes to fd 3 as JSON, never through stdout, so a handler that prints JSON
@@ -20,6 +20,7 @@ import threading
 import time
 import traceback
 import types
+from typing import Any
 
 FILENAME = "<handler>"
 RESULT_FD = 3
@@ -125,8 +126,8 @@ class _MissingEntrypoint(Exception):
 
 def _unbuffered(fd: int) -> io.TextIOWrapper:
     # Unbuffered, like `python -u`: a print reaches the daemon at once, even without a newline.
-    raw = io.FileIO(fd, "w", closefd=False)
-    return io.TextIOWrapper(raw, encoding="utf-8", errors="backslashreplace", write_through=True)  # type: ignore[arg-type]
+    raw: Any = io.FileIO(fd, "w", closefd=False)  # TextIOWrapper takes a raw file, as `python -u` does
+    return io.TextIOWrapper(raw, encoding="utf-8", errors="backslashreplace", write_through=True)
 
 
 def _reset_stdio() -> None:

@@ -163,7 +163,8 @@ def test_a_server_error_is_retryable_and_a_bad_request_is_not(tmp_path):
     answers = iter(
         [
             b'HTTP/1.1 500 Internal Server Error\r\nContent-Length: 27\r\n\r\n{"error": "internal_error"}',
-            b'HTTP/1.1 400 Bad Request\r\nContent-Length: 47\r\n\r\n{"error": "bad_request", "message": "no code!"}',
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 47\r\n\r\n"
+            b'{"error": "bad_request", "message": "no code!"}',
         ]
     )
     with fake_executor(lambda conn: conn.sendall(next(answers))) as path:

@@ -21,7 +21,7 @@ def executor():
 
 
 class Sized(io.RawIOBase):
-    """A readable that produces `size` bytes without holding them, and records the largest read asked of it."""
+    """A readable producing `size` bytes without holding them; records the largest read asked of it."""
 
     def __init__(self, size: int) -> None:
         self.remaining = size

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import sys
+import time
 
 import pytest
 
-from runtime.tests.test_executor_support import NODE, run, running_daemon
+from runtime.tests.test_executor_support import DAEMON_PYTHON, NODE, run, running_daemon, wait_gone
 
 needs_node = pytest.mark.skipif(NODE is None, reason="node (or nodejs) is not installed on this machine")
 
@@ -56,7 +56,7 @@ def test_top_level_handler(executor, code):
 
 @needs_node
 def test_async_handler_is_awaited(executor):
-    code = "exports.handler = async (event) => { await new Promise(r => setTimeout(r, 20)); return event.x + 1; };"
+    code = "exports.handler = async (e) => { await new Promise(r => setTimeout(r, 20)); return e.x + 1; };"
     assert run(executor.client, code, "javascript", event={"x": 1}).value == 2
 
 
@@ -68,7 +68,7 @@ def test_returned_promise_is_awaited(executor):
 
 @needs_node
 def test_callback_style_handler(executor):
-    code = "exports.handler = (event, context, callback) => { setTimeout(() => callback(null, 'called back'), 5); };"
+    code = "exports.handler = (e, ctx, callback) => { setTimeout(() => callback(null, 'called back'), 5); };"
     assert run(executor.client, code, "javascript").value == "called back"
 
 
@@ -228,6 +228,14 @@ def test_shell_pipelines_end_normally(executor):
     assert result.stderr == ""
 
 
+def test_a_shell_background_job_neither_holds_the_result_nor_survives(executor):
+    started = time.monotonic()
+    result = run(executor.client, "sleep 100 &\necho $!", "shell", timeout=10)
+    assert result.status == "completed"
+    assert time.monotonic() - started < 3
+    assert wait_gone(int(result.stdout))
+
+
 # -- missing interpreters --
 
 
@@ -241,6 +249,6 @@ def test_a_missing_interpreter_fails_with_a_clear_error():
         assert sh.status == "failed"
         assert "shell is not available in this sandbox" in sh.error
         py = run(
-            daemon.client, f"import sys\ndef handler(e, c):\n    return sys.executable == {sys.executable!r}"
+            daemon.client, f"import sys\ndef handler(e, c):\n    return sys.executable == {DAEMON_PYTHON!r}"
         )
         assert py.value is True

@@ -1,4 +1,4 @@
-"""Executor daemon lifecycle: auth, streaming, timeouts, cancel, output caps, the zygote, limits and shutdown."""
+"""Executor daemon lifecycle: auth, streaming, timeouts, cancel, output caps, the zygote, limits, shutdown."""
 
 from __future__ import annotations
 
@@ -178,7 +178,11 @@ def test_a_multibyte_character_split_across_reads_survives(executor):
 
 
 def test_output_past_the_cap_is_counted_dropped_and_never_blocks(executor):
-    source = "import sys\nchunk = 'x' * (1 << 20)\nfor _ in range(50):\n    sys.stdout.write(chunk)\nprint('err', file=sys.stderr)"
+    source = (
+        "import sys\nchunk = 'x' * (1 << 20)\n"
+        "for _ in range(50):\n    sys.stdout.write(chunk)\n"
+        "print('err', file=sys.stderr)"
+    )
     started = time.monotonic()
     result = run(executor.client, source, timeout=30)
     elapsed = time.monotonic() - started

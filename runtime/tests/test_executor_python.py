@@ -177,7 +177,13 @@ def test_stdout_and_stderr_are_captured_separately(executor):
 
 
 def test_request_env_and_execution_id_reach_the_code(executor):
-    source = "import os\ndef handler(e, c):\n    return [os.environ['GREETING'], os.environ['SANDBOX_EXECUTION_ID']]"
+    source = code(
+        """
+        import os
+        def handler(event, context):
+            return [os.environ["GREETING"], os.environ["SANDBOX_EXECUTION_ID"]]
+        """
+    )
     result = run(executor.client, source, env={"GREETING": "hello"}, execution_id="env-exec-7")
     assert result.value == ["hello", "env-exec-7"]
 

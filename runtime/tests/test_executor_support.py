@@ -1,8 +1,8 @@
 """Helpers for the executor tests: start the real daemon as the sandbox would, run code through the client.
 
 The daemon is started exactly as the process backend launches it inside bubblewrap, minus bubblewrap:
-`PYTHONPATH=<dir holding executor/> python3 -m executor --socket ... --workspace ...`, so these tests also prove
-the package runs as a top-level package with relative imports. This module holds no tests itself.
+`PYTHONPATH=<dir holding executor/> python3 -m executor --socket ... --workspace ...`, so these tests also
+prove that the package runs as a top-level package with relative imports. This module holds no tests itself.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from runtime.client import ExecutorClient
 RUNTIME_DIR = Path(__file__).resolve().parents[1]  # holds executor/
 TOKEN = "test-token-5f0c2a9e"
 NODE = shutil.which("node") or shutil.which("nodejs")
+# The interpreter the daemon runs on; point it at another (say Python 3.9) to run every test against that.
+DAEMON_PYTHON = os.environ.get("EXECUTOR_TEST_PYTHON", sys.executable)
 
 
 class Daemon:
@@ -58,7 +60,7 @@ def spawn_daemon(
     *args: str,
     env: dict[str, str] | None = None,
     token: str | None = TOKEN,
-    python: str = sys.executable,
+    python: str = DAEMON_PYTHON,
     unix: bool = True,
 ) -> tuple[subprocess.Popen, Path]:
     """Start the daemon without waiting for it; returns the process and its log file."""
@@ -93,7 +95,7 @@ def wait_listening(proc: subprocess.Popen, log: Path, timeout: float = 15.0) -> 
 
 @contextlib.contextmanager
 def running_daemon(
-    *args: str, env: dict[str, str] | None = None, token: str | None = TOKEN, python: str = sys.executable
+    *args: str, env: dict[str, str] | None = None, token: str | None = TOKEN, python: str = DAEMON_PYTHON
 ) -> Iterator[Daemon]:
     # AF_UNIX paths are limited to ~108 bytes, so not pytest's (long) tmp_path.
     root = Path(tempfile.mkdtemp(prefix="exec-test-"))
