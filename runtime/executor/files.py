@@ -15,6 +15,7 @@ import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 CHUNK = 64 * 1024
 
@@ -58,7 +59,7 @@ def list_dir(workspace: str, rel: str) -> list[dict]:
         if os.path.lexists(path):
             raise PathError("path is not a directory")
         raise FileNotFoundError(rel)
-    items = []
+    items: list[dict[str, Any]] = []
     with os.scandir(path) as listing:
         for entry in listing:
             try:
@@ -74,7 +75,7 @@ def list_dir(workspace: str, rel: str) -> list[dict]:
                     "is_dir": stat.S_ISDIR(st.st_mode),
                 }
             )
-    items.sort(key=lambda item: item["name"])
+    items.sort(key=lambda item: str(item["name"]))
     return items
 
 

@@ -93,13 +93,14 @@ class ExecutorHandler(BaseHTTPRequestHandler):
     def _route(self, app, method: str) -> None:
         url = urlsplit(self.path)
         path = url.path
+        cancel = _CANCEL.match(path)
         if path == "/health" and method == "GET":
             self._json(200, app.health())
         elif path == "/execute" and method == "POST":
             self._execute(app)
-        elif _CANCEL.match(path) and method == "POST":
+        elif cancel is not None and method == "POST":
             self._read_body(1024 * 1024)
-            execution_id = unquote(_CANCEL.match(path).group(1))
+            execution_id = unquote(cancel.group(1))
             self._json(200, {"cancelled": app.registry.cancel(execution_id)})
         elif path == "/files" and method == "GET":
             rel = parse_qs(url.query, keep_blank_values=True).get("path", [""])[0]

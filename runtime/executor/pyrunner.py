@@ -132,8 +132,11 @@ def _unbuffered(fd: int) -> io.TextIOWrapper:
 
 def _reset_stdio() -> None:
     stdout, stderr = _stdio if _stdio else (_unbuffered(1), _unbuffered(2))
-    sys.stdout = sys.__stdout__ = stdout
-    sys.stderr = sys.__stderr__ = stderr
+    sys.stdout = stdout
+    sys.stderr = stderr
+    # What `python -u` would have made them too, for code that restores the originals.
+    setattr(sys, "__stdout__", stdout)  # noqa: B010 - typeshed marks these Final
+    setattr(sys, "__stderr__", stderr)  # noqa: B010
     sys.argv = [FILENAME]
 
 

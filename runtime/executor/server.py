@@ -77,13 +77,14 @@ class UnixServer(_Quiet, socketserver.ThreadingMixIn, socketserver.UnixStreamSer
                 os.unlink(path)  # left by a previous daemon that did not get to clean up
         except FileNotFoundError:
             pass
+        self.path = path
         super().__init__(path, ExecutorHandler)
         # Anyone who can reach the socket's directory may connect; the token is what admits a request. A
         # container's executor often runs as a different uid than the control plane that connects.
         os.chmod(path, 0o666)
 
     def describe(self) -> str:
-        return str(self.server_address)
+        return self.path
 
 
 class TCPServer(_Quiet, socketserver.ThreadingMixIn, socketserver.TCPServer):
@@ -93,10 +94,12 @@ class TCPServer(_Quiet, socketserver.ThreadingMixIn, socketserver.TCPServer):
         self.app = app
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         super().__init__((host, port), ExecutorHandler)
+        self.host = host
+        self.port = self.socket.getsockname()[1]  # the real one when asked for port 0
 
     def describe(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
 
 def _make_undumpable() -> None:
