@@ -8,15 +8,12 @@ no import cost; it must not import anything lazily from its own package (see _fo
 
 from __future__ import annotations
 
-import asyncio
 import builtins
-import inspect
 import io
 import json
 import linecache
 import os
 import sys
-import threading
 import time
 import traceback
 import types
@@ -24,6 +21,7 @@ from typing import Any
 
 FILENAME = "<handler>"
 RESULT_FD = 3
+_CO_VARARGS = 0x04  # inspect.CO_VARARGS, without importing inspect
 _THIS_FILE = __file__
 _PACKAGE = __package__ or ""
 # Filled by warm_up() in the zygote, so that forked children skip the work (each object a child touches
@@ -104,10 +102,12 @@ def run(payload: dict) -> int:
 def finish() -> None:
     """What a normal interpreter exit does: wait for non-daemon threads, run atexit, flush."""
     try:
-        main = threading.main_thread()
-        for thread in threading.enumerate():
-            if thread is not main and not thread.daemon:
-                thread.join()
+        threading = sys.modules.get("threading")  # not imported: the code started no thread to wait for
+        if threading is not None:
+            main = threading.main_thread()
+            for thread in threading.enumerate():
+                if thread is not main and not thread.daemon:
+                    thread.join()
         import atexit
 
         atexit._run_exitfuncs()
@@ -176,8 +176,10 @@ def _find_handler(namespace: dict, entrypoint: str | None):
 
 def _arity(handler) -> int:
     code = getattr(handler, "__code__", None)
-    if inspect.isfunction(handler) and code is not None:  # the common case, without inspect.signature's cost
-        return 2 if code.co_flags & inspect.CO_VARARGS else min(code.co_argcount, 2)
+    if isinstance(handler, types.FunctionType) and code is not None:  # the common case, cheaply
+        return 2 if code.co_flags & _CO_VARARGS else min(code.co_argcount, 2)
+    import inspect
+
     try:
         signature = inspect.signature(handler)
     except (TypeError, ValueError):
@@ -193,7 +195,8 @@ def _arity(handler) -> int:
 
 def _call(handler, event, context):
     value = handler(*(event, context)[: _arity(handler)])
-    if inspect.isawaitable(value):
+    if hasattr(value, "__await__"):
+        import asyncio  # the zygote has it loaded; a freshly spawned child imports it only when needed
 
         async def wait_for(awaitable):
             return await awaitable

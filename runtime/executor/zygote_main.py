@@ -34,6 +34,7 @@ PRELOAD = (
     "fcntl",
     "functools",
     "hashlib",
+    "inspect",
     "itertools",
     "math",
     "pathlib",
