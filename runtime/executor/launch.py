@@ -22,8 +22,8 @@ PACKAGE_ROOT = os.path.dirname(os.path.abspath(__file__))
 for _ in PACKAGE.split("."):
     PACKAGE_ROOT = os.path.dirname(PACKAGE_ROOT)
 
-# As for the zygote (zygote.py): no "" on sys.path while the executor's own modules are imported.
 PIPE_SIZE = 256 * 1024
+# As for the zygote (zygote.py): no "" on sys.path while the executor's own modules are imported.
 _CHILD_BOOTSTRAP = (
     "import sys; sys.path[:] = [{root!r}] + [p for p in sys.path if p]; "
     "import {pkg}.child as c; del sys.path[0]; c.main_from_fds()"
