@@ -8,56 +8,61 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
 from runtime.base import ExecuteRequest, RuntimeFailure
 from runtime.client import ExecutorClient
-from runtime.tests.test_executor_support import TOKEN, run, running_daemon, spawn_daemon, wait_listening
+from runtime.tests.test_executor_support import (
+    TOKEN,
+    run,
+    running_daemon,
+    short_tmp,
+    spawn_daemon,
+    wait_listening,
+)
 
 
 @contextlib.contextmanager
 def fake_executor(reply: Callable[[socket.socket], None]) -> Iterator[str]:
     """A Unix-socket server that reads one request head and then runs `reply` on the connection."""
-    root = Path(tempfile.mkdtemp(prefix="fake-exec-"))
-    path = str(root / "fake.sock")
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(path)
-    server.listen(8)
-    stop = threading.Event()
+    with short_tmp("fake-exec-") as root:
+        path = str(root / "fake.sock")
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(path)
+        server.listen(8)
+        stop = threading.Event()
 
-    def serve() -> None:
-        server.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                continue
-            with conn:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
+        def serve() -> None:
+            server.settimeout(0.1)
+            while not stop.is_set():
                 try:
-                    reply(conn)
+                    conn, _ = server.accept()
                 except OSError:
-                    pass
+                    continue
+                with conn:
+                    data = b""
+                    while b"\r\n\r\n" not in data:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                    try:
+                        reply(conn)
+                    except OSError:
+                        pass
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield path
-    finally:
-        stop.set()
-        thread.join()
-        server.close()
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        try:
+            yield path
+        finally:
+            stop.set()
+            thread.join()
+            server.close()
 
 
 def request(timeout: float = 5.0) -> ExecuteRequest:
@@ -194,26 +199,25 @@ def test_endpoints_must_be_a_socket_path_or_http():
         ExecutorClient("tcp://1.2.3.4:5", TOKEN)
 
 
-def test_wait_healthy_polls_until_the_daemon_answers(tmp_path):
-    root = Path(tempfile.mkdtemp(prefix="exec-test-"))
-    client = ExecutorClient(str(root / "executor.sock"), TOKEN)
-
-    def start_later() -> None:
-        time.sleep(0.3)
-        started.append(spawn_daemon(root))
-
+def test_wait_healthy_polls_until_the_daemon_answers():
     started: list = []
-    threading.Thread(target=start_later).start()
-    try:
-        health = client.wait_healthy(15)
-        assert health["status"] == "ok"
-    finally:
-        while not started:
-            time.sleep(0.01)
-        proc, log = started[0]
-        wait_listening(proc, log)
-        proc.terminate()
-        proc.wait(timeout=5)
+    with short_tmp() as root:
+        client = ExecutorClient(str(root / "executor.sock"), TOKEN)
+
+        def start_later() -> None:
+            time.sleep(0.3)
+            started.append(spawn_daemon(root))
+
+        threading.Thread(target=start_later).start()
+        try:
+            assert client.wait_healthy(15)["status"] == "ok"
+        finally:
+            while not started:
+                time.sleep(0.01)
+            proc, log = started[0]
+            wait_listening(proc, log)
+            proc.terminate()
+            proc.wait(timeout=5)
 
 
 def test_wait_healthy_gives_up_with_a_clear_message(tmp_path):
@@ -255,14 +259,14 @@ def test_the_daemon_serves_http_over_tcp_too():
 
 
 def test_tcp_only_daemon_without_a_socket():
-    root = Path(tempfile.mkdtemp(prefix="exec-test-"))
-    proc, log = spawn_daemon(root, "--tcp", "127.0.0.1:0", unix=False)
-    try:
-        line = wait_listening(proc, log)
-        url = line.removeprefix("executor listening on ")
-        assert url.startswith("http://")
-        assert ExecutorClient(url, TOKEN).health()["status"] == "ok"
-        assert not (root / "executor.sock").exists()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=5)
+    with short_tmp() as root:
+        proc, log = spawn_daemon(root, "--tcp", "127.0.0.1:0", unix=False)
+        try:
+            line = wait_listening(proc, log)
+            url = line.removeprefix("executor listening on ")
+            assert url.startswith("http://")
+            assert ExecutorClient(url, TOKEN).health()["status"] == "ok"
+            assert not (root / "executor.sock").exists()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=5)

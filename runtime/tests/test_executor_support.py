@@ -94,19 +94,27 @@ def wait_listening(proc: subprocess.Popen, log: Path, timeout: float = 15.0) -> 
 
 
 @contextlib.contextmanager
+def short_tmp(prefix: str = "exec-test-") -> Iterator[Path]:
+    """A temporary directory with a short path: AF_UNIX socket paths are limited to ~108 bytes."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def running_daemon(
     *args: str, env: dict[str, str] | None = None, token: str | None = TOKEN, python: str = DAEMON_PYTHON
 ) -> Iterator[Daemon]:
-    # AF_UNIX paths are limited to ~108 bytes, so not pytest's (long) tmp_path.
-    root = Path(tempfile.mkdtemp(prefix="exec-test-"))
-    proc, log = spawn_daemon(root, *args, env=env, token=token, python=python)
-    daemon = Daemon(proc, root, log)
-    try:
-        wait_listening(proc, log)
-        yield daemon
-    finally:
-        daemon.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    with short_tmp() as root:  # not pytest's tmp_path, whose paths can be too long for a socket
+        proc, log = spawn_daemon(root, *args, env=env, token=token, python=python)
+        daemon = Daemon(proc, root, log)
+        try:
+            wait_listening(proc, log)
+            yield daemon
+        finally:
+            daemon.stop()
 
 
 class Run:
