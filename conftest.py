@@ -27,10 +27,30 @@ def staff_user(django_user_model):
 
 
 @pytest.fixture
-def python_template(db):
+def builtin_templates(db):
+    """The data migration's templates; transactional tests flush tables, so they are re-created here."""
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("templates_app.migrations.0002_builtin_templates")
+    migration.create_builtin(apps, None)
     from templates_app.models import SandboxTemplate
 
-    return SandboxTemplate.objects.get(pk="python-basic")
+    return {t.id: t for t in SandboxTemplate.objects.all()}
+
+
+@pytest.fixture
+def python_template(builtin_templates):
+    return builtin_templates["python-basic"]
+
+
+@pytest.fixture
+def inline_worker(monkeypatch):
+    """django-q2 runs each queued task inline when it is enqueued (after the real commit), as a worker would."""
+    from django_q.conf import Conf
+
+    monkeypatch.setattr(Conf, "SYNC", True)
 
 
 @pytest.fixture
@@ -45,7 +65,7 @@ def make_session(db, python_template):
 
 
 @pytest.fixture
-def fake_runtime(settings):
+def fake_runtime(settings, inline_worker):
     """Sessions created in this test run on the in-memory fake runtime."""
     from runtime.registry import reset_runtimes
 
@@ -56,7 +76,7 @@ def fake_runtime(settings):
 
 
 @pytest.fixture
-def make_api_client(db):
+def make_api_client(db, builtin_templates):
     """An APIClient authenticated with a fresh API key of `owner`."""
     from rest_framework.test import APIClient
 
@@ -91,7 +111,7 @@ def staff_api(make_api_client, staff_user):
 
 
 @pytest.fixture
-def process_runtime(settings):
+def process_runtime(settings, inline_worker):
     """Sessions in this test run in real bubblewrap sandboxes under a temporary data dir."""
     import shutil
     import tempfile
@@ -120,7 +140,8 @@ def running_session(db, user, python_template):
     """A provisioned session of the current SANDBOX_RUNTIME; destroyed at the end."""
     from sessions_app.services import session_create, session_provision, session_terminate
 
-    session = session_provision(session=session_create(owner=user, template=python_template))
+    session = session_create(owner=user, template=python_template)
+    session = session_provision(session=session)
     assert session.status == "running", session.status_detail
     yield session
     session.refresh_from_db()

@@ -53,6 +53,9 @@ class ExecutionQuerySet(models.QuerySet["Execution"]):
     def unfinished(self) -> ExecutionQuerySet:
         return self.filter(status__in=(ExecutionStatus.PENDING, ExecutionStatus.RUNNING))
 
+    def lease_lapsed(self, now: Any) -> ExecutionQuerySet:
+        return self.filter(status=ExecutionStatus.RUNNING, lease_expires_at__lt=now)
+
 
 class Execution(models.Model):
     """One run of code. `exit_code` stays null until it finishes; `return_value` keeps falsy values.
@@ -82,12 +85,17 @@ class Execution(models.Model):
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=255, blank=True, help_text="host:pid of the process running it.")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
 
     objects = ExecutionQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["session", "created_at"], name="execution_session_created_idx")]
+        indexes = [
+            models.Index(fields=["session", "created_at"], name="execution_session_created_idx"),
+            models.Index(fields=["status", "lease_expires_at"], name="execution_status_lease_idx"),
+        ]
 
     def __str__(self) -> str:
         return self.id

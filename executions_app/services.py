@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import threading
+from datetime import timedelta
 from typing import Any
 
-from django.db import transaction
+from django.conf import settings
+from django.db import close_old_connections, transaction
 from django.utils import timezone
 
 from executions_app.models import Execution, ExecutionStatus
@@ -15,6 +20,12 @@ from sessions_app.models import InvalidTransition, SandboxSession, SessionStatus
 from sessions_app.sandboxes import handle_for, runtime_for
 
 logger = logging.getLogger(__name__)
+
+
+def worker_id() -> str:
+    # Computed per call: django-q2 forks workers after this module may have been imported.
+    return f"{socket.gethostname()}:{os.getpid()}"
+
 
 RESULT_STATUSES = {
     "completed": ExecutionStatus.COMPLETED,
@@ -67,11 +78,20 @@ def execution_run(execution_id: str) -> Execution | None:
     The claim is a conditional UPDATE pending -> running, so two workers handed the same task never both
     run it. Output is stored in seq-numbered batches while it streams; the result row is written last.
     """
+    now = timezone.now()
     claimed = Execution.objects.filter(pk=execution_id, status=ExecutionStatus.PENDING).update(
-        status=ExecutionStatus.RUNNING, started_at=timezone.now()
+        status=ExecutionStatus.RUNNING,
+        started_at=now,
+        worker=worker_id(),
+        lease_expires_at=now + timedelta(seconds=settings.SANDBOX_EXECUTION_LEASE),
     )
     if claimed != 1:
         return None
+    with ExecutionLease(execution_id):
+        return _run_claimed(execution_id)
+
+
+def _run_claimed(execution_id: str) -> Execution:
     execution = Execution.objects.select_related("session", "session__template").get(pk=execution_id)
     session = execution.session
     broadcast(execution.id, {"event": "status", "status": execution.status})
@@ -89,6 +109,7 @@ def execution_run(execution_id: str) -> Execution | None:
         code=execution.code,
         event=execution.event,
         timeout=execution.timeout,
+        env={str(k): str(v) for k, v in session.env_vars.items()},
         entrypoint=execution.entrypoint or None,
     )
     result: dict[str, Any] | None = None
@@ -135,6 +156,75 @@ def execution_run(execution_id: str) -> Execution | None:
         },
         artifacts=_artifacts(result.get("files") or {}),
     )
+
+
+class ExecutionLease:
+    """Renews a running execution's lease (and its session's idle clock) from a background thread.
+
+    If this process dies, renewals stop and `execution_expire_leases` ends the execution `crashed`; a long
+    silent execution keeps its lease because renewal does not depend on output arriving.
+    """
+
+    def __init__(self, execution_id: str) -> None:
+        self.execution_id = execution_id
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._renew, name=f"lease-{execution_id}", daemon=True)
+
+    def __enter__(self) -> ExecutionLease:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=5)
+
+    def _renew(self) -> None:
+        lease = settings.SANDBOX_EXECUTION_LEASE
+        try:
+            while not self.stopped.wait(lease / 3):
+                now = timezone.now()
+                renewed = Execution.objects.filter(
+                    pk=self.execution_id, status=ExecutionStatus.RUNNING
+                ).update(lease_expires_at=now + timedelta(seconds=lease))
+                if not renewed:
+                    return
+                session_id = (
+                    Execution.objects.filter(pk=self.execution_id)
+                    .values_list("session_id", flat=True)
+                    .first()
+                )
+                session = SandboxSession.objects.filter(pk=session_id).first()
+                if session is not None and session.status == SessionStatus.RUNNING:
+                    session.touch()
+        except Exception:
+            logger.exception("lease renewal of %s stopped", self.execution_id)
+        finally:
+            close_old_connections()
+
+
+def execution_expire_leases(*, now=None, batch: int | None = None) -> int:
+    """End `crashed` every running execution whose lease lapsed: its worker died without finishing it."""
+    now = now or timezone.now()
+    expired = 0
+    lapsed = Execution.objects.lease_lapsed(now).select_related("session").order_by("lease_expires_at")
+    for execution in lapsed[: batch or settings.SANDBOX_SWEEP_BATCH]:
+        try:
+            execution.transition(
+                ExecutionStatus.CRASHED,
+                error_message=f"the worker running this execution ({execution.worker or 'unknown'}) was lost",
+            )
+        except InvalidTransition:
+            continue
+        expired += 1
+        handle = handle_for(execution.session)
+        if handle is not None and execution.session.status == SessionStatus.RUNNING:
+            # Its process may still run in the sandbox; nobody is reading its output any more.
+            try:
+                runtime_for(execution.session).executor(handle).cancel(execution.id)
+            except RuntimeFailure:
+                pass
+        broadcast(execution.id, {"event": "result", "status": execution.status, "exit_code": None})
+    return expired
 
 
 def _artifacts(files: dict[str, list[Any]]) -> list[dict[str, Any]]:

@@ -20,3 +20,10 @@ def enqueue_execution_run(execution_id: str) -> None:
             "executions_app.tasks.execution_run_task", execution_id, task_name=f"execution {execution_id}"
         )
     )
+
+
+def execution_expire_leases_task() -> int:
+    """End `crashed` the running executions whose worker stopped renewing their lease."""
+    from executions_app.services import execution_expire_leases
+
+    return execution_expire_leases()

@@ -27,3 +27,7 @@ def new_session_id() -> str:
 
 def new_execution_id() -> str:
     return new_id("exec_")
+
+
+def new_warm_id() -> str:
+    return new_id("warm_")

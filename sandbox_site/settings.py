@@ -265,6 +265,17 @@ SANDBOX_MAX_SESSIONS_PER_KEY = env.integer("SANDBOX_MAX_SESSIONS_PER_KEY", 20, m
 SANDBOX_MAX_LIFETIME = env.integer("SANDBOX_MAX_LIFETIME", 24 * 3600, minimum=60)
 SANDBOX_CA_BUNDLE = env.string("SANDBOX_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
 
+# Lifecycle (seconds). django-q2's scheduler looks at schedules every 30 s, so intervals are rounded up to
+# whole minutes for the periodic schedules; leases and timeouts are exact.
+SANDBOX_CREATING_TIMEOUT = env.integer("SANDBOX_CREATING_TIMEOUT", 300, minimum=10)
+SANDBOX_CREATE_WAIT = env.integer("SANDBOX_CREATE_WAIT", 30, minimum=0, maximum=600)
+SANDBOX_SWEEP_INTERVAL = env.integer("SANDBOX_SWEEP_INTERVAL", 60, minimum=60)
+SANDBOX_HEALTH_INTERVAL = env.integer("SANDBOX_HEALTH_INTERVAL", 60, minimum=60)
+SANDBOX_HEALTH_FAILURES = env.integer("SANDBOX_HEALTH_FAILURES", 3, minimum=1)
+SANDBOX_SYNC_INTERVAL = env.integer("SANDBOX_SYNC_INTERVAL", 300, minimum=60)
+SANDBOX_EXECUTION_LEASE = env.integer("SANDBOX_EXECUTION_LEASE", 60, minimum=3)
+SANDBOX_SWEEP_BATCH = env.integer("SANDBOX_SWEEP_BATCH", 200, minimum=1)
+
 # --- logging --------------------------------------------------------------------------------------------
 
 LOG_LEVEL = env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from sandbox_site.ids import CLIENT_ID_VALIDATOR, new_session_id
+from sandbox_site.ids import CLIENT_ID_VALIDATOR, new_session_id, new_warm_id
 from templates_app.models import SandboxTemplate
 
 
@@ -70,6 +70,12 @@ class SandboxSessionQuerySet(models.QuerySet["SandboxSession"]):
     def idle_since(self, now: Any) -> SandboxSessionQuerySet:
         return self.filter(status=SessionStatus.RUNNING, idle_deadline_at__lte=now)
 
+    def past_lifetime(self, now: Any) -> SandboxSessionQuerySet:
+        return self.filter(status__in=LIVE_SESSION_STATUSES, expires_at__lte=now)
+
+    def stuck_creating(self, before: Any) -> SandboxSessionQuerySet:
+        return self.filter(status=SessionStatus.CREATING, created_at__lte=before)
+
 
 class SandboxSession(models.Model):
     """One sandbox owned by one user, from one template.
@@ -97,6 +103,9 @@ class SandboxSession(models.Model):
     env_vars = models.JSONField(default=dict, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     timeout = models.PositiveIntegerField(default=300, help_text="Idle timeout in seconds.")
+    max_lifetime = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Seconds this session may live; blank uses SANDBOX_MAX_LIFETIME."
+    )
 
     python_package_index_url = models.CharField(max_length=500, blank=True)
     requested_dependencies = models.JSONField(default=list, blank=True)
@@ -112,6 +121,10 @@ class SandboxSession(models.Model):
     workspace_path = models.CharField(max_length=1000, blank=True)
     executor_endpoint = models.CharField(max_length=1000, blank=True)
     executor_token = models.CharField(max_length=128, blank=True)
+    probe_failures = models.PositiveSmallIntegerField(default=0)
+    cpu_usage_percent = models.FloatField(null=True, blank=True)
+    memory_usage_mb = models.FloatField(null=True, blank=True)
+    usage_updated_at = models.DateTimeField(null=True, blank=True)
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -128,6 +141,8 @@ class SandboxSession(models.Model):
         indexes = [
             models.Index(fields=["status", "idle_deadline_at"], name="session_status_idle_idx"),
             models.Index(fields=["owner", "status"], name="session_owner_status_idx"),
+            models.Index(fields=["status", "expires_at"], name="session_status_expiry_idx"),
+            models.Index(fields=["status", "created_at"], name="session_status_created_idx"),
         ]
 
     def __str__(self) -> str:
@@ -248,3 +263,45 @@ class ApiKey(models.Model):
         if self.revoked_at is None:
             self.revoked_at = timezone.now()
             ApiKey.objects.filter(pk=self.pk, revoked_at__isnull=True).update(revoked_at=self.revoked_at)
+
+
+class WarmSandboxStatus(models.TextChoices):
+    PROVISIONING = "provisioning"
+    READY = "ready"
+
+
+class WarmSandboxQuerySet(models.QuerySet["WarmSandbox"]):
+    def ready(self) -> WarmSandboxQuerySet:
+        return self.filter(status=WarmSandboxStatus.READY)
+
+
+class WarmSandbox(models.Model):
+    """A sandbox started ahead of demand for one template, waiting to be claimed by a new session.
+
+    It belongs to nobody, so it never appears in a session list. Claiming it is a conditional DELETE of the
+    ready row: of two concurrent creates only one deletes it, the other cold-starts. The claimed sandbox's
+    handle moves onto the session row, so from then on it is simply that session's sandbox.
+    """
+
+    id = models.CharField(primary_key=True, max_length=64, default=new_warm_id)
+    template = models.ForeignKey(SandboxTemplate, on_delete=models.CASCADE, related_name="warm_sandboxes")
+    status = models.CharField(
+        max_length=16, choices=WarmSandboxStatus.choices, default=WarmSandboxStatus.PROVISIONING
+    )
+    runtime_type = models.CharField(max_length=20)
+    runtime_node = models.CharField(max_length=255, blank=True)
+    container_id = models.CharField(max_length=255, blank=True)
+    workspace_path = models.CharField(max_length=1000, blank=True)
+    executor_endpoint = models.CharField(max_length=1000, blank=True)
+    executor_token = models.CharField(max_length=128)
+    created_at = models.DateTimeField(default=timezone.now)
+    ready_at = models.DateTimeField(null=True, blank=True)
+
+    objects = WarmSandboxQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [models.Index(fields=["template", "status", "created_at"], name="warm_template_status_idx")]
+
+    def __str__(self) -> str:
+        return self.id

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 import socket
+import time
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -65,10 +66,11 @@ def session_create(
     metadata: Mapping[str, str] | None = None,
     dependencies: list[dict[str, str]] | None = None,
     python_package_index_url: str = "",
+    max_lifetime: int | None = None,
 ) -> SandboxSession:
     """Record a new session (status `creating`), copying every default from the template.
 
-    The sandbox is built by `session_provision`, which the caller runs (in the request or in a worker).
+    `session_start` then gives it a sandbox: a warm one, or a provisioning task in a worker.
     """
     if not template.is_active:
         raise SessionError("template_inactive", f"template {template.id!r} is deactivated")
@@ -94,7 +96,8 @@ def session_create(
         "created_at": now,
         "last_activity_at": now,
         "idle_deadline_at": now + timedelta(seconds=session_timeout),
-        "expires_at": now + timedelta(seconds=settings.SANDBOX_MAX_LIFETIME),
+        "max_lifetime": max_lifetime,
+        "expires_at": now + timedelta(seconds=max_lifetime or settings.SANDBOX_MAX_LIFETIME),
     }
     if session_id:
         fields["id"] = session_id
@@ -150,6 +153,32 @@ def session_provision(*, session: SandboxSession) -> SandboxSession:
     return session
 
 
+def session_start(*, session: SandboxSession) -> SandboxSession:
+    """Give a `creating` session a sandbox: a ready warm one of its template, else a provisioning task.
+
+    Call it after the session row is committed: the task runs in another process and must find the row.
+    """
+    from sessions_app import tasks
+    from sessions_app.warm_pool import session_claim_warm
+
+    if session_claim_warm(session=session):
+        tasks.enqueue_warm_pool_refill(session.template_id)
+        return session
+    tasks.enqueue_session_provision(session.id)
+    return session
+
+
+def session_wait_started(*, session: SandboxSession, timeout: float) -> SandboxSession:
+    """Wait up to `timeout` seconds for a `creating` session to leave that state (a worker provisions it)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while session.status == SessionStatus.CREATING and time.monotonic() < deadline:
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.2)
+        session.refresh_from_db()
+    return session
+
+
 def session_release_sandbox(*, session: SandboxSession) -> None:
     """Destroy the session's sandbox, if it has one. Failures are logged: state sync removes leftovers."""
     handle = handle_for(session)
@@ -164,18 +193,39 @@ def session_release_sandbox(*, session: SandboxSession) -> None:
 def session_terminate(*, session: SandboxSession, reason: str = "user_request") -> SandboxSession:
     """End a live session and remove its sandbox. Idempotent: an ended session is returned as it is.
 
-    The status changes first, so no new execution starts on a sandbox that is about to disappear; a
-    running execution loses its executor and is recorded as cancelled by `execution_run`.
+    The status changes first, so no new execution starts on a sandbox that is about to disappear; running
+    executions are cancelled before the sandbox goes (`execution_run` records them as cancelled).
     """
-    if session.status in (SessionStatus.CREATING, SessionStatus.RUNNING):
-        try:
-            session.mark_terminated(reason)
-        except InvalidTransition:
-            # Someone else ended it first; their ending stands.
-            session.refresh_from_db()
-            return session
-        session_release_sandbox(session=session)
+    return session_end(session=session, status=SessionStatus.TERMINATED, reason=reason)
+
+
+def session_end(*, session: SandboxSession, status: str, reason: str, detail: str = "") -> SandboxSession:
+    """Move a live session to an ended `status`, cancel its running executions, then remove its sandbox."""
+    if session.status not in (SessionStatus.CREATING, SessionStatus.RUNNING):
+        return session
+    try:
+        session.transition(status, reason=reason, detail=detail)
+    except InvalidTransition:
+        # Someone else ended it first; their ending stands.
+        session.refresh_from_db()
+        return session
+    _cancel_running_executions(session)
+    session_release_sandbox(session=session)
     return session
+
+
+def _cancel_running_executions(session: SandboxSession) -> None:
+    # Through the reverse relation: sessions_app never imports executions_app (dependency direction).
+    running = list(session.executions.filter(status="running").values_list("id", flat=True))  # type: ignore[attr-defined]
+    handle = handle_for(session)
+    if not running or handle is None:
+        return
+    try:
+        client = runtime_for(session).executor(handle)
+        for execution_id in running:
+            client.cancel(execution_id)
+    except RuntimeFailure as exc:
+        logger.info("could not cancel executions of %s before removing it: %s", session.id, exc.message)
 
 
 def session_keepalive(*, session: SandboxSession) -> SandboxSession:

@@ -8,19 +8,17 @@ import pytest
 
 from executions_app.models import Execution
 
-pytestmark = [pytest.mark.django_db(serialized_rollback=True), pytest.mark.usefixtures("process_runtime")]
-THREADED = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+# Sessions are provisioned by a task enqueued after commit: these tests commit for real.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("process_runtime")]
+THREADED = pytest.mark.django_db(transaction=True)
 
 HELLO = 'def handler(event):\n    return {"result": "hello world"}'
 FAMILIES = ["/api/v1/sessions/{id}", "/api/v1/executions/sessions/{id}"]
 
 
 @pytest.fixture
-def sync_worker(monkeypatch, transactional_db):
-    """django-q2 runs each queued task inline when the request's transaction really commits."""
-    from django_q.conf import Conf
-
-    monkeypatch.setattr(Conf, "SYNC", True)
+def sync_worker(inline_worker):
+    """Queued executions run inline when the request's transaction commits, as in a worker."""
 
 
 @pytest.fixture
@@ -133,7 +131,10 @@ def test_cancel_of_a_finished_execution_returns_it_unchanged(api, session_id, sy
     assert response.status_code == 200 and response.json()["status"] == "completed"
 
 
-def test_cancel_of_a_pending_execution(api, session_id):
+def test_cancel_of_a_pending_execution(api, session_id, monkeypatch):
+    from django_q.conf import Conf
+
+    monkeypatch.setattr(Conf, "SYNC", False)  # queued, and no worker is running: it stays pending
     execution_id = api.post(
         f"/api/v1/sessions/{session_id}/execute", {"code": "print(1)", "language": "python"}, format="json"
     ).json()["execution_id"]

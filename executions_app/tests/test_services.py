@@ -11,7 +11,7 @@ from executions_app.services import ExecutionError, execution_cancel, execution_
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("process_runtime")]
 # Runs in other threads use their own database connections, so these tests commit for real.
-THREADED = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+THREADED = pytest.mark.django_db(transaction=True)
 
 
 def run(session, code, language="python", **fields):

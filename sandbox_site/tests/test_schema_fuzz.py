@@ -37,7 +37,9 @@ def operation_labels() -> list[str]:
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("label", operation_labels())
-def test_the_api_honours_its_schema(label, fake_runtime, settings_override, user, make_session):
+def test_the_api_honours_its_schema(
+    label, fake_runtime, settings_override, user, make_session, builtin_templates
+):
     from sessions_app.models import ApiKey
 
     _, raw = ApiKey.objects.create_key(owner=user)
@@ -62,3 +64,5 @@ def test_the_api_honours_its_schema(label, fake_runtime, settings_override, user
 @pytest.fixture
 def settings_override(settings):
     settings.SANDBOX_MAX_SESSIONS_PER_KEY = 10000
+    # Inside the test's transaction no worker can see a new session; answer at once with `creating`.
+    settings.SANDBOX_CREATE_WAIT = 0

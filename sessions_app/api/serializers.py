@@ -8,6 +8,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from runtime.bwrap import RESERVED_ENV
 from sandbox_site.api.fields import StrictCharField
 from sandbox_site.ids import CLIENT_ID_VALIDATOR
 from sessions_app.api.fields import CpuField, SizeField, format_mib
@@ -46,9 +47,11 @@ class ResourcesSerializer(serializers.Serializer):
 def validate_env_vars(value: dict[str, str]) -> dict[str, str]:
     if len(value) > 100:
         raise serializers.ValidationError("at most 100 variables")
-    bad = [name for name in value if not ENV_NAME.match(name)]
+    bad = [
+        name for name in value if not ENV_NAME.match(name) or name in RESERVED_ENV or name.startswith("LD_")
+    ]
     if bad:
-        raise serializers.ValidationError(f"not valid variable names: {', '.join(sorted(bad)[:5])}")
+        raise serializers.ValidationError(f"not allowed as variable names: {', '.join(sorted(bad)[:5])}")
     if any("\x00" in v for v in value.values()):
         raise serializers.ValidationError("values may not contain NUL")
     return value

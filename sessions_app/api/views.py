@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models.fields.json import KeyTransform
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -24,9 +25,10 @@ from sessions_app.services import (
     session_create,
     session_delete,
     session_keepalive,
-    session_provision,
     session_request_dependencies,
+    session_start,
     session_terminate,
+    session_wait_started,
 )
 from templates_app.models import SandboxTemplate
 
@@ -117,7 +119,10 @@ class SessionListCreateView(APIView):
                 )
         except SessionError as exc:
             raise session_error(exc) from None
-        session = session_provision(session=session)
+        session = session_start(session=session)
+        # Agents expect a usable session back, as from E2B or Lambda: wait (bounded) for the worker that
+        # builds it. A session still `creating` after the wait is returned as such; poll it.
+        session = session_wait_started(session=session, timeout=settings.SANDBOX_CREATE_WAIT)
         if session.status == SessionStatus.FAILED:
             raise ApiError(
                 503,

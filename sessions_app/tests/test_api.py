@@ -4,7 +4,8 @@ import pytest
 
 from sessions_app.models import SandboxSession
 
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fake_runtime")]
+# Sessions are provisioned by a task enqueued after commit: these tests commit for real.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fake_runtime")]
 
 README_BODY = {
     "template_id": "python-basic",

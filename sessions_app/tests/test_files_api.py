@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("process_runtime")]
+# Sessions are provisioned by a task enqueued after commit: these tests commit for real.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("process_runtime")]
 # execute-sync runs the execution in another thread, with its own connection: these tests commit for real.
-THREADED = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+THREADED = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@ import pytest
 
 from templates_app.models import SandboxTemplate
 
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fake_runtime")]
+# Sessions are provisioned by a task enqueued after commit: these tests commit for real.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fake_runtime")]
 
 NEW = {"id": "ruby-basic", "name": "Ruby", "image_url": "sandbox-template-ruby-basic:latest"}
 

@@ -28,10 +28,10 @@ class Command(BaseCommand):
             [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "sandbox_site.asgi:application"],
         ]
         if not no_workers:
-            commands.append([sys.executable, "manage.py", "qcluster"])
+            commands.append([sys.executable, "manage.py", "run_worker"])
         # Own process groups: a terminal's Ctrl-C reaches only this supervisor, which then signals each
         # child once, instead of every process receiving SIGINT at the same moment.
-        names = ["daphne", "qcluster"][: len(commands)]
+        names = ["daphne", "worker"][: len(commands)]
         children = [subprocess.Popen(command, start_new_session=True) for command in commands]
         stopping = False
 
