@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 import time
 from collections.abc import Iterator
@@ -32,11 +33,36 @@ class _UnixConnection(http.client.HTTPConnection):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
-            sock.connect(self._path)
+            connect_unix(sock, self._path)
         except BaseException:
             sock.close()
             raise
         self.sock = sock
+
+
+# sun_path holds 108 bytes including the terminating NUL.
+UNIX_PATH_MAX = 107
+
+
+def connect_unix(sock: socket.socket, path: str) -> None:
+    """Connect to a Unix socket, even one whose path is longer than sun_path allows.
+
+    A long path is reached through its directory: open the directory and connect to
+    /proc/self/fd/<fd>/<name>, which the kernel resolves like the real path. Deep data dirs and long
+    client-chosen session ids would otherwise make a sandbox unreachable.
+    """
+    if len(os.fsencode(path)) <= UNIX_PATH_MAX:
+        sock.connect(path)
+        return
+    directory, name = os.path.split(path)
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        short = f"/proc/self/fd/{dir_fd}/{name}"
+        if len(os.fsencode(short)) > UNIX_PATH_MAX:
+            raise OSError(f"socket name too long: {name!r}")
+        sock.connect(short)
+    finally:
+        os.close(dir_fd)
 
 
 class ExecutorClient:

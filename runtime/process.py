@@ -146,7 +146,9 @@ class ProcessRuntime(Runtime):
                 "starting sandbox %s WITHOUT isolation: bubblewrap is not available", spec.session_id
             )
         sock = self.socket_path(spec.session_id)
-        if len(sock.encode()) > UNIX_PATH_MAX:
+        # Under bubblewrap the executor binds the short /run/sandbox path and the client reaches a long host
+        # path through its directory; only an unconfined executor binds the host path itself.
+        if not self.isolated and len(sock.encode()) > UNIX_PATH_MAX:
             raise RuntimeFailure(
                 f"socket path {sock} is too long for a Unix socket; use a shorter data dir", permanent=True
             )
