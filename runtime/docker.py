@@ -120,6 +120,31 @@ class DockerRuntime(Runtime):
     def _ref(self, handle: SandboxHandle) -> str:
         return handle.sandbox_id or self.container_name(handle.session_id)
 
+    def _dirs_for(self, handle: SandboxHandle, client: Any = None) -> ds.HostDirs:
+        """The sandbox's host directory, which need not be named after `handle.session_id`.
+
+        A claimed warm sandbox keeps the directory of the warm row it was made for while its handle carries
+        the claiming session's id. So the container's own label decides; then the endpoint (the socket lives
+        in <root>/run/); the session id only when neither is there. Whatever the source, only a directory
+        directly under this runtime's sandboxes dir is ever used (and later deleted).
+        """
+        candidates = []
+        if client is not None and handle.sandbox_id:
+            try:
+                labels = client.api.inspect_container(handle.sandbox_id)["Config"].get("Labels") or {}
+                candidates.append(os.path.join(self.sandboxes_dir, labels.get(ds.LABEL_DIR, "")))
+            except docker.errors.NotFound:
+                pass
+            except Exception as exc:
+                raise engine_failure(exc, f"cannot inspect sandbox {handle.session_id}") from exc
+        if handle.endpoint:
+            candidates.append(os.path.dirname(os.path.dirname(handle.endpoint)))
+        for root in candidates:
+            root = os.path.normpath(root)
+            if os.path.dirname(root) == self.sandboxes_dir and SESSION_ID.match(os.path.basename(root)):
+                return ds.HostDirs(root)
+        return self.dirs(handle.session_id)
+
     # -- engine --
 
     def docker(self) -> Any:
@@ -214,7 +239,9 @@ class DockerRuntime(Runtime):
         return handle
 
     def destroy(self, handle: SandboxHandle) -> None:
-        self._teardown(self.docker(), self._ref(handle), self.dirs(handle.session_id))
+        client = self.docker()
+        dirs = self._dirs_for(handle, client)
+        self._teardown(client, self._ref(handle), dirs)
         if handle.sandbox_id:
             self._usage.forget(handle.sandbox_id)
 
@@ -284,7 +311,7 @@ class DockerRuntime(Runtime):
         can grow where the kernel allows online ext4 resizing (CAP_SYS_RESOURCE), never shrink; a tmpfs
         workspace keeps its size.
         """
-        dirs = self.dirs(handle.session_id)
+        dirs = self._dirs_for(handle)
         if os.path.exists(dirs.image):
             try:
                 ws.grow_loop(dirs.image, dirs.workspace, resources.disk_mb)
@@ -392,16 +419,7 @@ class DockerRuntime(Runtime):
     def _create_failure(self, exc: Exception, session_id: str, image: str, tail: str) -> RuntimeFailure:
         if isinstance(exc, RuntimeFailure):
             return RuntimeFailure(f"{exc.message}{tail}", permanent=exc.permanent)
-        if isinstance(exc, docker.errors.ImageNotFound):
-            return RuntimeFailure(
-                f"image {image} is not on the Docker engine at {self.docker_url}; build it "
-                "with images/build.sh (or pull it there)",
-                permanent=True,
-            )
-        if isinstance(exc, docker.errors.APIError) and exc.status_code == 409:
-            return RuntimeFailure(
-                f"cannot create the container of session {session_id}: {exc.explanation}", permanent=True
-            )
         if isinstance(exc, ws.WorkspaceError):
             return RuntimeFailure(f"cannot make the workspace of sandbox {session_id}: {exc}")
-        return engine_failure(exc, f"cannot start sandbox {session_id}")
+        # A missing image and a name clash come out permanent, an unreachable engine transient.
+        return engine_failure(exc, f"cannot start sandbox {session_id} from image {image}")

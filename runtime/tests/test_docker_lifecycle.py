@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -75,6 +76,27 @@ def test_a_new_runtime_instance_finds_and_destroys_a_running_sandbox(sbx, data_d
     restarted.destroy(found[handle.session_id])
     _assert_gone(restarted, handle)
     assert restarted.list_managed() == []
+
+
+def test_a_claimed_warm_sandbox_is_destroyed_through_the_claiming_sessions_handle(sbx):
+    warm = sbx.make(session_id="twarmrow")
+    claimed = dataclasses.replace(warm, session_id="tclaimingsession")  # what the session row stores
+    sbx.runtime.update_resources(claimed, Resources(memory_mb=300))
+    assert run_code(sbx.runtime, claimed, "print('served')").stdout == "served\n"
+    sbx.runtime.destroy(claimed)
+    _assert_gone(sbx.runtime, warm)  # the warm row's directory and mount went too
+
+
+def test_a_session_id_too_long_for_a_socket_path_gets_a_hashed_directory(sbx):
+    session_id = "t" + "x" * 127  # the longest id sessions allow
+    handle = sbx.make(session_id=session_id)
+    assert len(handle.endpoint.encode()) <= 107 and session_id not in handle.endpoint
+    assert sbx.runtime.executor(handle).health()["status"] == "ok"
+    assert [h.endpoint for h in DockerRuntime(data_dir=sbx.runtime.data_dir).list_managed()] == [
+        handle.endpoint
+    ]
+    sbx.runtime.destroy(handle)
+    _assert_gone(sbx.runtime, handle)
 
 
 def test_the_token_is_on_no_command_line_and_nowhere_in_docker_inspect(sbx):
