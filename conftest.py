@@ -146,3 +146,78 @@ def running_session(db, user, python_template):
     yield session
     session.refresh_from_db()
     session_terminate(session=session)
+
+
+def database_url_of_test_db() -> str:
+    """A DATABASE_URL that points another process at this test run's database."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    from urllib.parse import quote
+
+    password = f":{quote(db['PASSWORD'])}" if db["PASSWORD"] else ""
+    return (
+        f"mysql://{quote(db['USER'])}{password}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 3306}/{db['NAME']}"
+    )
+
+
+@pytest.fixture
+def start_worker(settings):
+    """Start real `run_worker` processes (django-q2 clusters) against the test database; stopped at the end."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    started: list[subprocess.Popen] = []
+
+    def start(**env_overrides: str) -> subprocess.Popen:
+        env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE",)}
+        env.update(
+            {
+                "DATABASE_URL": database_url_of_test_db(),
+                "SANDBOX_DATA_DIR": str(settings.DATA_DIR),
+                "SANDBOX_RUNTIME": settings.SANDBOX_RUNTIME,
+                "SANDBOX_WORKERS": "2",
+                "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+                **env_overrides,
+            }
+        )
+        log = open(Path(settings.DATA_DIR) / f"worker-{len(started)}.log", "w")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "manage.py", "run_worker"],
+            cwd=Path(__file__).resolve().parent,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        started.append(proc)
+        deadline = time.monotonic() + 30
+        log_path = Path(log.name)
+        while "running." not in log_path.read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the worker did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.1)
+        return proc
+
+    yield start
+    for index, _ in enumerate(started):
+        # Shown by pytest only when the test fails.
+        print(
+            f"--- worker {index} log ---\n"
+            + (Path(settings.DATA_DIR) / f"worker-{index}.log").read_text()[-4000:]
+        )
+    for proc in started:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in started:
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

@@ -206,8 +206,18 @@ def execution_expire_leases(*, now=None, batch: int | None = None) -> int:
     """End `crashed` every running execution whose lease lapsed: its worker died without finishing it."""
     now = now or timezone.now()
     expired = 0
-    lapsed = Execution.objects.lease_lapsed(now).select_related("session").order_by("lease_expires_at")
-    for execution in lapsed[: batch or settings.SANDBOX_SWEEP_BATCH]:
+    limit = batch or settings.SANDBOX_SWEEP_BATCH
+    lapsed = list(
+        Execution.objects.lease_lapsed(now).select_related("session").order_by("lease_expires_at")[:limit]
+    )
+    # A worker on this host that no longer exists cannot renew anything: no need to wait for its lease.
+    local = Execution.objects.filter(
+        status=ExecutionStatus.RUNNING, worker__startswith=f"{socket.gethostname()}:"
+    )
+    lapsed += [
+        e for e in local.select_related("session")[:limit] if not _worker_alive(e.worker) and e not in lapsed
+    ]
+    for execution in lapsed:
         try:
             execution.transition(
                 ExecutionStatus.CRASHED,
@@ -225,6 +235,19 @@ def execution_expire_leases(*, now=None, batch: int | None = None) -> int:
                 pass
         broadcast(execution.id, {"event": "result", "status": execution.status, "exit_code": None})
     return expired
+
+
+def _worker_alive(worker: str) -> bool:
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True  # another host's worker: only its lease can tell
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _artifacts(files: dict[str, list[Any]]) -> list[dict[str, Any]]:

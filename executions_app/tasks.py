@@ -27,3 +27,15 @@ def execution_expire_leases_task() -> int:
     from executions_app.services import execution_expire_leases
 
     return execution_expire_leases()
+
+
+def on_worker_spawn(sender, proc_name: str = "", **kwargs) -> None:
+    """A django-q2 worker process started (also after one was killed): crash what dead workers left running."""
+    from django.db import close_old_connections
+
+    from executions_app.services import execution_expire_leases
+
+    try:
+        execution_expire_leases()
+    finally:
+        close_old_connections()

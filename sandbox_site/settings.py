@@ -7,6 +7,7 @@ start-up with ImproperlyConfigured naming it.
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,9 @@ if _db.engine == "sqlite":
                 "transaction_mode": "IMMEDIATE",
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             },
+            # A file, not memory: tests start real worker and server processes that share the database.
+            # One per test run, so concurrent runs never share (or delete) each other's.
+            "TEST": {"NAME": str(DATA_DIR / f"test-sandbox-{os.getpid()}.sqlite3")},
         }
     }
 else:
@@ -261,6 +265,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 3 * 1024 * 1024
 RUNTIME_CHOICES = ("process", "docker", "kubernetes", "fake")
 SANDBOX_RUNTIME = env.choice("SANDBOX_RUNTIME", "process", RUNTIME_CHOICES)
 SANDBOX_ALLOW_UNISOLATED = env.boolean("SANDBOX_ALLOW_UNISOLATED", False)
+SANDBOX_DOCKER_URL = env.url("SANDBOX_DOCKER_URL", ("unix", "tcp", "http", "https", "ssh"))
 SANDBOX_MAX_SESSIONS_PER_KEY = env.integer("SANDBOX_MAX_SESSIONS_PER_KEY", 20, minimum=1)
 SANDBOX_MAX_LIFETIME = env.integer("SANDBOX_MAX_LIFETIME", 24 * 3600, minimum=60)
 SANDBOX_CA_BUNDLE = env.string("SANDBOX_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")

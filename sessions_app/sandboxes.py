@@ -17,6 +17,8 @@ def runtime_config(name: str) -> dict[str, Any]:
             "data_dir": str(settings.DATA_DIR),
             "allow_unisolated": settings.SANDBOX_ALLOW_UNISOLATED,
         }
+    if name == "docker":
+        return {"data_dir": str(settings.DATA_DIR), "docker_url": settings.SANDBOX_DOCKER_URL or None}
     return {}
 
 

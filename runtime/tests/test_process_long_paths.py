@@ -19,7 +19,9 @@ def test_a_socket_path_past_the_unix_limit_is_reachable():
     handle = runtime.create(SandboxSpec(session_id="s" * 64, image="-", token="long-path-token"))
     try:
         assert len(handle.endpoint.encode()) > 108
-        events = list(runtime.execute(handle, ExecuteRequest(execution_id="e1", language="python", code="print(7)")))
+        events = list(
+            runtime.execute(handle, ExecuteRequest(execution_id="e1", language="python", code="print(7)"))
+        )
         assert events[-1]["status"] == "completed"
         assert "".join(e["data"] for e in events if e["type"] == "stdout") == "7\n"
     finally:

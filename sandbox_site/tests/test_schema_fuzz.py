@@ -61,6 +61,20 @@ def test_the_api_honours_its_schema(
     exercise()
 
 
+@pytest.fixture(autouse=True)
+def keep_the_test_connection():
+    """Calling the WSGI app directly fires request_started/finished, whose close_old_connections would
+    close the test's connection mid-transaction; Django's own test client disconnects them the same way."""
+    from django.core.signals import request_finished, request_started
+    from django.db import close_old_connections
+
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
 @pytest.fixture
 def settings_override(settings):
     settings.SANDBOX_MAX_SESSIONS_PER_KEY = 10000
