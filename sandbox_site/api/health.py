@@ -61,6 +61,29 @@ CHECKS = {
 }
 
 
+def pool_and_session_counts() -> dict[str, Any]:
+    """Warm sandboxes are counted apart from sessions: they belong to nobody until claimed."""
+    from django.db.models import Count
+
+    from sessions_app.models import SandboxSession, WarmSandbox
+    from templates_app.models import SandboxTemplate
+
+    ready = dict(
+        WarmSandbox.objects.ready()
+        .values_list("template_id")
+        .annotate(n=Count("id"))
+        .values_list("template_id", "n")
+    )
+    pools = {
+        t.id: {"size": t.warm_pool_size, "ready": ready.get(t.id, 0)}
+        for t in SandboxTemplate.objects.filter(warm_pool_size__gt=0)
+    }
+    sessions = dict(
+        SandboxSession.objects.values_list("status").annotate(n=Count("id")).values_list("status", "n")
+    )
+    return {"warm_pools": pools, "sessions": sessions}
+
+
 def run_checks() -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
     for name, check in CHECKS.items():
@@ -113,6 +136,8 @@ class DetailedHealthView(APIView):
                     "runtime": serializers.CharField(),
                     "checks": serializers.DictField(child=serializers.DictField()),
                     "failing": serializers.ListField(child=serializers.CharField()),
+                    "warm_pools": serializers.DictField(child=serializers.DictField()),
+                    "sessions": serializers.DictField(child=serializers.IntegerField()),
                 },
             ),
             503: inline_serializer(
@@ -139,4 +164,6 @@ class DetailedHealthView(APIView):
             "checks": checks,
             "failing": failing,
         }
+        if "database" not in failing:
+            body.update(pool_and_session_counts())
         return Response(body, status=503 if failing else 200)

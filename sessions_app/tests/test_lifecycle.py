@@ -31,11 +31,16 @@ def new_session(user, template, **fields):
 
 
 def sandbox_running(session) -> bool:
-    return runtime_for(session).inspect(handle_for(session)).running
+    handle = handle_for(session)
+    assert handle is not None
+    return runtime_for(session).inspect(handle).running
 
 
 def kill_sandbox(session) -> None:
-    record = read_record(os.path.dirname(handle_for(session).workspace_path))
+    handle = handle_for(session)
+    assert handle is not None
+    record = read_record(os.path.dirname(handle.workspace_path))
+    assert record is not None
     os.killpg(int(record["pid"]), signal.SIGKILL)
     for _ in range(100):
         if not sandbox_running(session):

@@ -1,0 +1,150 @@
+"""Session create-to-running latency through the REST API: cold (empty pool) against warm (pool filled).
+
+Starts the real product (daphne + a django-q2 worker, `manage.py serve`) on a temporary data dir with the
+process runtime under bubblewrap, then times `POST /api/v1/sessions` until it answers with a running session.
+Cold: the pool is empty, a worker builds the sandbox. Warm: `python-basic` keeps a warm pool; between
+creates the bench waits for the pool to refill, so each create finds a ready sandbox (the refill itself is
+not what is measured). Each session is deleted after its create.
+
+Usage: python bench/session_create.py [--runs 50] [--pool 4] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Api:
+    def __init__(self, base: str, key: str) -> None:
+        self.base, self.key = base, key
+
+    def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        request = urllib.request.Request(
+            self.base + path,
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Authorization": f"Bearer {self.key}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                raw = response.read()
+                return response.status, json.loads(raw) if raw else {}
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"{}")
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+    ).stdout
+
+
+def wait_pool(api: Api, template: str, ready: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _, health = api.call("GET", "/api/v1/health/detailed")
+        if health.get("warm_pools", {}).get(template, {}).get("ready", 0) >= ready:
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"the warm pool of {template} did not reach {ready} ready sandboxes")
+
+
+def create_once(api: Api) -> float:
+    started = time.perf_counter()
+    status, body = api.call("POST", "/api/v1/sessions", {"template_id": "python-basic"})
+    elapsed = (time.perf_counter() - started) * 1000
+    if status != 201 or body.get("status") != "running":
+        raise SystemExit(f"create failed: {status} {body}")
+    api.call("DELETE", f"/api/v1/sessions/{body['id']}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--pool", type=int, default=4)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    if shutil.which("bwrap") is None:
+        raise SystemExit("bubblewrap (bwrap) is not installed; the process runtime needs it")
+
+    data_dir = tempfile.mkdtemp(prefix="bench-create-", dir="/tmp")
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SANDBOX_RUNTIME")}
+    env.update({"SANDBOX_DATA_DIR": data_dir, "SANDBOX_MAX_SESSIONS_PER_KEY": "1000", "LOG_LEVEL": "WARNING"})
+    manage(env, "migrate", "--noinput", "-v0")
+    key = manage(env, "create_api_key", "bench", "--staff").strip().splitlines()[-1]
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(os.path.join(data_dir, "serve.log"), "w"),  # noqa: SIM115
+        start_new_session=True,
+    )
+    api = Api(f"http://127.0.0.1:{port}", key)
+    try:
+        for _ in range(300):
+            try:
+                if api.call("GET", "/api/v1/health")[0] == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        for _ in range(3):
+            create_once(api)  # warm-up: first requests import code paths
+        cold = [create_once(api) for _ in range(args.runs)]
+        api.call("PATCH", "/api/v1/templates/python-basic", {"warm_pool_size": args.pool})
+        warm = []
+        for _ in range(args.runs):
+            wait_pool(api, "python-basic", args.pool)
+            warm.append(create_once(api))
+        api.call("PATCH", "/api/v1/templates/python-basic", {"warm_pool_size": 0})
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+    figures = {
+        "cold_median_ms": statistics.median(cold),
+        "cold_p95_ms": percentile(cold, 0.95),
+        "warm_median_ms": statistics.median(warm),
+        "warm_p95_ms": percentile(warm, 0.95),
+    }
+    print(f"session create-to-running through the REST API, process runtime, {args.runs} sessions each")
+    print(f"{'':<28}{'median ms':>12}{'p95 ms':>12}")
+    print(f"{'cold (empty pool)':<28}{figures['cold_median_ms']:>12.1f}{figures['cold_p95_ms']:>12.1f}")
+    print(
+        f"{'warm (pool of ' + str(args.pool) + ')':<28}{figures['warm_median_ms']:>12.1f}{figures['warm_p95_ms']:>12.1f}"
+    )
+    print(f"{'warm / cold':<28}{figures['warm_median_ms'] / figures['cold_median_ms']:>12.2f}")
+    if args.json:
+        print(json.dumps({k: round(v, 3) for k, v in figures.items()}))
+
+
+if __name__ == "__main__":
+    main()
