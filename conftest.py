@@ -136,6 +136,37 @@ def process_runtime(settings, inline_worker):
 
 
 @pytest.fixture
+def docker_runtime(settings, inline_worker):
+    """Sessions in this test run in real Docker containers from the template images."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from runtime.registry import get_runtime, reset_runtimes
+    from runtime.tests.test_docker_support import PYTHON_IMAGE, require
+
+    require(PYTHON_IMAGE)
+    settings.SANDBOX_RUNTIME = "docker"
+    data_dir = Path(tempfile.mkdtemp(prefix="scd-", dir="/tmp"))
+    settings.DATA_DIR = data_dir
+    reset_runtimes()
+    yield
+    runtime = get_runtime("docker", {"data_dir": str(data_dir)})
+    for handle in runtime.list_managed():
+        if handle.workspace_path.startswith(str(data_dir)) or str(data_dir) in handle.endpoint:
+            runtime.destroy(handle)
+    reset_runtimes()
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(params=["process", "docker"])
+def real_runtime(request):
+    """Each test using this runs once on bubblewrap processes and once on Docker containers."""
+    request.getfixturevalue(f"{request.param}_runtime")
+    return request.param
+
+
+@pytest.fixture
 def running_session(db, user, python_template):
     """A provisioned session of the current SANDBOX_RUNTIME; destroyed at the end."""
     from sessions_app.services import session_create, session_provision, session_terminate

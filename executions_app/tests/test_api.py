@@ -9,7 +9,7 @@ import pytest
 from executions_app.models import Execution
 
 # Sessions are provisioned by a task enqueued after commit: these tests commit for real.
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("process_runtime")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("real_runtime")]
 THREADED = pytest.mark.django_db(transaction=True)
 
 HELLO = 'def handler(event):\n    return {"result": "hello world"}'
@@ -95,13 +95,21 @@ def test_async_execute_runs_in_a_worker_and_is_readable(api, session_id, family,
 
 
 def test_every_language_runs_through_the_api(api, session_id, sync_worker):
+    # JavaScript runs on the Node template (the Python image has no Node); shell runs anywhere.
+    node = api.post("/api/v1/sessions", {"template_id": "nodejs-basic"}, format="json").json()
+    assert node["status"] == "running", node
     cases = [
-        ("javascript", "exports.handler = async (event) => ({sum: event.a + event.b});", {"sum": 5}),
-        ("shell", 'read -r line; echo "got $line"', None),
+        (
+            node["id"],
+            "javascript",
+            "exports.handler = async (event) => ({sum: event.a + event.b});",
+            {"sum": 5},
+        ),
+        (session_id, "shell", 'read -r line; echo "got $line"', None),
     ]
-    for language, code, expected in cases:
+    for target, language, code, expected in cases:
         execution_id = api.post(
-            f"/api/v1/sessions/{session_id}/execute",
+            f"/api/v1/sessions/{target}/execute",
             {"code": code, "language": language, "event": {"a": 2, "b": 3}},
             format="json",
         ).json()["execution_id"]
@@ -111,6 +119,7 @@ def test_every_language_runs_through_the_api(api, session_id, sync_worker):
             assert body["return_value"] == expected
         else:
             assert body["stdout"].startswith('got {"a": 2')
+    api.post(f"/api/v1/sessions/{node['id']}/terminate")
 
 
 def test_execution_refreshes_the_session_idle_clock(api, session_id, sync_worker):

@@ -6,7 +6,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 # Sessions are provisioned by a task enqueued after commit: these tests commit for real.
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("process_runtime")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("real_runtime")]
 # execute-sync runs the execution in another thread, with its own connection: these tests commit for real.
 THREADED = pytest.mark.django_db(transaction=True)
 
