@@ -17,11 +17,11 @@ from runtime import SandboxSpec
 from runtime.process_record import read_record
 from sessions_app.lifecycle import sessions_probe, sessions_sweep, sessions_sync_state
 from sessions_app.models import SandboxSession, WarmSandbox
-from sessions_app.sandboxes import handle_for, runtime_for, runtime_named
+from sessions_app.sandboxes import handle_for, runtime_for
 from sessions_app.services import session_create, session_keepalive, session_provision, session_start
 from sessions_app.warm_pool import warm_pool_refill
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("process_runtime")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("real_runtime")]
 
 
 def new_session(user, template, **fields):
@@ -37,11 +37,17 @@ def sandbox_running(session) -> bool:
 
 
 def kill_sandbox(session) -> None:
+    """Kill the sandbox behind the control plane's back, as a crash or an operator would."""
     handle = handle_for(session)
     assert handle is not None
-    record = read_record(os.path.dirname(handle.workspace_path))
-    assert record is not None
-    os.killpg(int(record["pid"]), signal.SIGKILL)
+    if session.runtime_type == "docker":
+        import docker
+
+        docker.from_env().containers.get(handle.sandbox_id).kill()
+    else:
+        record = read_record(os.path.dirname(handle.workspace_path))
+        assert record is not None
+        os.killpg(int(record["pid"]), signal.SIGKILL)
     for _ in range(100):
         if not sandbox_running(session):
             return
@@ -87,7 +93,7 @@ def test_a_session_stuck_creating_is_failed(user, python_template, settings):
     assert (session.status, session.termination_reason) == ("failed", "provisioning_timeout")
     # The provisioning task arriving late finds it ended and builds nothing.
     session_provision(session=session)
-    assert runtime_named("process").list_managed() == []
+    assert runtime_for(session).list_managed() == []
 
 
 def test_a_failed_provision_fails_the_session_and_leaves_nothing(user, python_template, settings):
@@ -95,7 +101,7 @@ def test_a_failed_provision_fails_the_session_and_leaves_nothing(user, python_te
     session = session_provision(session=session)
     assert (session.status, session.termination_reason) == ("failed", "provisioning_failed")
     assert "LD_PRELOAD" in session.status_detail
-    assert runtime_named("process").list_managed() == []
+    assert runtime_for(session).list_managed() == []
 
 
 def test_the_probe_fails_a_session_after_repeated_failures(user, python_template, settings):
@@ -115,8 +121,10 @@ def test_the_probe_fails_a_session_after_repeated_failures(user, python_template
 def test_state_sync_removes_orphans_and_fails_sessions_whose_sandbox_vanished(user, python_template):
     alive = new_session(user, python_template)
     vanished = new_session(user, python_template)
-    runtime = runtime_named("process")
-    orphan = runtime.create(SandboxSpec(session_id="orphan-behind-our-back", image="-", token="t"))
+    runtime = runtime_for(alive)
+    orphan = runtime.create(
+        SandboxSpec(session_id="orphan-behind-our-back", image=python_template.image_url, token="t")
+    )
     kill_sandbox(vanished)
     counts = sessions_sync_state()
     assert counts == {"orphans_destroyed": 1, "sessions_lost": 1}
