@@ -13,13 +13,12 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-from sandbox_site.routing import websocket_urlpatterns  # noqa: E402
+from sandbox_site.routing import allowed_hosts_or_no_origin, websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": allowed_hosts_or_no_origin(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -1,14 +1,16 @@
-"""Top-level URL map: admin, the public API under /api/v1 with its docs, and the console."""
+"""Top-level URL map: admin, the public API under /api/v1 with its docs, and the console (the rest)."""
 
 from __future__ import annotations
 
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.http import HttpRequest, HttpResponse
 from django.urls import include, path
 from django.views import defaults
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularSwaggerView
 
+from sandbox_site import views as console
 from sandbox_site.api.errors import is_api_path, json_error
 
 admin.site.site_header = "Sandbox Control Plane"
@@ -21,7 +23,16 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("docs", RedirectView.as_view(url="/api/docs/", permanent=False)),
     path("api-auth/", include("rest_framework.urls")),
-    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(redirect_authenticated_user=True, next_page="dashboard"),
+        name="login",
+    ),
+    path("logout/", auth_views.LogoutView.as_view(next_page="login"), name="logout"),
+    path("", console.dashboard, name="dashboard"),
+    path("", include("sessions_app.urls")),
+    path("", include("executions_app.urls")),
+    path("", include("templates_app.urls")),
 ]
 
 

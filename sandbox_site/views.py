@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.apps import apps
 from django.contrib.auth.views import redirect_to_login
 from django.db.models import Count
 from django.db.models.functions import TruncMinute
@@ -20,7 +19,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from django_htmx.middleware import HtmxDetails
 
 from executions_app.models import Execution, ExecutionStatus
-from sessions_app.models import SandboxSession, SessionStatus
+from sessions_app.models import SandboxSession, SessionStatus, WarmSandbox
 from templates_app.models import SandboxTemplate
 
 
@@ -105,19 +104,9 @@ def chart_bars(series: list[tuple[datetime, int]]) -> tuple[list[Bar], int]:
     return bars, peak
 
 
-def warm_ready_counts() -> dict[str, int] | None:
-    """Ready warm sandboxes per template id, or None where this build has no warm pool model."""
-    try:
-        model = apps.get_model("sessions_app", "WarmSandbox")
-    except LookupError:
-        return None
-    fields = {field.name for field in model._meta.get_fields()}
-    if "template" not in fields:
-        return None
-    warm = model._default_manager.all()
-    if "status" in fields:
-        warm = warm.filter(status="ready")
-    rows = warm.order_by().values("template_id").annotate(count=Count("pk"))
+def warm_ready_counts() -> dict[str, int]:
+    """Ready warm sandboxes per template id."""
+    rows = WarmSandbox.objects.ready().order_by().values("template_id").annotate(count=Count("pk"))
     return {row["template_id"]: row["count"] for row in rows}
 
 
@@ -168,7 +157,6 @@ def dashboard_context(request: HttpRequest) -> dict[str, Any]:
             executions.unfinished().select_related("session").order_by("-created_at")[:10]
         ),
         "pools": pools,
-        "warm_pool_known": ready is not None,
         "failures": failures[:10],
         "bars": bars,
         "peak": peak,

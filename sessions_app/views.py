@@ -1,0 +1,436 @@
+"""Console pages of sessions (list, create, detail with files) and API keys.
+
+Function views; htmx requests get a template partial. Every workflow goes through sessions_app.services and
+sessions_app.files, the functions the REST API calls. Ownership is `for_owner`, so another owner's session
+is a 404 exactly like a missing one.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.db import transaction
+from django.db.models import Q
+from django.db.models.fields.json import KeyTransform
+from django.http import Http404, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HTMX_STOP_POLLING, HttpResponseClientRedirect, HttpResponseClientRefresh
+
+from runtime import RuntimeFailure
+from sandbox_site.forms import add_serializer_errors
+from sandbox_site.views import HtmxHttpRequest, console_login_required
+from sessions_app.api.files import MULTIPART_OVERHEAD, LimitedUploadHandler
+from sessions_app.api.serializers import SessionCreateSerializer
+from sessions_app.files import (
+    MAX_UPLOAD_BYTES,
+    BadPath,
+    clean_path,
+    files_delete,
+    files_download,
+    files_list,
+    files_upload,
+)
+from sessions_app.forms import ApiKeyForm, FileUploadForm, SessionCreateForm
+from sessions_app.models import ApiKey, SandboxSession, SessionStatus
+from sessions_app.sandboxes import handle_for, runtime_for
+from sessions_app.services import (
+    SessionError,
+    session_create,
+    session_keepalive,
+    session_start,
+    session_terminate,
+    session_wait_started,
+)
+from templates_app.models import SandboxTemplate
+
+PAGE_SIZE = 20
+CREATE_WAIT_SECONDS = 3
+FILE_ERRORS = (
+    BadPath,
+    FileNotFoundError,
+    IsADirectoryError,
+    NotADirectoryError,
+    SessionError,
+    RuntimeFailure,
+)
+
+
+def owned_session(request: HtmxHttpRequest, session_id: str) -> SandboxSession:
+    """The session if the user may see it; another owner's id is a 404 exactly like a missing one."""
+    sessions = SandboxSession.objects.for_owner(request.user).select_related("template", "owner")
+    return get_object_or_404(sessions, pk=session_id)
+
+
+def stop_polling_unless(watching: bool, response: HttpResponse) -> HttpResponse:
+    """htmx stops a poll on HTTP 286; the fragment rendered without its trigger keeps it stopped."""
+    if not watching:
+        response.status_code = HTMX_STOP_POLLING
+    return response
+
+
+def describe_error(exc: Exception) -> str:
+    if isinstance(exc, SessionError | RuntimeFailure):
+        return exc.message
+    if isinstance(exc, FileNotFoundError):
+        return "No such file or directory in the workspace."
+    if isinstance(exc, IsADirectoryError):
+        return "That path is a directory."
+    if isinstance(exc, NotADirectoryError):
+        return "That path is not a directory."
+    return str(exc)
+
+
+# --- list ---------------------------------------------------------------------------------------------
+
+
+def filtered_sessions(request: HtmxHttpRequest) -> tuple[Any, dict[str, str]]:
+    sessions = SandboxSession.objects.for_owner(request.user).select_related("template", "owner")
+    filters = {name: request.GET.get(name, "").strip() for name in ("status", "template", "q")}
+    if filters["status"] in SessionStatus.values:
+        sessions = sessions.filter(status=filters["status"])
+    else:
+        filters["status"] = ""
+    if filters["template"]:
+        sessions = sessions.filter(template_id=filters["template"])
+    query = filters["q"]
+    if query:
+        key, separator, value = query.partition("=")
+        if separator and key.strip():
+            # "team=blue" matches a metadata value exactly, as the API's metadata.<key> filter does.
+            sessions = sessions.alias(search_key=KeyTransform(key.strip(), "metadata")).filter(
+                search_key=value.strip()
+            )
+        else:
+            sessions = sessions.filter(Q(id__icontains=query) | Q(metadata__icontains=query))
+    return sessions, filters
+
+
+@require_GET
+@console_login_required
+def session_list(request: HtmxHttpRequest) -> HttpResponse:
+    """Sessions the user may see, filtered and paginated; the table polls while a session on it is live."""
+    sessions, filters = filtered_sessions(request)
+    page = Paginator(sessions, PAGE_SIZE).get_page(request.GET.get("page"))
+    watching = any(session.is_live for session in page.object_list)
+    context = {
+        "page": page,
+        "filters": filters,
+        "statuses": SessionStatus.values,
+        "templates": SandboxTemplate.objects.order_by("id").values_list("id", flat=True),
+        "watching": watching,
+    }
+    if request.htmx:
+        return stop_polling_unless(watching, render(request, "sessions_app/session_list.html#table", context))
+    return render(request, "sessions_app/session_list.html", context)
+
+
+# --- create -------------------------------------------------------------------------------------------
+
+
+@require_http_methods(["GET", "POST"])
+@console_login_required
+def session_create_view(request: HtmxHttpRequest) -> HttpResponse:
+    """Create a session from the form; the API serializer validates, as it does for agents."""
+    form = SessionCreateForm(request.POST or None, initial={"template_id": request.GET.get("template")})
+    if request.method == "POST" and form.is_valid():
+        serializer = SessionCreateSerializer(data=form.api_data())
+        if not serializer.is_valid():
+            add_serializer_errors(form, serializer.errors)
+        else:
+            session = start_session(request, form, serializer.validated_data)
+            if session is not None:
+                url = reverse("sessions:detail", args=[session.id])
+                return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+    template = "sessions_app/session_form.html"
+    status = 400 if request.method == "POST" and not request.htmx else 200
+    if request.htmx:
+        template += "#form"
+    return render(request, template, {"form": form, "templates": form.templates}, status=status)
+
+
+def start_session(
+    request: HtmxHttpRequest, form: SessionCreateForm, data: dict[str, Any]
+) -> SandboxSession | None:
+    template = form.templates.get(data["template_id"])
+    if template is None:
+        form.add_error("template_id", "That template is not available.")
+        return None
+    try:
+        with transaction.atomic():
+            session = session_create(
+                owner=request.user,
+                template=template,
+                cpu=data.get("cpu"),
+                memory_mb=data.get("memory"),
+                disk_mb=data.get("disk"),
+                timeout=data.get("timeout"),
+                env_vars=data.get("env_vars"),
+                metadata=data.get("metadata"),
+                dependencies=data.get("dependencies"),
+                python_package_index_url=data.get("python_package_index_url", ""),
+            )
+    except SessionError as exc:
+        form.add_error(None, exc.message)
+        return None
+    # After the commit: a warm sandbox is claimed, or a worker builds one. A short wait spares most users the
+    # `creating` page; a slower start shows it, and the page polls until the session runs or fails.
+    session = session_start(session=session)
+    session = session_wait_started(session=session, timeout=CREATE_WAIT_SECONDS)
+    if session.status == SessionStatus.FAILED:
+        messages.error(request, f"The sandbox could not be created: {session.status_detail}")
+    return session
+
+
+# --- detail -------------------------------------------------------------------------------------------
+
+
+def sandbox_usage(session: SandboxSession) -> dict[str, Any] | None:
+    """What the runtime sees of a running session's sandbox now; None when it cannot say."""
+    handle = handle_for(session)
+    if session.status != SessionStatus.RUNNING or handle is None:
+        return None
+    try:
+        state = runtime_for(session).inspect(handle)
+    except Exception:  # a status panel must render even when the backend is down
+        return {"error": "the runtime did not answer"}
+    return {
+        "running": state.running,
+        "detail": state.detail,
+        "memory_mb": state.memory_mb,
+        "cpu_percent": state.cpu_percent,
+    }
+
+
+def files_context(session: SandboxSession, path: str) -> dict[str, Any]:
+    context: dict[str, Any] = {"path": "", "parent": None, "files": [], "files_error": "", "crumbs": []}
+    if session.status != SessionStatus.RUNNING:
+        context["files_error"] = f"The session is {session.status}; its files are gone or not reachable."
+        return context
+    try:
+        context["path"] = clean_path(path, allow_empty=True)
+        entries = files_list(session=session, path=context["path"])
+    except FILE_ERRORS as exc:
+        context["files_error"] = describe_error(exc)
+        return context
+    context["files"] = sorted(entries, key=lambda entry: (not entry["is_dir"], entry["name"] or ""))
+    if context["path"]:
+        context["parent"] = posixpath.dirname(context["path"])
+    context["crumbs"] = crumbs(context["path"])
+    return context
+
+
+def crumbs(path: str) -> list[tuple[str, str]]:
+    parts = [part for part in path.split("/") if part]
+    return [(part, "/".join(parts[: index + 1])) for index, part in enumerate(parts)]
+
+
+def status_context(session: SandboxSession) -> dict[str, Any]:
+    return {
+        "session": session,
+        "usage": sandbox_usage(session),
+        "poll_seconds": 1 if session.status == SessionStatus.CREATING else 5,
+    }
+
+
+@require_GET
+@console_login_required
+def session_detail(request: HtmxHttpRequest, session_id: str) -> HttpResponse:
+    """Status, resources, env, dependencies, files; executions load from executions_app into the page."""
+    session = owned_session(request, session_id)
+    context = {
+        **status_context(session),
+        **files_context(session, request.GET.get("path", "")),
+        "upload_form": FileUploadForm(),
+        "max_upload": MAX_UPLOAD_BYTES,
+    }
+    return render(request, "sessions_app/session_detail.html", context)
+
+
+@require_GET
+@console_login_required
+def session_status(request: HtmxHttpRequest, session_id: str) -> HttpResponse:
+    """The status panel, polled: a changed status reloads the page (its sections depend on it); 286 once the
+    session has ended."""
+    session = owned_session(request, session_id)
+    if not request.htmx:
+        return redirect("sessions:detail", session.id)
+    shown = request.GET.get("shown")
+    if shown and shown != session.status:
+        return HttpResponseClientRefresh()
+    response = render(request, "sessions_app/session_detail.html#status", status_context(session))
+    return stop_polling_unless(session.is_live, response)
+
+
+@require_POST
+@console_login_required
+def session_terminate_view(request: HtmxHttpRequest, session_id: str) -> HttpResponse:
+    session = session_terminate(session=owned_session(request, session_id), reason="user_request")
+    messages.success(request, f"Session {session.id} is {session.status}.")
+    if request.htmx:
+        return HttpResponseClientRefresh()
+    return redirect("sessions:detail", session.id)
+
+
+@require_POST
+@console_login_required
+def session_keepalive_view(request: HtmxHttpRequest, session_id: str) -> HttpResponse:
+    session = owned_session(request, session_id)
+    try:
+        session = session_keepalive(session=session)
+        note = "Idle clock reset."
+    except SessionError as exc:
+        note = exc.message
+    if request.htmx:
+        context = {**status_context(session), "note": note}
+        return render(request, "sessions_app/session_detail.html#status", context)
+    messages.info(request, note)
+    return redirect("sessions:detail", session.id)
+
+
+# --- files --------------------------------------------------------------------------------------------
+
+
+def files_response(
+    request: HtmxHttpRequest, session: SandboxSession, path: str, note: str = "", error: str = ""
+) -> HttpResponse:
+    if not request.htmx:
+        if note:
+            messages.success(request, note)
+        if error:
+            messages.error(request, error)
+        url = reverse("sessions:detail", args=[session.id])
+        return HttpResponseRedirect(f"{url}?{urlencode({'path': path})}#files" if path else f"{url}#files")
+    context = {
+        "session": session,
+        **files_context(session, path),
+        "upload_form": FileUploadForm(),
+        "max_upload": MAX_UPLOAD_BYTES,
+        "note": note,
+        "error": error,
+    }
+    return render(request, "sessions_app/session_detail.html#files", context)
+
+
+@require_GET
+@console_login_required
+def session_files(request: HtmxHttpRequest, session_id: str) -> HttpResponse:
+    session = owned_session(request, session_id)
+    return files_response(request, session, request.GET.get("path", ""))
+
+
+@csrf_exempt
+@require_POST
+@console_login_required
+def file_upload(request: HtmxHttpRequest, session_id: str) -> HttpResponse:
+    """Upload into the shown directory. Spooled to a temporary file and stopped at the size limit (the CSRF
+    check runs after the upload handlers are set, as Django requires for custom handlers)."""
+    request.upload_handlers = [LimitedUploadHandler(request)]
+    return _file_upload(request, session_id)
+
+
+@csrf_protect
+def _file_upload(request: HtmxHttpRequest, session_id: str) -> HttpResponse:
+    session = owned_session(request, session_id)
+    directory = request.POST.get("directory", "")
+    length = request.META.get("CONTENT_LENGTH") or "0"
+    limit = f"Files are limited to {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB."
+    if length.isdigit() and int(length) > MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD:
+        return files_response(request, session, directory, error=limit)
+    form = FileUploadForm(request.POST, request.FILES)
+    if not form.is_valid():
+        return files_response(
+            request, session, directory, error=limit if request.FILES else "Choose a file to upload."
+        )
+    upload = form.cleaned_data["file"]
+    target = posixpath.join(directory, posixpath.basename(upload.name or "upload"))
+    try:
+        result = files_upload(session=session, path=target, fileobj=upload.file, size=upload.size or 0)
+    except FILE_ERRORS as exc:
+        return files_response(request, session, directory, error=describe_error(exc))
+    finally:
+        upload.close()
+    return files_response(
+        request, session, directory, note=f"Uploaded {result['file_path']} ({result['size']} bytes)."
+    )
+
+
+@require_GET
+@console_login_required
+def file_download(request: HtmxHttpRequest, session_id: str) -> HttpResponse:
+    session = owned_session(request, session_id)
+    path = request.GET.get("path", "")
+    try:
+        chunks = files_download(session=session, path=path)
+        first = next(chunks, b"")
+    except FileNotFoundError:
+        raise Http404("no such file in the workspace") from None
+    except FILE_ERRORS as exc:
+        messages.error(request, describe_error(exc))
+        return redirect("sessions:detail", session.id)
+
+    def stream():
+        yield first
+        yield from chunks
+
+    response = StreamingHttpResponse(stream(), content_type="application/octet-stream")
+    name = posixpath.basename(path.rstrip("/")) or "download"
+    response["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(name)}"
+    return response
+
+
+@require_POST
+@console_login_required
+def file_delete(request: HtmxHttpRequest, session_id: str) -> HttpResponse:
+    session = owned_session(request, session_id)
+    path = request.POST.get("path", "")
+    directory = posixpath.dirname(path)
+    try:
+        files_delete(session=session, path=path)
+    except FILE_ERRORS as exc:
+        return files_response(request, session, directory, error=describe_error(exc))
+    return files_response(request, session, directory, note=f"Deleted {path}.")
+
+
+# --- API keys -----------------------------------------------------------------------------------------
+
+
+def visible_keys(request: HtmxHttpRequest) -> Any:
+    keys = ApiKey.objects.select_related("owner").order_by("revoked_at", "-created_at")
+    return keys if request.user.is_staff else keys.filter(owner=request.user)
+
+
+@require_http_methods(["GET", "POST"])
+@console_login_required
+def api_keys(request: HtmxHttpRequest) -> HttpResponse:
+    """The user's keys (staff: everyone's); creating one shows its secret once, in this response only."""
+    form = ApiKeyForm(request.POST or None)
+    new_key = None
+    if request.method == "POST" and form.is_valid():
+        key, raw = ApiKey.objects.create_key(owner=request.user, name=form.cleaned_data["name"])
+        new_key = {"key": key, "raw": raw}
+        form = ApiKeyForm()
+    context = {"form": form, "keys": visible_keys(request), "new_key": new_key}
+    template = "sessions_app/api_keys.html#keys" if request.htmx else "sessions_app/api_keys.html"
+    response = render(request, template, context)
+    # The secret must not outlive this response in any cache.
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@require_POST
+@console_login_required
+def api_key_revoke(request: HtmxHttpRequest, key_id: int) -> HttpResponse:
+    key = get_object_or_404(visible_keys(request), pk=key_id)
+    key.revoke()
+    if request.htmx:
+        context = {"form": ApiKeyForm(), "keys": visible_keys(request), "revoked": key}
+        return render(request, "sessions_app/api_keys.html#keys", context)
+    messages.success(request, f"Revoked {key}.")
+    return redirect("sessions:api-keys")
