@@ -2,9 +2,11 @@
 
 Start-up order matters: the token is taken out of the environment first (config), the process is made
 non-dumpable (so sandboxed code, running as the same user, cannot read the token from /proc/<pid>/environ or
-/proc/<pid>/mem), the zygote is started from the cleaned environment, and only once it is warm does the daemon
-listen and print its one "executor listening on ..." line. SIGTERM kills every running execution's process
-group and the zygote, then exits 0 at once.
+/proc/<pid>/mem), the zygote is started from the cleaned environment, and then the daemon listens at once and
+prints its one "executor listening on ..." line. The zygote warms up (imports) in the background meanwhile:
+a sandbox is healthy as soon as its daemon answers, and an execution that comes before the zygote is warm
+runs in a fresh interpreter (see zygote.Zygote.fork for why it does not wait). SIGTERM kills every running
+execution's process group and the zygote (warm or not), then exits 0 at once.
 """
 
 from __future__ import annotations
@@ -23,14 +25,17 @@ from .executions import Registry
 from .handlers import ExecutorHandler
 from .zygote import Zygote
 
+# Tests only: the path of a FIFO that holds the first zygote's warm-up until it is opened for writing.
+ZYGOTE_GATE_ENV = "SANDBOX_EXECUTOR_TEST_ZYGOTE_GATE"
+
 
 class App:
     """What every request handler shares: the config, the running executions and the zygote."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, zygote_gate: str | None = None) -> None:
         self.config = config
         self.registry = Registry()
-        self.zygote = Zygote(config.base_env) if config.use_zygote else None
+        self.zygote = Zygote(config.base_env, gate=zygote_gate) if config.use_zygote else None
 
     def health(self) -> dict:
         zygote = self.zygote
@@ -41,6 +46,7 @@ class App:
             "languages": self.config.languages(),
             "zygote": {
                 "enabled": zygote is not None,
+                "ready": zygote.pid is not None if zygote else False,
                 "pid": zygote.pid if zygote else None,
                 "restarts": max(zygote.restarts, 0) if zygote else 0,
             },
@@ -114,13 +120,14 @@ def _make_undumpable() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    zygote_gate = os.environ.pop(ZYGOTE_GATE_ENV, None)  # before config copies the environment for children
     try:
         config = parse_config(argv)
     except ConfigError as exc:
         sys.stderr.write(f"executor: {exc}\n")
         return 2
     _make_undumpable()
-    app = App(config)
+    app = App(config, zygote_gate=zygote_gate)
 
     def stop(signum: int, frame: object) -> None:
         app.shutdown()
@@ -128,10 +135,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    if app.zygote is not None and not app.zygote.start():
-        sys.stderr.write(
-            "executor: the zygote is not ready; executions start fresh interpreters until it is\n"
-        )
+    if app.zygote is not None:
+        app.zygote.start()  # returns once the process exists; it warms up while we listen
     servers: list = []
     try:
         if config.socket_path:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import http.client
 import json
 import os
@@ -25,11 +27,26 @@ from runtime.tests.test_executor_support import (
     wait_gone,
 )
 
+# The daemon's test hook (runtime/executor/server.py): a FIFO its first zygote opens before any import, so the
+# zygote stays "warming up" until the test opens the FIFO for writing.
+ZYGOTE_GATE = "SANDBOX_EXECUTOR_TEST_ZYGOTE_GATE"
+
 
 @pytest.fixture(scope="module")
 def executor():
     with running_daemon() as daemon:
+        wait_zygote_ready(daemon.client)
         yield daemon
+
+
+def wait_zygote_ready(client: ExecutorClient, timeout: float = 10.0) -> dict:
+    """The daemon listens before its zygote is warm; tests about the zygote wait for it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        zygote = client.health()["zygote"]
+        if zygote["ready"] or time.monotonic() > deadline:
+            return zygote
+        time.sleep(0.01)
 
 
 def raw_request(daemon, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
@@ -77,7 +94,7 @@ def test_health_reports_languages_and_the_zygote(executor):
     assert health["status"] == "ok"
     assert health["active_executions"] == 0
     assert health["languages"] == {"python": True, "javascript": True, "shell": True}
-    assert health["zygote"]["enabled"] and health["zygote"]["pid"] > 0
+    assert health["zygote"]["enabled"] and health["zygote"]["ready"] and health["zygote"]["pid"] > 0
 
 
 def test_the_daemon_refuses_to_start_without_a_token(tmp_path):
@@ -288,6 +305,69 @@ def test_executions_run_concurrently(executor):
 # -- the zygote --
 
 
+@contextlib.contextmanager
+def zygote_held(tmp_path):
+    """A daemon whose first zygote is held before its imports; yields the daemon and a `release` function."""
+    gate = tmp_path / "zygote-gate"
+    os.mkfifo(gate)
+
+    def release() -> None:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                # Non-blocking: fails with ENXIO until the zygote has the FIFO open for reading.
+                os.close(os.open(gate, os.O_WRONLY | os.O_NONBLOCK))
+                return
+            except OSError as exc:
+                if exc.errno != errno.ENXIO or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.01)
+
+    with running_daemon(env={**os.environ, ZYGOTE_GATE: str(gate)}) as daemon:
+        yield daemon, release
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    if int(fh.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    return found
+
+
+PARENT = "import os\ndef handler(event, context):\n    return os.getppid()"
+
+
+def test_health_answers_and_executions_run_while_the_zygote_is_still_warming_up(tmp_path):
+    with zygote_held(tmp_path) as (daemon, release):
+        # running_daemon returned once the daemon listened: it did not wait for the zygote.
+        health = daemon.client.health()
+        assert health["status"] == "ok"
+        assert health["zygote"] == {"enabled": True, "ready": False, "pid": None, "restarts": 0}
+        assert len(children_of(daemon.proc.pid)) == 1  # the held zygote: started, not warm
+        early = run(daemon.client, PARENT)
+        assert early.status == "completed"
+        assert early.value == daemon.proc.pid  # a fresh interpreter, spawned by the daemon itself
+        assert run(daemon.client, "print('still fine')", language="python").stdout == "still fine\n"
+
+        release()
+        zygote = wait_zygote_ready(daemon.client)
+        assert zygote["ready"] and zygote["pid"] > 0 and zygote["restarts"] == 0
+        assert run(daemon.client, PARENT).value == zygote["pid"]  # forked by the now warm zygote
+
+
+def test_sigterm_while_the_zygote_warms_up_takes_the_zygote_along(tmp_path):
+    with zygote_held(tmp_path) as (daemon, _):
+        [zygote] = children_of(daemon.proc.pid)
+        assert daemon.stop() == 0
+        assert wait_gone(zygote)
+
+
 def test_fifty_trivial_executions_through_the_zygote(executor):
     for i in range(50):
         result = run(executor.client, "def handler(event, context):\n    return event['i']", event={"i": i})
@@ -382,6 +462,7 @@ def test_the_cpu_limit_follows_the_timeout(executor):
 
 def test_sigterm_kills_running_executions_and_exits_zero():
     with running_daemon() as daemon:
+        wait_zygote_ready(daemon.client)
         events = daemon.client.execute(
             ExecuteRequest(execution_id=new_id(), language="python", code="import time\ntime.sleep(60)")
         )
