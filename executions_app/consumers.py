@@ -46,11 +46,13 @@ class ExecutionStreamConsumer(AsyncJsonWebsocketConsumer):
     execution_id: str
     last_seq: int
     finished: bool
+    sent_status: str | None
 
     async def connect(self) -> None:
         self.execution_id = self.scope["url_route"]["kwargs"]["execution_id"]
         self.last_seq = 0
         self.finished = False
+        self.sent_status = None
         self.joined = False
         self.lock = asyncio.Lock()
         self.poller: asyncio.Task[None] | None = None
@@ -72,9 +74,7 @@ class ExecutionStreamConsumer(AsyncJsonWebsocketConsumer):
         if self.channel_layer is not None:
             await self.channel_layer.group_add(execution_group(self.execution_id), self.channel_name)
             self.joined = True
-        await self.send_json(
-            {"type": "status", "execution_id": self.execution_id, "status": await self._status()}
-        )
+        await self._send_status(await self._status())
         await self._catch_up()
         if not self.finished:
             self.poller = asyncio.create_task(self._poll())
@@ -107,9 +107,9 @@ class ExecutionStreamConsumer(AsyncJsonWebsocketConsumer):
                     return
             await self._catch_up()  # a gap: fetch what is missing from the database, in order
         elif event == "status":
-            await self.send_json(
-                {"type": "status", "execution_id": self.execution_id, "status": message.get("status")}
-            )
+            async with self.lock:
+                if not self.finished:
+                    await self._send_status(message.get("status"))
         elif event == "result":
             await self._catch_up()
 
@@ -144,6 +144,16 @@ class ExecutionStreamConsumer(AsyncJsonWebsocketConsumer):
                 self.finished = True
                 await self.send_json(await self._result())
                 await self.close(code=1000)
+            else:
+                # pending -> running, as the poll sees it: from another process the worker's status
+                # broadcast cannot reach an in-process layer.
+                await self._send_status(status)
+
+    async def _send_status(self, status: Any) -> None:
+        if status == self.sent_status:
+            return
+        self.sent_status = status
+        await self.send_json({"type": "status", "execution_id": self.execution_id, "status": status})
 
     async def _send_chunk(self, seq: int, stream: str, data: str) -> None:
         self.last_seq = seq

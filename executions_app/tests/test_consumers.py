@@ -250,6 +250,26 @@ def test_without_a_shared_layer_output_still_arrives_from_the_database(memory_la
     assert code == 1000
 
 
+def test_without_a_shared_layer_the_status_change_is_read_from_the_database(
+    memory_layer, execution, user, key_of
+):
+    Execution.objects.filter(pk=execution.pk).update(status="pending")
+    key = key_of(user)
+
+    async def scenario():
+        communicator = connect(execution.id, key)
+        assert (await communicator.connect())[0]
+        first = await communicator.receive_json_from()
+        await database_sync_to_async(Execution.objects.filter(pk=execution.pk).update)(status="running")
+        second = await communicator.receive_json_from(timeout=2)
+        await communicator.disconnect()
+        return first, second
+
+    first, second = async_to_sync(scenario)()
+    assert (first["type"], first["status"]) == ("status", "pending")
+    assert (second["type"], second["status"]) == ("status", "running")
+
+
 @pytest.mark.parametrize("credentials", ["none", "unknown key", "revoked key"])
 def test_it_refuses_a_connection_without_valid_credentials(redis_layer, execution, user, credentials):
     headers = [ORIGIN]

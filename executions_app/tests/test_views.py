@@ -82,7 +82,7 @@ def test_submitting_over_htmx_returns_the_live_output_pane(
     )
     body = response.content.decode()
     assert f'data-stream-url="/ws/executions/{execution.id}/"' in body and 'data-after="0"' in body
-    assert "data-finished" not in body and 'hx-trigger="execution-finished, every 5s"' in body
+    assert "data-finished" not in body and 'hx-trigger="execution-changed, every 5s"' in body
     assert "executions-changed" in response["HX-Trigger-After-Swap"]
 
 

@@ -257,6 +257,7 @@ def test_a_user_runs_code_watches_it_stream_moves_files_and_ends_the_session(
     expect(pane.locator("[data-execution-status]")).not_to_have_attribute(
         "data-execution-status", "completed"
     )
+    shoot(page, artifacts, "session-streaming")
     expect(output).to_contain_text("line 4", timeout=15_000)
     assert [line for line in output.inner_text().splitlines() if line] == [f"line {i}" for i in range(5)]
     return_value = pane.locator("[data-return-value]")

@@ -2,7 +2,8 @@
  *
  * An element with data-stream-url is an execution's output pane: it opens the websocket
  * /ws/executions/<id>/?after=<seq> (the console's session cookie authenticates it), appends output
- * chunks as they arrive, and when the result arrives asks htmx to fetch the result block. A dropped
+ * chunks as they arrive, and when the status changes or the result arrives asks htmx to re-fetch the
+ * result block (and the execution history, where the page has one). A dropped
  * connection reconnects with ?after=<last seq seen>, so nothing is shown twice or lost.
  */
 (function () {
@@ -24,6 +25,9 @@
     var attempts = 0;
     var done = false;
     var socket = null;
+    // The status the page was rendered with: a different first status from the server refreshes the result.
+    var rendered = pane.querySelector("[data-execution-status]");
+    var statusSeen = rendered ? rendered.getAttribute("data-execution-status") : null;
 
     function setState(text, live) {
       if (!state) return;
@@ -40,13 +44,17 @@
       if (nearBottom) output.scrollTop = output.scrollHeight;
     }
 
+    function changed() {
+      var result = pane.querySelector("[data-result]");
+      if (result && window.htmx) window.htmx.trigger(result, "execution-changed");
+      document.body.dispatchEvent(new CustomEvent("executions-changed", { bubbles: true }));
+    }
+
     function finish(message) {
       done = true;
       setState(message.status ? "finished: " + message.status : "finished", false);
       pane.setAttribute("data-finished", "");
-      var result = pane.querySelector("[data-result]");
-      if (result && window.htmx) window.htmx.trigger(result, "execution-finished");
-      document.body.dispatchEvent(new CustomEvent("executions-changed", { bubbles: true }));
+      changed();
     }
 
     function connect() {
@@ -62,7 +70,10 @@
           lastSeq = message.seq;
           append(message.stream, message.data);
         } else if (message.type === "status") {
-          setState(message.status === "running" ? "live" : String(message.status), message.status === "running");
+          var running = message.status === "running";
+          setState(running ? "live" : String(message.status), running);
+          if (statusSeen && statusSeen !== message.status) changed();
+          statusSeen = message.status;
         } else if (message.type === "result") {
           finish(message);
         } else if (message.type === "error") {
