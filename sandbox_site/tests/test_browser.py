@@ -350,3 +350,43 @@ def test_a_user_runs_code_watches_it_stream_moves_files_and_ends_the_session(
     assert [m["type"] for m in refusal["messages"]] == ["error"]
     other.close()
     context.close()
+
+
+def test_without_javascript_every_page_and_action_still_works_as_links_and_forms(site, browser, artifacts):
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, java_script_enabled=False)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    log_in(page, site, "alice")
+    for name in ("Sessions", "Templates", "API keys", "Dashboard"):
+        page.click(f"nav.mainnav >> text={name}")
+        expect(page.locator("h1")).to_contain_text(name)
+
+    # A plain form post creates the session; without the page's poll, reloading shows it running.
+    page.click("nav.mainnav >> text=New session")
+    page.click("button:has-text('Create session')")
+    status = page.locator("[data-session-status]")
+    deadline = time.monotonic() + 30
+    while status.get_attribute("data-session-status") != "running" and time.monotonic() < deadline:
+        time.sleep(0.3)
+        page.reload()
+    expect(status).to_have_attribute("data-session-status", "running")
+    session_url = page.url
+
+    # The runner is a page of its own without JavaScript; a plain post lands on the execution's page.
+    page.click("text=Run code and see this session's executions")
+    page.locator("textarea[name=code]").fill("print('no script needed')\n")
+    page.locator("textarea[name=event]").fill("")
+    page.click("#runner button[type=submit]")
+    expect(page.locator("h1")).to_contain_text("Execution")
+    result = page.locator("[data-execution-status]")
+    deadline = time.monotonic() + 20
+    while result.get_attribute("data-execution-status") != "completed" and time.monotonic() < deadline:
+        time.sleep(0.3)
+        page.reload()
+    expect(page.locator("[data-output]")).to_contain_text("no script needed")
+    shoot(page, artifacts, "no-js-execution-detail")
+
+    page.goto(session_url)
+    page.click("button:has-text('Terminate')")
+    expect(page.locator("[data-session-status]")).to_have_attribute("data-session-status", "terminated")
+    context.close()
