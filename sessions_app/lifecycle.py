@@ -52,6 +52,10 @@ def sessions_sweep(*, now: Any = None) -> dict[str, int]:
     return counts
 
 
+def _lose(session: SandboxSession, detail: str) -> None:
+    session_end(session=session, status=SessionStatus.FAILED, reason="container_lost", detail=detail)
+
+
 def sessions_probe(*, limit: int | None = None) -> dict[str, int]:
     """Ask each running session's executor for /health; after N failures in a row the session is lost.
 
@@ -83,12 +87,7 @@ def sessions_probe(*, limit: int | None = None) -> dict[str, int]:
         SandboxSession.objects.filter(pk=session.pk).update(probe_failures=failures, usage_updated_at=now)
         counts["unhealthy"] += 1
         if failures >= settings.SANDBOX_HEALTH_FAILURES:
-            session_end(
-                session=session,
-                status=SessionStatus.FAILED,
-                reason="container_lost",
-                detail=f"the sandbox did not answer {failures} health probes in a row",
-            )
+            _lose(session, f"the sandbox did not answer {failures} health probes in a row")
             counts["lost"] += 1
     return counts
 
@@ -136,12 +135,7 @@ def sessions_sync_state() -> dict[str, int]:
             state = runtime.inspect(stored) if stored is not None else None
             if state is not None and state.exists and state.running:
                 continue
-            session_end(
-                session=session,
-                status=SessionStatus.FAILED,
-                reason="container_lost",
-                detail="the sandbox disappeared behind the control plane's back",
-            )
+            _lose(session, "the sandbox disappeared behind the control plane's back")
             counts["sessions_lost"] += 1
         for session in live.filter(status=SessionStatus.RUNNING, container_id__in=present):
             stored = handle_for(session)
@@ -149,11 +143,6 @@ def sessions_sync_state() -> dict[str, int]:
                 continue
             state = runtime.inspect(stored)
             if not state.running:
-                session_end(
-                    session=session,
-                    status=SessionStatus.FAILED,
-                    reason="container_lost",
-                    detail=f"the sandbox stopped: {state.detail}",
-                )
+                _lose(session, f"the sandbox stopped: {state.detail}")
                 counts["sessions_lost"] += 1
     return counts
