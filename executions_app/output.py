@@ -7,10 +7,11 @@ flushed when enough has arrived or enough time has passed, so a client sees outp
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from executions_app.models import ExecutionOutputChunk
 
@@ -41,7 +42,14 @@ def broadcast(execution_id: str, message: dict[str, Any]) -> None:
 
 
 class OutputRecorder:
-    """Collects stdout/stderr events of one execution and writes them as chunks in batches."""
+    """Collects stdout/stderr events of one execution and writes them as chunks in batches.
+
+    A batch is written when 64 KiB are pending or 0.1 s after the previous write, whichever comes first. The
+    time-based write must also happen when no further output arrives (a `print` followed by a long silence),
+    so a background thread flushes what has waited too long. That thread writes on its own connection, which
+    only works when the caller is not inside a transaction (the worker's normal case); inside one, the
+    recorder flushes inline, on the next event and at the end.
+    """
 
     def __init__(self, execution_id: str, *, start_seq: int = 0) -> None:
         self.execution_id = execution_id
@@ -50,34 +58,67 @@ class OutputRecorder:
         self.pending_bytes = 0
         self.last_flush = time.monotonic()
         self.kept: dict[str, list[str]] = {"stdout": [], "stderr": []}
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._flusher: threading.Thread | None = None
+        self._background = not connection.in_atomic_block
 
     def add(self, stream: str, data: str) -> None:
         if not data:
             return
-        self.kept[stream].append(data)
-        if self.pending and self.pending[-1][0] == stream:
-            self.pending[-1] = (stream, self.pending[-1][1] + data)
-        else:
-            self.pending.append((stream, data))
-        self.pending_bytes += len(data)
-        if self.pending_bytes >= FLUSH_BYTES or time.monotonic() - self.last_flush >= FLUSH_SECONDS:
-            self.flush()
+        with self._lock:
+            self.kept[stream].append(data)
+            if self.pending and self.pending[-1][0] == stream:
+                self.pending[-1] = (stream, self.pending[-1][1] + data)
+            else:
+                self.pending.append((stream, data))
+            self.pending_bytes += len(data)
+            if self.pending_bytes >= FLUSH_BYTES or time.monotonic() - self.last_flush >= FLUSH_SECONDS:
+                self._flush_locked()
+            elif self._background and self._flusher is None:
+                self._flusher = threading.Thread(
+                    target=self._flush_when_due, name=f"output-{self.execution_id}", daemon=True
+                )
+                self._flusher.start()
 
     def flush(self) -> None:
+        """Write everything pending now and stop the background flusher (the execution has ended)."""
+        self._closed.set()
+        if self._flusher is not None:
+            self._flusher.join(timeout=30)
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_when_due(self) -> None:
+        try:
+            while not self._closed.wait(FLUSH_SECONDS / 4):
+                with self._lock:
+                    if self.pending and time.monotonic() - self.last_flush >= FLUSH_SECONDS:
+                        self._flush_locked()
+        except Exception:
+            logger.exception(
+                "background output flush of %s failed; output is written at the end", self.execution_id
+            )
+        finally:
+            connection.close()
+
+    def _flush_locked(self) -> None:
         if not self.pending:
             self.last_flush = time.monotonic()
             return
-        chunks = []
-        for stream, data in self.pending:
-            self.seq += 1
-            chunks.append(
-                ExecutionOutputChunk(execution_id=self.execution_id, seq=self.seq, stream=stream, data=data)
+        chunks = [
+            ExecutionOutputChunk(
+                execution_id=self.execution_id, seq=self.seq + offset, stream=stream, data=data
             )
-        self.pending, self.pending_bytes = [], 0
+            for offset, (stream, data) in enumerate(self.pending, start=1)
+        ]
         with transaction.atomic():
             ExecutionOutputChunk.objects.bulk_create(chunks)
             messages = [{"event": "output", "seq": c.seq, "stream": c.stream, "data": c.data} for c in chunks]
             transaction.on_commit(lambda: self._broadcast_all(messages))
+        # Advanced only once stored: a failed write leaves the output pending, its seqs unused.
+        self.seq += len(chunks)
+        self.pending, self.pending_bytes = [], 0
         self.last_flush = time.monotonic()
 
     def _broadcast_all(self, messages: list[dict[str, Any]]) -> None:

@@ -155,7 +155,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "login"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -172,6 +172,16 @@ STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 
 SANDBOX_S3_BUCKET = env.string("SANDBOX_S3_BUCKET")
 if SANDBOX_S3_BUCKET:
+    from boto3.s3.transfer import TransferConfig
+    from botocore.config import Config as BotoConfig
+
+    # Workspace files of up to 100 MiB stream through in 8 MiB parts, at most two of them in memory at once
+    # (boto3's default keeps up to ten parts of a non-seekable stream in memory).
+    _transfer_config = TransferConfig(
+        multipart_threshold=8 * 1024 * 1024, multipart_chunksize=8 * 1024 * 1024, max_concurrency=2
+    )
+    _transfer_config.max_in_memory_upload_chunks = 2
+    _addressing = "path" if env.boolean("SANDBOX_S3_PATH_STYLE", True) else "virtual"
     _default_storage = {
         "BACKEND": "storages.backends.s3.S3Storage",
         "OPTIONS": {
@@ -180,15 +190,24 @@ if SANDBOX_S3_BUCKET:
             "region_name": env.string("SANDBOX_S3_REGION", "us-east-1"),
             "access_key": env.string("SANDBOX_S3_ACCESS_KEY_ID") or None,
             "secret_key": env.string("SANDBOX_S3_SECRET_ACCESS_KEY") or None,
-            "addressing_style": "path" if env.boolean("SANDBOX_S3_PATH_STYLE", True) else "virtual",
             "default_acl": None,
             "file_overwrite": True,
+            "transfer_config": _transfer_config,
+            # Path-style addressing for MinIO and moto; an unreachable store fails a request (and
+            # /health/detailed) within seconds, not minutes.
+            "addressing_style": _addressing,
+            "client_config": BotoConfig(
+                s3={"addressing_style": _addressing},
+                connect_timeout=5,
+                read_timeout=60,
+                retries={"mode": "standard", "max_attempts": 3},
+            ),
         },
     }
 else:
     _default_storage = {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": str(MEDIA_ROOT)},
+        "OPTIONS": {"location": str(MEDIA_ROOT), "allow_overwrite": True},
     }
 STORAGES = {
     "default": _default_storage,
@@ -269,6 +288,16 @@ SANDBOX_DOCKER_URL = env.url("SANDBOX_DOCKER_URL", ("unix", "tcp", "http", "http
 SANDBOX_MAX_SESSIONS_PER_KEY = env.integer("SANDBOX_MAX_SESSIONS_PER_KEY", 20, minimum=1)
 SANDBOX_MAX_LIFETIME = env.integer("SANDBOX_MAX_LIFETIME", 24 * 3600, minimum=60)
 SANDBOX_CA_BUNDLE = env.string("SANDBOX_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+# Per-session Python dependencies: pip's index (empty: PyPI), the cache every session's installs share, and
+# how long one install may take.
+SANDBOX_PACKAGE_INDEX_URL = env.url("SANDBOX_PACKAGE_INDEX_URL", ("http", "https"))
+SANDBOX_PIP_CACHE_DIR = env.string("SANDBOX_PIP_CACHE_DIR", str(DATA_DIR / "pip-cache"))
+SANDBOX_INSTALL_TIMEOUT = env.integer("SANDBOX_INSTALL_TIMEOUT", 600, minimum=10, maximum=3600)
+# Seconds an installed package tree is reused for an identical request in another session (0: always pip).
+SANDBOX_PACKAGE_CACHE_TTL = env.integer("SANDBOX_PACKAGE_CACHE_TTL", 3600, minimum=0)
+# Downloads of stored files bigger than this many bytes redirect to a presigned S3 URL (0: never).
+SANDBOX_PRESIGN_OVER = env.integer("SANDBOX_PRESIGN_OVER", 0, minimum=0)
+SANDBOX_PRESIGN_EXPIRY = env.integer("SANDBOX_PRESIGN_EXPIRY", 300, minimum=10, maximum=7 * 24 * 3600)
 
 # Lifecycle (seconds). django-q2's scheduler looks at schedules every 30 s, so intervals are rounded up to
 # whole minutes for the periodic schedules; leases and timeouts are exact.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -139,3 +140,20 @@ def test_terminating_the_session_mid_run_cancels_the_execution(running_session):
     runner.join(timeout=10)
     assert not runner.is_alive()
     assert Execution.objects.get(pk=execution.id).status == "cancelled"
+
+
+@THREADED
+def test_output_followed_by_silence_is_stored_while_the_execution_still_runs(running_session):
+    execution = execution_submit(
+        session=running_session, language="python", code="print('early')\nimport time\ntime.sleep(3)"
+    )
+    runner = threading.Thread(target=execution_run, args=(execution.id,))
+    started = time.monotonic()
+    runner.start()
+    while not ExecutionOutputChunk.objects.filter(execution_id=execution.id).exists():
+        assert time.monotonic() - started < 2.5, "the early line was held back until the execution ended"
+        time.sleep(0.02)
+    assert ExecutionOutputChunk.objects.get(execution_id=execution.id).data == "early\n"
+    assert Execution.objects.get(pk=execution.id).status == "running"
+    runner.join(timeout=10)
+    assert Execution.objects.get(pk=execution.id).stdout == "early\n"
