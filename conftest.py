@@ -252,3 +252,132 @@ def start_worker(settings):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory):
+    """A real S3-compatible server: moto's server mode, as its own process on 127.0.0.1, for the whole run."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    pytest.importorskip("moto", reason="moto[server] is in the dev extra: `make install-dev`")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
+    log = open(log_path, "w")  # noqa: SIM115 - closed at teardown
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=1).read()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"moto's server did not start:\n{log_path.read_text()[-2000:]}") from None
+            time.sleep(0.1)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()
+
+
+def use_storages(settings, storages_setting) -> None:
+    """Point STORAGES at `storages_setting` and drop every cached storage backend (django's and ours)."""
+    from django.core.files.storage import default_storage, storages
+    from django.utils.functional import empty
+
+    from sessions_app import storage as workspace_storage
+
+    settings.STORAGES = storages_setting
+    storages._backends = None
+    storages._storages = {}
+    default_storage._wrapped = empty
+    workspace_storage._buckets_checked.clear()
+
+
+@pytest.fixture
+def s3_storage(settings, moto_server):
+    """STORAGES["default"] is django-storages' S3Storage on the moto server, as in production, with a new
+    bucket name per test (the code under test creates the bucket). Gives a boto3 client, the bucket, the URL."""
+    import uuid
+    from types import SimpleNamespace
+
+    import boto3
+    from boto3.s3.transfer import TransferConfig
+
+    bucket = f"test-{uuid.uuid4().hex[:16]}"
+    original = settings.STORAGES
+    # As settings.py configures it for production: 8 MiB parts, at most two in memory.
+    transfer = TransferConfig(
+        multipart_threshold=8 * 1024 * 1024, multipart_chunksize=8 * 1024 * 1024, max_concurrency=2
+    )
+    transfer.max_in_memory_upload_chunks = 2
+    settings.SANDBOX_S3_BUCKET = bucket
+    options = {
+        "bucket_name": bucket,
+        "endpoint_url": moto_server,
+        "region_name": "us-east-1",
+        "access_key": "testing",
+        "secret_key": "testing",
+        "addressing_style": "path",
+        "default_acl": None,
+        "file_overwrite": True,
+        "transfer_config": transfer,
+    }
+    use_storages(
+        settings, {**original, "default": {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": options}}
+    )
+    client = boto3.client(
+        "s3",
+        endpoint_url=moto_server,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    yield SimpleNamespace(client=client, bucket=bucket, url=moto_server)
+    use_storages(settings, original)
+
+
+@pytest.fixture
+def file_storage(settings):
+    """The local file storage every test starts with (the embedded default); gives its directory."""
+    from pathlib import Path
+
+    return Path(settings.STORAGES["default"]["OPTIONS"]["location"])
+
+
+@pytest.fixture(autouse=True)
+def _workspace_storage_in_tmp(settings, tmp_path_factory):
+    """Saved workspaces of every test go to a temporary directory, never into the data dir's media/.
+
+    Tests that need S3 ask for `s3_storage`, which replaces this for their duration.
+    """
+    original = settings.STORAGES
+    location = tmp_path_factory.mktemp("media")
+    use_storages(
+        settings,
+        {
+            **original,
+            "default": {
+                "BACKEND": "django.core.files.storage.FileSystemStorage",
+                "OPTIONS": {"location": str(location), "allow_overwrite": True},
+            },
+        },
+    )
+    yield
+    use_storages(settings, original)

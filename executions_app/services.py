@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import posixpath
 import socket
 import threading
 from datetime import timedelta
@@ -154,7 +155,7 @@ def _run_claimed(execution_id: str) -> Execution:
             "cpu_time_ms": result.get("cpu_time_ms"),
             "peak_memory_mb": result.get("peak_memory_mb"),
         },
-        artifacts=_artifacts(result.get("files") or {}),
+        artifacts=_artifacts(result.get("files") or {}, _artifact_sizes(session, result.get("files") or {})),
     )
 
 
@@ -250,15 +251,49 @@ def _worker_alive(worker: str) -> bool:
     return True
 
 
-def _artifacts(files: dict[str, list[Any]]) -> list[dict[str, Any]]:
+# Sizes are looked up one directory listing at a time; an execution that scattered files over more
+# directories than this gets sizes for the first ones only (null for the rest).
+MAX_ARTIFACT_DIRS = 50
+
+
+def _artifacts(files: dict[str, list[Any]], sizes: dict[str, int] | None = None) -> list[dict[str, Any]]:
+    """The execution's changed files as [{path, size, change}]; deleted files have no size."""
+    sizes = sizes or {}
     artifacts = []
     for change in ("created", "modified", "deleted"):
         for entry in files.get(change) or []:
             if isinstance(entry, dict):
                 artifacts.append({"path": entry.get("path"), "size": entry.get("size"), "change": change})
             else:
-                artifacts.append({"path": str(entry), "size": None, "change": change})
+                size = sizes.get(str(entry)) if change != "deleted" else None
+                artifacts.append({"path": str(entry), "size": size, "change": change})
     return artifacts
+
+
+def _artifact_sizes(session: SandboxSession, files: dict[str, list[Any]]) -> dict[str, int]:
+    """Sizes of the created and modified files, from listings of their directories right after the run.
+
+    The executor reports paths only; one listing per directory (not one request per file) keeps this cheap
+    for executions that write many files into one place.
+    """
+    paths = [
+        str(p) for change in ("created", "modified") for p in files.get(change) or [] if isinstance(p, str)
+    ]
+    handle = handle_for(session)
+    if not paths or handle is None:
+        return {}
+    directories = sorted({posixpath.dirname(path) for path in paths})[:MAX_ARTIFACT_DIRS]
+    client = runtime_for(session).executor(handle)
+    sizes: dict[str, int] = {}
+    for directory in directories:
+        try:
+            entries = client.list_files(directory)
+        except (RuntimeFailure, FileNotFoundError, ValueError):
+            continue  # removed meanwhile, or the sandbox is going away: those sizes stay unknown
+        for entry in entries:
+            if not entry.get("is_dir") and isinstance(entry.get("size"), int):
+                sizes[str(entry.get("path"))] = entry["size"]
+    return sizes
 
 
 def _finish(

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from runtime.base import (
     ExecuteRequest,
+    InstalledPackages,
+    PackageInstall,
     Resources,
     Runtime,
     RuntimeFailure,
@@ -18,6 +20,8 @@ from runtime.registry import available_runtimes, get_runtime
 
 __all__ = [
     "ExecuteRequest",
+    "InstalledPackages",
+    "PackageInstall",
     "Resources",
     "Runtime",
     "RuntimeFailure",

@@ -100,6 +100,35 @@ class ExecuteRequest:
         return body
 
 
+@dataclass(frozen=True)
+class PackageInstall:
+    """One install of a session's Python dependencies, run outside the sandbox with network access.
+
+    `requirements` are pip requirement strings the control plane has validated (names and version
+    specifiers only, never paths, URLs or options). The whole set is installed every time into a fresh
+    staging directory that replaces the package dir only when pip succeeds, so a failed install leaves the
+    packages that were there working. `cache_dir` is the pip cache shared by all sessions (each backend
+    uses its own subdirectory, since their installers run as different users).
+    """
+
+    requirements: tuple[str, ...]
+    index_url: str = ""
+    ca_bundle: str = ""
+    extra_ca_pem: str = ""
+    cache_dir: str = ""
+    timeout: float = 600.0
+    reuse_ttl: float = 0.0  # seconds an installed tree may serve an identical request (package_cache.py)
+
+
+@dataclass(frozen=True)
+class InstalledPackages:
+    """What an install left in the package dir: every distribution as (name, version), and pip's output."""
+
+    packages: tuple[tuple[str, str], ...]
+    log: str = ""
+    duration_ms: float = 0.0
+
+
 class Runtime(abc.ABC):
     """A sandbox backend. Implementations: process (bubblewrap), docker, kubernetes; fake for tests."""
 
@@ -134,6 +163,13 @@ class Runtime(abc.ABC):
         raise RuntimeFailure(
             f"the {self.name} runtime cannot change resources of a live sandbox", permanent=True
         )
+
+    def install_packages(self, handle: SandboxHandle, request: PackageInstall) -> InstalledPackages:
+        """Install Python packages for the sandbox, from outside it; it sees them read-only in /opt/packages.
+
+        Raises RuntimeFailure with pip's error text when the install fails; the package dir is then as it was.
+        """
+        raise RuntimeFailure(f"the {self.name} runtime cannot install packages", permanent=True)
 
     def execute(self, handle: SandboxHandle, request: ExecuteRequest) -> Iterator[dict[str, Any]]:
         """Run one execution and yield its NDJSON events; the last one has type `result`."""

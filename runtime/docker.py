@@ -27,9 +27,20 @@ from typing import Any
 import docker
 import docker.errors
 
+from runtime import docker_installer
 from runtime import docker_spec as ds
 from runtime import docker_workspace as ws
-from runtime.base import Resources, Runtime, RuntimeFailure, SandboxHandle, SandboxSpec, SandboxState
+from runtime import installer as inst
+from runtime.base import (
+    InstalledPackages,
+    PackageInstall,
+    Resources,
+    Runtime,
+    RuntimeFailure,
+    SandboxHandle,
+    SandboxSpec,
+    SandboxState,
+)
 from runtime.bwrap import check_env
 from runtime.client import ExecutorClient
 from runtime.docker_engine import UsageSampler, engine_failure, logs_tail, remove_container, update_limits
@@ -336,6 +347,29 @@ class DockerRuntime(Runtime):
             memory_mb=resources.memory_mb,
             max_processes=resources.max_processes,
         )
+
+    def install_packages(self, handle: SandboxHandle, request: PackageInstall) -> InstalledPackages:
+        """pip in a one-shot installer container from the sandbox's own image (docker_installer.py)."""
+        client = self.docker()
+        try:
+            image = client.api.inspect_container(self._ref(handle))["Image"]
+        except docker.errors.NotFound:
+            raise RuntimeFailure(f"sandbox {handle.session_id} does not exist") from None
+        except Exception as exc:
+            raise engine_failure(exc, f"cannot inspect sandbox {handle.session_id}") from exc
+        dirs = self._dirs_for(handle, client)
+        if not os.path.isdir(dirs.packages):
+            raise RuntimeFailure(f"sandbox {handle.session_id} has no package dir")
+        with inst.install_lock(dirs.root):
+            return docker_installer.install(
+                client,
+                request,
+                image=image,
+                dirs=dirs,
+                session_id=handle.session_id,
+                data_dir=self.data_dir,
+                uid=self.uid,
+            )
 
     def _labels(self, handle: SandboxHandle) -> dict[str, str]:
         try:

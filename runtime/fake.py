@@ -22,6 +22,8 @@ from typing import Any, BinaryIO
 
 from runtime.base import (
     ExecuteRequest,
+    InstalledPackages,
+    PackageInstall,
     Resources,
     Runtime,
     RuntimeFailure,
@@ -45,6 +47,7 @@ class FakeSandbox:
     running: bool = True
     files: dict[str, bytes] = field(default_factory=dict)
     executions: list[ExecuteRequest] = field(default_factory=list)
+    packages: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -178,6 +181,21 @@ class FakeRuntime(Runtime):
 
     def check(self) -> None:
         return None
+
+    def install_packages(self, handle: SandboxHandle, request: PackageInstall) -> InstalledPackages:
+        """Pretend-installs each requirement at its pinned version (else 1.0.0); a pin to 0.0.0 fails as pip
+        would, leaving the earlier set in place."""
+        sandbox = self._live(handle)
+        wanted: dict[str, str] = {}
+        for requirement in request.requirements:
+            name, _, version = requirement.partition("==")
+            if version == "0.0.0":
+                raise RuntimeFailure(
+                    f"ERROR: No matching distribution found for {requirement}", permanent=True
+                )
+            wanted[name] = version or "1.0.0"
+        sandbox.packages = wanted
+        return InstalledPackages(packages=tuple(sorted(wanted.items())), log="fake install")
 
     # -- used by the client --
 

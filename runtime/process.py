@@ -33,8 +33,18 @@ import time
 from typing import Any
 
 from runtime import bwrap as bw
+from runtime import installer
 from runtime import process_record as pr
-from runtime.base import Resources, Runtime, RuntimeFailure, SandboxHandle, SandboxSpec, SandboxState
+from runtime.base import (
+    InstalledPackages,
+    PackageInstall,
+    Resources,
+    Runtime,
+    RuntimeFailure,
+    SandboxHandle,
+    SandboxSpec,
+    SandboxState,
+)
 from runtime.cgroups import CgroupManager, SandboxCgroup
 from runtime.client import ExecutorClient
 from runtime.limits import executor_limit_args
@@ -271,6 +281,34 @@ class ProcessRuntime(Runtime):
             cgroup.apply(resources)
         except OSError as exc:  # e.g. a memory limit below what the sandbox already uses
             raise RuntimeFailure(f"cannot apply new limits to sandbox {session_id}: {exc}") from exc
+
+    def install_packages(self, handle: SandboxHandle, request: PackageInstall) -> InstalledPackages:
+        """pip --target into a staging dir next to the session's package dir, then swapped in (installer.py).
+
+        pip runs under its own bubblewrap sandbox with the host's network, able to write only the staging
+        dir, the pip cache and its /tmp, inside the session's cgroups (so the install counts against the
+        session's memory and process limits).
+        """
+        session_id = handle.sandbox_id or handle.session_id
+        root = self.session_dir(session_id)
+        meta = pr.read_record(root)
+        if meta is None or not os.path.isdir(self.packages_dir(session_id)):
+            raise RuntimeFailure(f"sandbox {session_id} does not exist")
+        if not self.isolated and not self.allow_unisolated:
+            raise RuntimeFailure("bubblewrap is not available to confine the installer", permanent=True)
+        cgroup = SandboxCgroup.from_json(meta.get("cgroup"))
+        procs = cgroup.procs_files() if cgroup is not None and cgroup.exists() else []
+        interpreter = self._resolve_interpreter() if self.isolated else bw.Interpreter(self.python_path)
+        with installer.install_lock(root):
+            return installer.install_local(
+                request,
+                root=root,
+                packages=self.packages_dir(session_id),
+                bwrap=self.bwrap_path if self.isolated else None,
+                interpreter=interpreter,
+                prefix=["/bin/sh", "-c", SUPERVISOR, f"install-{session_id}"],
+                prefix_env={"SANDBOX_CGROUP_PROCS": ":".join(procs)},
+            )
 
     # -- internals --
 

@@ -1,15 +1,31 @@
-"""Workspace file operations of a live session, through its executor. Paths are checked here first and
-again by the executor (which also resolves symlinks), so a bad path never reaches the sandbox's disk."""
+"""Workspace file operations of a session: live through its executor, from storage once it ended.
+
+Paths are checked here first and again by the executor (which also resolves symlinks), so a bad path never
+reaches the sandbox's disk; the stored copy holds regular files only (see workspaces.py), so no path in it
+leads anywhere else either.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import IO, Any
+
+from django.conf import settings
 
 from runtime import RuntimeFailure
 from sessions_app.models import SandboxSession, SessionStatus
 from sessions_app.sandboxes import handle_for, runtime_for
 from sessions_app.services import SessionError
+from sessions_app.workspaces import (
+    stored_delete,
+    stored_download,
+    stored_list,
+    stored_presigned_url,
+    stored_save,
+)
+
+logger = logging.getLogger(__name__)
 
 MAX_UPLOAD_BYTES = 100 * 1024 * 1024
 WORKSPACE_ROOT = "/workspace"
@@ -48,8 +64,21 @@ def _client(session: SandboxSession):
     return runtime_for(session).executor(handle)
 
 
+def _ended(session: SandboxSession) -> bool:
+    """An ended session's files are served from the copy saved to storage when it ended."""
+    return not session.is_live
+
+
 def files_list(*, session: SandboxSession, path: str = "") -> list[dict[str, Any]]:
-    entries = _client(session).list_files(clean_path(path, allow_empty=True))
+    """Entries of a workspace directory: live from the sandbox, or from storage once the session ended.
+
+    Raises BadPath, FileNotFoundError, NotADirectoryError (a file, not a directory), SessionError
+    (`creating`) or RuntimeFailure.
+    """
+    target = clean_path(path, allow_empty=True)
+    if _ended(session):
+        return stored_list(session_id=session.id, path=target)
+    entries = _client(session).list_files(target)
     return [
         {
             "name": entry.get("name"),
@@ -64,16 +93,33 @@ def files_list(*, session: SandboxSession, path: str = "") -> list[dict[str, Any
 
 
 def files_download(*, session: SandboxSession, path: str) -> Iterator[bytes]:
-    """Chunks of the file; raises FileNotFoundError, BadPath, SessionError or RuntimeFailure."""
-    client = _client(session)
+    """Chunks of the file (live, or stored once the session ended); raises FileNotFoundError, BadPath,
+    SessionError or RuntimeFailure."""
     target = clean_path(path)
+    if _ended(session):
+        return stored_download(session_id=session.id, path=target)
+    client = _client(session)
     try:
         return client.download(target)
     except ValueError as exc:
         raise BadPath(str(exc)) from exc
 
 
+def files_download_url(*, session: SandboxSession, path: str) -> str | None:
+    """A presigned storage URL for a big stored file of an ended session (SANDBOX_PRESIGN_OVER), else None."""
+    if not _ended(session) or settings.SANDBOX_PRESIGN_OVER <= 0:
+        return None
+    return stored_presigned_url(
+        session_id=session.id, path=clean_path(path), over=settings.SANDBOX_PRESIGN_OVER
+    )
+
+
 def files_upload(*, session: SandboxSession, path: str, fileobj: IO[bytes], size: int) -> dict[str, Any]:
+    """Stream a file into the live sandbox, then (from the same spooled upload) into storage.
+
+    Storage trails the sandbox: a failed storage write is logged, not returned, because the file is in the
+    workspace and the save at the session's end stores it again.
+    """
     if size > MAX_UPLOAD_BYTES:
         raise SessionError("too_large", f"files are limited to {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB")
     client = _client(session)
@@ -82,15 +128,28 @@ def files_upload(*, session: SandboxSession, path: str, fileobj: IO[bytes], size
         result = client.upload(target, fileobj, size)
     except ValueError as exc:
         raise BadPath(str(exc)) from exc
-    return {"file_path": result.get("path", target), "size": result.get("size", size)}
+    stored_path = str(result.get("path", target))
+    if fileobj.seekable():
+        try:
+            fileobj.seek(0)
+            stored_save(session_id=session.id, path=stored_path, fileobj=fileobj)
+        except Exception:
+            logger.exception("upload %s of %s is in the sandbox but not in storage", stored_path, session.id)
+    return {"file_path": stored_path, "size": result.get("size", size)}
 
 
 def files_delete(*, session: SandboxSession, path: str) -> None:
+    """Delete a file or directory of a live session, in the sandbox and in storage."""
     client = _client(session)
+    target = clean_path(path)
     try:
-        client.delete(clean_path(path))
+        client.delete(target)
     except ValueError as exc:
         raise BadPath(str(exc)) from exc
+    try:
+        stored_delete(session_id=session.id, path=target)
+    except Exception:
+        logger.exception("deleted %s of %s in the sandbox but not in storage", target, session.id)
 
 
 __all__ = [
@@ -99,6 +158,7 @@ __all__ = [
     "clean_path",
     "files_delete",
     "files_download",
+    "files_download_url",
     "files_list",
     "files_upload",
 ]

@@ -108,12 +108,19 @@ class SandboxSession(models.Model):
     )
 
     python_package_index_url = models.CharField(max_length=500, blank=True)
+    python_package_ca_bundle = models.TextField(
+        blank=True, help_text="Extra CA certificates (PEM) pip trusts for this session's package index."
+    )
     requested_dependencies = models.JSONField(default=list, blank=True)
     installed_dependencies = models.JSONField(default=list, blank=True)
     dependency_install_status = models.CharField(
         max_length=16, choices=DependencyInstallStatus.choices, default=DependencyInstallStatus.COMPLETED
     )
     dependency_install_error = models.TextField(blank=True)
+    dependency_install_started_at = models.DateTimeField(null=True, blank=True)
+    restore_from = models.CharField(
+        max_length=64, blank=True, help_text="The ended session whose saved workspace this one started with."
+    )
 
     runtime_type = models.CharField(max_length=20, blank=True)
     runtime_node = models.CharField(max_length=255, blank=True)

@@ -15,9 +15,9 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from runtime import Resources, RuntimeFailure, SandboxSpec
+from runtime import Resources, RuntimeFailure, SandboxHandle, SandboxSpec
 from sessions_app.dependencies import merge_dependencies
-from sessions_app.models import InvalidTransition, SandboxSession, SessionStatus
+from sessions_app.models import DependencyInstallStatus, InvalidTransition, SandboxSession, SessionStatus
 from sessions_app.sandboxes import handle_for, runtime_for
 from templates_app.models import SandboxTemplate
 
@@ -66,14 +66,26 @@ def session_create(
     metadata: Mapping[str, str] | None = None,
     dependencies: list[dict[str, str]] | None = None,
     python_package_index_url: str = "",
+    python_package_ca_bundle: str = "",
     max_lifetime: int | None = None,
+    restore_from: str | None = None,
 ) -> SandboxSession:
     """Record a new session (status `creating`), copying every default from the template.
 
-    `session_start` then gives it a sandbox: a warm one, or a provisioning task in a worker.
+    `session_start` then gives it a sandbox: a warm one, or a provisioning task in a worker. With
+    `restore_from`, the sandbox starts with the saved workspace of that ended session of the same owner.
     """
     if not template.is_active:
         raise SessionError("template_inactive", f"template {template.id!r} is deactivated")
+    if restore_from:
+        source = SandboxSession.objects.filter(pk=restore_from, owner_id=owner.pk).first()
+        if source is None:
+            raise SessionError("restore_source_not_found", f"no session {restore_from!r} to restore from")
+        if source.is_live:
+            raise SessionError(
+                "restore_source_live",
+                f"session {restore_from} is {source.status}; its workspace is saved when it ends",
+            )
     _check_quota(owner)
     if session_id and SandboxSession.objects.filter(pk=session_id).exists():
         raise SessionError("duplicate_id", f"a session with id {session_id!r} exists already")
@@ -91,6 +103,8 @@ def session_create(
         "requested_dependencies": list(dependencies or []),
         "dependency_install_status": "pending" if dependencies else "completed",
         "python_package_index_url": python_package_index_url,
+        "python_package_ca_bundle": python_package_ca_bundle,
+        "restore_from": restore_from or "",
         "runtime_type": template.runtime_type or settings.SANDBOX_RUNTIME,
         "executor_token": secrets.token_urlsafe(32),
         "created_at": now,
@@ -140,6 +154,15 @@ def session_provision(*, session: SandboxSession) -> SandboxSession:
         except InvalidTransition:
             session.refresh_from_db()
         return session
+    # The saved workspace goes in before the session is `running`: its first execution already sees it.
+    failure = _restore_workspace(session, handle) if session.restore_from else ""
+    if failure:
+        runtime.destroy(handle)
+        try:
+            session.mark_failed("restore_failed", detail=failure)
+        except InvalidTransition:
+            session.refresh_from_db()
+        return session
     try:
         session.mark_running(
             container_id=handle.sandbox_id,
@@ -150,7 +173,30 @@ def session_provision(*, session: SandboxSession) -> SandboxSession:
     except InvalidTransition:
         runtime.destroy(handle)
         session.refresh_from_db()
+        return session
+    _enqueue_pending_install(session)
     return session
+
+
+def _restore_workspace(session: SandboxSession, handle: SandboxHandle) -> str:
+    """Copy the saved workspace of `session.restore_from` into the new sandbox; '' or why it failed."""
+    from sessions_app.workspaces import workspace_restore
+
+    try:
+        count = workspace_restore(session=session, client=runtime_for(session).executor(handle))
+    except Exception as exc:  # storage or sandbox: either way the session cannot start as asked
+        logger.warning("restoring %s into %s failed: %s", session.restore_from, session.id, exc)
+        message = exc.message if isinstance(exc, RuntimeFailure) else f"{type(exc).__name__}: {exc}"
+        return f"could not restore the workspace of {session.restore_from}: {message}"
+    logger.info("restored %d files of %s into %s", count, session.restore_from, session.id)
+    return ""
+
+
+def _enqueue_pending_install(session: SandboxSession) -> None:
+    from sessions_app import tasks
+
+    if session.dependency_install_status == DependencyInstallStatus.PENDING:
+        tasks.enqueue_dependency_install(session.id)
 
 
 def session_start(*, session: SandboxSession) -> SandboxSession:
@@ -163,6 +209,14 @@ def session_start(*, session: SandboxSession) -> SandboxSession:
 
     if session_claim_warm(session=session):
         tasks.enqueue_warm_pool_refill(session.template_id)
+        handle = handle_for(session)
+        if session.status == SessionStatus.RUNNING and handle is not None:
+            failure = _restore_workspace(session, handle) if session.restore_from else ""
+            if failure:
+                return session_end(
+                    session=session, status=SessionStatus.FAILED, reason="restore_failed", detail=failure
+                )
+            _enqueue_pending_install(session)
         return session
     tasks.enqueue_session_provision(session.id)
     return session
@@ -199,8 +253,15 @@ def session_terminate(*, session: SandboxSession, reason: str = "user_request") 
     return session_end(session=session, status=SessionStatus.TERMINATED, reason=reason)
 
 
-def session_end(*, session: SandboxSession, status: str, reason: str, detail: str = "") -> SandboxSession:
-    """Move a live session to an ended `status`, cancel its running executions, then remove its sandbox."""
+def session_end(
+    *, session: SandboxSession, status: str, reason: str, detail: str = "", save_workspace: bool = True
+) -> SandboxSession:
+    """Move a live session to an ended `status`, cancel its running executions, save its workspace to
+    storage, then remove its sandbox.
+
+    Every ending goes through here (terminate, idle, lifetime, health and sync failures), so every ended
+    session's files stay retrievable. A save that fails is logged and does not keep the sandbox alive.
+    """
     if session.status not in (SessionStatus.CREATING, SessionStatus.RUNNING):
         return session
     try:
@@ -210,6 +271,13 @@ def session_end(*, session: SandboxSession, status: str, reason: str, detail: st
         session.refresh_from_db()
         return session
     _cancel_running_executions(session)
+    if save_workspace:
+        from sessions_app.workspaces import workspace_save
+
+        try:
+            workspace_save(session=session)
+        except Exception:
+            logger.exception("could not save the workspace of %s", session.id)
     session_release_sandbox(session=session)
     return session
 
@@ -237,40 +305,63 @@ def session_keepalive(*, session: SandboxSession) -> SandboxSession:
 
 
 def session_delete(*, session: SandboxSession) -> None:
-    """Remove a session for good: its sandbox, its row, and (by cascade) its executions and output."""
-    session_terminate(session=session, reason="deleted")
+    """Remove a session for good: its sandbox, its stored workspace, its row, and (by cascade) its
+    executions and output. A live session's workspace is not saved first: it would be deleted at once."""
+    from sessions_app.workspaces import workspace_forget
+
+    session_end(session=session, status=SessionStatus.TERMINATED, reason="deleted", save_workspace=False)
     session_release_sandbox(session=session)
+    try:
+        workspace_forget(session_id=session.id)
+    except Exception:
+        logger.exception("could not delete the stored workspace of %s; it stays in storage", session.id)
     SandboxSession.objects.filter(pk=session.pk).delete()
 
 
 def session_request_dependencies(
-    *, session: SandboxSession, dependencies: list[dict[str, str]], index_url: str | None = None
+    *,
+    session: SandboxSession,
+    dependencies: list[dict[str, str]],
+    index_url: str | None = None,
+    ca_bundle: str | None = None,
 ) -> SandboxSession:
-    """Merge `dependencies` into the session's requested set (by name) and mark them pending install.
+    """Merge `dependencies` into the session's requested set (by name), mark them pending and queue the
+    install (sessions_app.dependencies.session_install_dependencies).
 
-    Refused while an install runs: the result of that install would silently miss the new packages.
+    Refused while an install runs: the result of that install would silently miss the new packages. An
+    install `installing` for longer than the install timeout allows lost its worker; it no longer blocks.
     """
+    from sessions_app import tasks
+
     if session.status != SessionStatus.RUNNING:
         raise SessionError("session_not_running", f"session {session.id} is {session.status}, not running")
     with transaction.atomic():
         locked = SandboxSession.objects.select_for_update().get(pk=session.pk)
-        if locked.dependency_install_status == "installing":
+        started = locked.dependency_install_started_at
+        stale_before = timezone.now() - timedelta(seconds=settings.SANDBOX_INSTALL_TIMEOUT + 60)
+        if locked.dependency_install_status == DependencyInstallStatus.INSTALLING and (
+            started is None or started > stale_before
+        ):
             raise SessionError(
                 "install_in_progress", "a dependency install is running; try again when it ends"
             )
         locked.requested_dependencies = merge_dependencies(locked.requested_dependencies, dependencies)
         if index_url is not None:
             locked.python_package_index_url = index_url
-        locked.dependency_install_status = "pending"
+        if ca_bundle is not None:
+            locked.python_package_ca_bundle = ca_bundle
+        locked.dependency_install_status = DependencyInstallStatus.PENDING
         locked.dependency_install_error = ""
         locked.save(
             update_fields=[
                 "requested_dependencies",
                 "python_package_index_url",
+                "python_package_ca_bundle",
                 "dependency_install_status",
                 "dependency_install_error",
                 "updated_at",
             ]
         )
+        tasks.enqueue_dependency_install(locked.id)
     locked.touch()
     return locked

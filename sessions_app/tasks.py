@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db import transaction
 from django_q.tasks import async_task
 
+from sessions_app.dependencies import session_install_dependencies
 from sessions_app.lifecycle import sessions_probe, sessions_sweep, sessions_sync_state
 from sessions_app.models import SandboxSession
 from sessions_app.services import session_provision
@@ -22,6 +23,22 @@ def enqueue_session_provision(session_id: str) -> None:
     transaction.on_commit(
         lambda: async_task(
             "sessions_app.tasks.session_provision_task", session_id, task_name=f"provision {session_id}"
+        )
+    )
+
+
+def session_install_dependencies_task(session_id: str) -> str | None:
+    """Install a session's pending dependencies; a second delivery finds them claimed and does nothing."""
+    session = session_install_dependencies(session_id=session_id)
+    return session.dependency_install_status if session is not None else None
+
+
+def enqueue_dependency_install(session_id: str) -> None:
+    transaction.on_commit(
+        lambda: async_task(
+            "sessions_app.tasks.session_install_dependencies_task",
+            session_id,
+            task_name=f"install {session_id}",
         )
     )
 

@@ -29,6 +29,9 @@ def check_database() -> None:
 
 
 def check_storage() -> None:
+    from sessions_app.storage import ensure_bucket
+
+    ensure_bucket()  # a missing bucket is created, as at start; an unreachable store fails here
     name = default_storage.save(f"health/{uuid.uuid4().hex}", ContentFile(b"ok"))
     try:
         with default_storage.open(name) as handle:

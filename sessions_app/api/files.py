@@ -1,4 +1,8 @@
-"""File endpoints of a session: list, upload (multipart, streamed), download (attachment), delete."""
+"""File endpoints of a session: list, upload (multipart, streamed), download (attachment), delete.
+
+A live session's files are its sandbox's; an ended session's are the copy saved to storage when it ended
+(listing and downloads work, uploads and deletes answer 409). Both directions stream in chunks.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import posixpath
 from urllib.parse import quote
 
 from django.core.files.uploadhandler import StopUpload, TemporaryFileUploadHandler
-from django.http import StreamingHttpResponse
+from django.http import HttpResponseRedirect, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -24,10 +28,12 @@ from sessions_app.files import (
     BadPath,
     files_delete,
     files_download,
+    files_download_url,
     files_list,
     files_upload,
 )
 from sessions_app.services import SessionError
+from sessions_app.storage import StorageUnavailable
 
 # Multipart framing adds a few hundred bytes; anything past this cannot be a file within the limit.
 MULTIPART_OVERHEAD = 64 * 1024
@@ -38,7 +44,7 @@ class FileEntrySerializer(serializers.Serializer):
     path = serializers.CharField()
     container_path = serializers.CharField()
     size = serializers.IntegerField()
-    modified_time = serializers.CharField()
+    modified_time = serializers.CharField(allow_null=True)
     is_dir = serializers.BooleanField()
 
 
@@ -74,15 +80,28 @@ def _fail(exc: Exception) -> ApiError:
         return ApiError(404, "file_not_found", "no such file in the workspace")
     if isinstance(exc, IsADirectoryError):
         return ApiError(400, "invalid_path", "that path is a directory")
+    if isinstance(exc, NotADirectoryError):
+        return ApiError(400, "invalid_path", "that path is a file, not a directory")
     if isinstance(exc, SessionError):
         if exc.code == "too_large":
             return ApiError(413, "too_large", exc.message)
         return session_error(exc)
     if isinstance(exc, RuntimeFailure):
         return ApiError(503, "runtime_unavailable", f"the sandbox did not answer: {exc.message}")
+    if isinstance(exc, StorageUnavailable):
+        return ApiError(503, "storage_unavailable", str(exc))
     raise exc
 
 
+FILE_ERRORS = (
+    BadPath,
+    FileNotFoundError,
+    SessionError,
+    RuntimeFailure,
+    IsADirectoryError,
+    NotADirectoryError,
+    StorageUnavailable,
+)
 PATH_PARAMETER = OpenApiParameter("path", str, description="Workspace-relative path.")
 
 
@@ -96,7 +115,7 @@ class SessionFilesView(APIView):
         session = owned_session(request, session_id)
         try:
             files = files_list(session=session, path=request.query_params.get("path", ""))
-        except (BadPath, FileNotFoundError, SessionError, RuntimeFailure, IsADirectoryError) as exc:
+        except FILE_ERRORS as exc:
             raise _fail(exc) from None
         return Response({"session_id": session.id, "files": files, "count": len(files)})
 
@@ -128,7 +147,7 @@ class SessionFileUploadView(APIView):
             target = posixpath.join(target, posixpath.basename(upload.name or "upload"))
         try:
             result = files_upload(session=session, path=target, fileobj=upload.file, size=upload.size or 0)
-        except (BadPath, FileNotFoundError, SessionError, RuntimeFailure, IsADirectoryError) as exc:
+        except FILE_ERRORS as exc:
             raise _fail(exc) from None
         finally:
             upload.close()
@@ -140,15 +159,21 @@ class SessionFileView(APIView):
         operation_id="sessions_files_download",
         responses={
             (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY),
+            302: OpenApiResponse(
+                description="A presigned storage URL (stored files over SANDBOX_PRESIGN_OVER)"
+            ),
             **error_responses(400, 401, 404, 409, 503),
         },
     )
     def get(self, request: Request, session_id: str, path: str):
         session = owned_session(request, session_id)
         try:
+            url = files_download_url(session=session, path=path)
+            if url:
+                return HttpResponseRedirect(url)
             chunks = files_download(session=session, path=path)
             first = next(chunks, b"")
-        except (BadPath, FileNotFoundError, SessionError, RuntimeFailure, IsADirectoryError) as exc:
+        except FILE_ERRORS as exc:
             raise _fail(exc) from None
 
         def stream():
@@ -168,6 +193,6 @@ class SessionFileView(APIView):
         session = owned_session(request, session_id)
         try:
             files_delete(session=session, path=path)
-        except (BadPath, FileNotFoundError, SessionError, RuntimeFailure, IsADirectoryError) as exc:
+        except FILE_ERRORS as exc:
             raise _fail(exc) from None
         return Response(status=status.HTTP_204_NO_CONTENT)

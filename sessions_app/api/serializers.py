@@ -23,11 +23,64 @@ VERSION_SPEC = re.compile(
     r"^(?:(?:==|>=|<=|~=|!=|<|>|===)?[A-Za-z0-9.*+!]{1,64})(?:,(?:==|>=|<=|~=|!=|<|>)[A-Za-z0-9.*+!]{1,64}){0,4}$"
 )
 MAX_DEPENDENCIES = 50
+# A requirement that looks like an archive file name is read by pip as a path: not a package name.
+ARCHIVE_SUFFIXES = (
+    ".whl",
+    ".zip",
+    ".tar",
+    ".tar.gz",
+    ".tgz",
+    ".tar.bz2",
+    ".tbz",
+    ".tar.xz",
+    ".txz",
+    ".tar.lz",
+)
+MAX_CA_BUNDLE = 256 * 1024
+PEM_CERTIFICATE = "-----BEGIN CERTIFICATE-----"
+
+
+def validate_package_name(value: str) -> str:
+    if value.lower().endswith(ARCHIVE_SUFFIXES):
+        raise serializers.ValidationError("not a package name (it looks like an archive file)")
+    return value
+
+
+def validate_index_url(value: str) -> str:
+    if value and not value.lower().startswith(("http://", "https://")):
+        raise serializers.ValidationError("a package index is an http:// or https:// URL")
+    return value
+
+
+def validate_ca_bundle(value: str) -> str:
+    if value and (PEM_CERTIFICATE not in value or "\x00" in value):
+        raise serializers.ValidationError("PEM-encoded certificates ('-----BEGIN CERTIFICATE-----' ...)")
+    return value
+
+
+def package_index_field() -> serializers.URLField:
+    return serializers.URLField(
+        required=False, allow_blank=True, max_length=500, validators=[validate_index_url]
+    )
+
+
+def ca_bundle_field() -> StrictCharField:
+    return StrictCharField(
+        required=False,
+        allow_blank=True,
+        max_length=MAX_CA_BUNDLE,
+        trim_whitespace=False,
+        validators=[validate_ca_bundle],
+        help_text="Extra CA certificates (PEM) that pip trusts for this session's package index.",
+    )
 
 
 class DependencySerializer(serializers.Serializer):
     name = serializers.RegexField(
-        PACKAGE_NAME, max_length=100, error_messages={"invalid": "not a package name"}
+        PACKAGE_NAME,
+        max_length=100,
+        validators=[validate_package_name],
+        error_messages={"invalid": "not a package name"},
     )
     version = serializers.RegexField(
         VERSION_SPEC,
@@ -82,7 +135,14 @@ class SessionCreateSerializer(serializers.Serializer):
     dependencies = serializers.ListField(
         child=DependencySerializer(), required=False, max_length=MAX_DEPENDENCIES
     )
-    python_package_index_url = serializers.URLField(required=False, allow_blank=True, max_length=500)
+    python_package_index_url = package_index_field()
+    python_package_ca_bundle = ca_bundle_field()
+    restore_from = serializers.CharField(
+        required=False,
+        max_length=64,
+        validators=[CLIENT_ID_VALIDATOR],
+        help_text="Start with the saved workspace of this ended session of yours.",
+    )
     metadata = serializers.DictField(
         child=StrictCharField(max_length=512, allow_blank=True),
         required=False,
@@ -107,7 +167,8 @@ class DependencyInstallSerializer(serializers.Serializer):
     dependencies = serializers.ListField(
         child=DependencySerializer(), min_length=1, max_length=MAX_DEPENDENCIES
     )
-    python_package_index_url = serializers.URLField(required=False, allow_blank=True, max_length=500)
+    python_package_index_url = package_index_field()
+    python_package_ca_bundle = ca_bundle_field()
 
 
 class ResourceLimitSerializer(serializers.Serializer):
@@ -126,6 +187,9 @@ class SessionSerializer(serializers.ModelSerializer):
     metadata = serializers.DictField(child=serializers.CharField(allow_blank=True))
     runtime_type = serializers.CharField()
     termination_reason = serializers.CharField(allow_null=True)
+    restore_from = serializers.CharField(
+        allow_null=True, help_text="The ended session whose saved workspace this one started with."
+    )
 
     class Meta:
         model = SandboxSession
@@ -147,6 +211,7 @@ class SessionSerializer(serializers.ModelSerializer):
             "installed_dependencies",
             "dependency_install_status",
             "dependency_install_error",
+            "restore_from",
             "created_at",
             "updated_at",
             "last_activity_at",
@@ -169,4 +234,5 @@ class SessionSerializer(serializers.ModelSerializer):
     def to_representation(self, instance: SandboxSession) -> dict[str, Any]:
         data = super().to_representation(instance)
         data["termination_reason"] = instance.termination_reason or None
+        data["restore_from"] = instance.restore_from or None
         return data

@@ -37,6 +37,8 @@ SESSION_ERROR_STATUS = {
     "template_inactive": 409,
     "session_not_running": 409,
     "install_in_progress": 409,
+    "restore_source_not_found": 404,
+    "restore_source_live": 409,
     "quota_exceeded": 429,
 }
 
@@ -116,6 +118,8 @@ class SessionListCreateView(APIView):
                     metadata=data.get("metadata"),
                     dependencies=data.get("dependencies"),
                     python_package_index_url=data.get("python_package_index_url", ""),
+                    python_package_ca_bundle=data.get("python_package_ca_bundle", ""),
+                    restore_from=data.get("restore_from"),
                 )
         except SessionError as exc:
             raise session_error(exc) from None
@@ -186,6 +190,7 @@ class SessionDependenciesView(APIView):
                 session=session,
                 dependencies=serializer.validated_data["dependencies"],
                 index_url=serializer.validated_data.get("python_package_index_url"),
+                ca_bundle=serializer.validated_data.get("python_package_ca_bundle"),
             )
         except SessionError as exc:
             raise session_error(exc) from None

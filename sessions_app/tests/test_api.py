@@ -57,7 +57,9 @@ def test_create_keeps_env_metadata_and_dependencies(api):
     assert body["env_vars"] == {"MODE": "test"}
     assert body["metadata"] == {"team": "blue"}
     assert body["requested_dependencies"] == [{"name": "Requests"}]
-    assert body["dependency_install_status"] == "pending"
+    # The install is queued once the sandbox runs; here the worker runs inline and the fake runtime installs.
+    assert body["dependency_install_status"] == "completed"
+    assert body["installed_dependencies"] == [{"name": "Requests", "version": "1.0.0"}]
 
 
 @pytest.mark.parametrize(

@@ -98,10 +98,14 @@ def test_upload_without_a_file_is_400(api, session_id):
     assert response.status_code == 400
 
 
-def test_files_of_an_ended_session_are_409(api, session_id):
+def test_an_ended_session_serves_its_saved_files_and_refuses_changes(api, session_id):
+    upload(api, session_id, "kept.txt", b"kept")
     api.post(f"/api/v1/sessions/{session_id}/terminate")
-    response = api.get(f"/api/v1/sessions/{session_id}/files")
-    assert response.status_code == 409
+    listing = api.get(f"/api/v1/sessions/{session_id}/files").json()
+    assert [f["name"] for f in listing["files"]] == ["kept.txt"]
+    assert b"".join(api.get(f"/api/v1/sessions/{session_id}/files/kept.txt").streaming_content) == b"kept"
+    assert upload(api, session_id, "late.txt", b"x").status_code == 409
+    assert api.delete(f"/api/v1/sessions/{session_id}/files/kept.txt").status_code == 409
 
 
 def test_another_owners_files_are_404(api, other_api, session_id):
