@@ -7,6 +7,8 @@ flushed when enough has arrived or enough time has passed, so a client sees outp
 from __future__ import annotations
 
 import logging
+import os
+import queue
 import threading
 import time
 from typing import Any
@@ -27,18 +29,43 @@ def execution_group(execution_id: str) -> str:
 
 
 def broadcast(execution_id: str, message: dict[str, Any]) -> None:
-    """Send one event to the execution's channel group; losing it is harmless (clients replay from the DB)."""
-    try:
-        from asgiref.sync import async_to_sync
-        from channels.layers import get_channel_layer
+    """Queue one event for the execution's channel group; losing it is harmless (clients replay from the DB).
 
-        layer = get_channel_layer()
-        if layer is not None:
-            async_to_sync(layer.group_send)(
-                execution_group(execution_id), {"type": "execution.event", **message}
-            )
-    except Exception:
-        logger.warning("broadcast for %s failed", execution_id, exc_info=True)
+    Sending goes through one background thread, in order: a channel-layer send costs milliseconds
+    (an event loop hop, a Redis round trip) that must not sit on an execution's critical path.
+    """
+    _sender().put((execution_group(execution_id), {"type": "execution.event", **message}))
+
+
+_queue: queue.SimpleQueue[tuple[str, dict[str, Any]]] | None = None
+_queue_pid = 0
+_queue_lock = threading.Lock()
+
+
+def _sender() -> queue.SimpleQueue[tuple[str, dict[str, Any]]]:
+    global _queue, _queue_pid
+    with _queue_lock:
+        # django-q2 forks its workers: a queue inherited from the parent has no thread behind it.
+        if _queue is None or _queue_pid != os.getpid():
+            _queue, _queue_pid = queue.SimpleQueue(), os.getpid()
+            threading.Thread(
+                target=_send_forever, args=(_queue,), name="channel-broadcast", daemon=True
+            ).start()
+        return _queue
+
+
+def _send_forever(pending: queue.SimpleQueue[tuple[str, dict[str, Any]]]) -> None:
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    while True:
+        group, message = pending.get()
+        try:
+            layer = get_channel_layer()
+            if layer is not None:
+                async_to_sync(layer.group_send)(group, message)
+        except Exception:
+            logger.warning("broadcast to %s failed", group, exc_info=True)
 
 
 class OutputRecorder:
