@@ -7,6 +7,7 @@ import os
 import posixpath
 import socket
 import threading
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -93,7 +94,7 @@ def execution_run(execution_id: str) -> Execution | None:
 
 
 def _run_claimed(execution_id: str) -> Execution:
-    execution = Execution.objects.select_related("session", "session__template").get(pk=execution_id)
+    execution = Execution.objects.select_related("session").get(pk=execution_id)
     session = execution.session
     broadcast(execution.id, {"event": "status", "status": execution.status})
     handle = handle_for(session)
@@ -125,7 +126,8 @@ def _run_claimed(execution_id: str) -> Execution:
     except RuntimeFailure as exc:
         failure = exc.message
     recorder.flush()
-    session.touch()
+    if timezone.now() - session.last_activity_at > timedelta(seconds=1):
+        session.touch()  # a short run was already counted as activity when it was submitted
     if result is None:
         session.refresh_from_db(fields=["status"])
         if session.status != SessionStatus.RUNNING:
@@ -160,47 +162,61 @@ def _run_claimed(execution_id: str) -> Execution:
 
 
 class ExecutionLease:
-    """Renews a running execution's lease (and its session's idle clock) from a background thread.
+    """Keeps a running execution's lease (and its session's idle clock) fresh while this process runs it.
 
-    If this process dies, renewals stop and `execution_expire_leases` ends the execution `crashed`; a long
-    silent execution keeps its lease because renewal does not depend on output arriving.
+    One background thread per process renews every registered execution every third of the lease, in one
+    UPDATE. If the process dies, renewals stop and `execution_expire_leases` ends the execution `crashed`; a
+    long silent execution keeps its lease because renewal does not depend on output arriving.
     """
+
+    _lock = threading.Lock()
+    _running: set[str] = set()
+    _thread_pid = 0
 
     def __init__(self, execution_id: str) -> None:
         self.execution_id = execution_id
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._renew, name=f"lease-{execution_id}", daemon=True)
 
     def __enter__(self) -> ExecutionLease:
-        self.thread.start()
+        cls = type(self)
+        with cls._lock:
+            cls._running.add(self.execution_id)
+            # django-q2 forks workers: a thread started in the parent does not exist in the child.
+            if cls._thread_pid != os.getpid():
+                cls._thread_pid = os.getpid()
+                threading.Thread(target=cls._renew_forever, name="execution-leases", daemon=True).start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.stopped.set()
-        self.thread.join(timeout=5)
+        with type(self)._lock:
+            type(self)._running.discard(self.execution_id)
 
-    def _renew(self) -> None:
-        lease = settings.SANDBOX_EXECUTION_LEASE
-        try:
-            while not self.stopped.wait(lease / 3):
-                now = timezone.now()
-                renewed = Execution.objects.filter(
-                    pk=self.execution_id, status=ExecutionStatus.RUNNING
-                ).update(lease_expires_at=now + timedelta(seconds=lease))
-                if not renewed:
-                    return
-                session_id = (
-                    Execution.objects.filter(pk=self.execution_id)
-                    .values_list("session_id", flat=True)
-                    .first()
-                )
-                session = SandboxSession.objects.filter(pk=session_id).first()
-                if session is not None and session.status == SessionStatus.RUNNING:
-                    session.touch()
-        except Exception:
-            logger.exception("lease renewal of %s stopped", self.execution_id)
-        finally:
-            close_old_connections()
+    @classmethod
+    def _renew_forever(cls) -> None:
+        while True:
+            lease = settings.SANDBOX_EXECUTION_LEASE
+            time.sleep(lease / 3)
+            with cls._lock:
+                ids = list(cls._running)
+            if not ids:
+                continue
+            try:
+                cls._renew(ids, lease)
+            except Exception:
+                logger.exception("lease renewal failed; the next round retries")
+            finally:
+                close_old_connections()
+
+    @staticmethod
+    def _renew(ids: list[str], lease: int) -> None:
+        now = timezone.now()
+        Execution.objects.filter(pk__in=ids, status=ExecutionStatus.RUNNING).update(
+            lease_expires_at=now + timedelta(seconds=lease)
+        )
+        sessions = SandboxSession.objects.filter(
+            executions__pk__in=ids, status=SessionStatus.RUNNING
+        ).distinct()
+        for session in sessions:
+            session.touch()
 
 
 def execution_expire_leases(*, now=None, batch: int | None = None) -> int:

@@ -106,7 +106,9 @@ class ExecuteSyncView(APIView):
         execution = _submit(request, session_id)
         if int(raw) >= execution.timeout + INLINE_MARGIN:
             # The executor ends the run by its own timeout well before this wait would: run it right here.
-            execution_run(execution.id)
+            finished = execution_run(execution.id)
+            if finished is not None and finished.is_finished:
+                return Response(ExecutionSerializer(finished).data)
         else:
             # The run gets its own thread so the wait can end first: the execution goes on and stays
             # retrievable under its id.
