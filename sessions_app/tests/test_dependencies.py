@@ -3,6 +3,7 @@ real installs with pip outside the sandbox on both runtimes (the sandbox itself 
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import threading
 import time
@@ -12,6 +13,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from runtime import RuntimeFailure
 from runtime.fake import FakeRuntime
 from runtime.registry import get_runtime
 from sessions_app.dependencies import install_request, requirement, session_install_dependencies
@@ -287,3 +289,16 @@ def test_without_tree_reuse_pip_runs_every_time(api, settings, tmp_path):
         result = runtime.install_packages(handle, install_request(session))
         assert "Successfully installed pyfiglet-1.0.2" in result.log
     assert not (tmp_path / "pip-cache" / "trees").exists()
+
+
+@pytest.mark.usefixtures("real_runtime")
+def test_an_install_past_its_time_limit_is_stopped_and_changes_nothing(api, tmp_path):
+    session = SandboxSession.objects.get(pk=create(api).json()["id"])
+    session.requested_dependencies = [{"name": "pyfiglet", "version": "1.0.2"}]
+    request = dataclasses.replace(
+        install_request(session), cache_dir=str(tmp_path / "cache"), timeout=0.2, reuse_ttl=0
+    )
+    with pytest.raises(RuntimeFailure) as stopped:
+        runtime_for(session).install_packages(handle_for(session), request)
+    assert "time limit" in stopped.value.message
+    assert run(api, session.id, "import pyfiglet")["status"] == "failed"

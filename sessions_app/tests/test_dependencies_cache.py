@@ -1,11 +1,14 @@
-"""The kept install trees (runtime/package_cache.py): served only to the identical request, never stale."""
+"""The installer's plain parts: kept install trees (runtime/package_cache.py), served only to the identical
+request and never stale, and how pip is called and its outcome read (runtime/installer.py)."""
 
 from __future__ import annotations
 
 import os
 import time
 
-from runtime import PackageInstall
+import pytest
+
+from runtime import PackageInstall, RuntimeFailure, installer
 from runtime import package_cache as pc
 
 
@@ -67,3 +70,38 @@ def test_trees_expire_and_reuse_can_be_switched_off(tmp_path):
     os.utime(manifest, (old, old))
     assert pc.reuse(req, "k", str(target), ttl=60) is None
     assert os.listdir(target) == []
+
+
+def test_pip_gets_requirements_after_a_double_dash_and_the_index_as_an_option():
+    req = PackageInstall(requirements=("six==1.16.0",), index_url="https://mirror.example/simple")
+    args = installer.pip_arguments(req, target="/target", cache="/cache", ca_file="/ca.pem")
+    assert args[-2:] == ["--", "six==1.16.0"]
+    assert args[args.index("--index-url") + 1] == "https://mirror.example/simple"
+    assert args[args.index("--cert") + 1] == "/ca.pem" and args[args.index("--target") + 1] == "/target"
+
+
+def test_the_ca_file_holds_the_configured_bundle_and_the_sessions_certificates(tmp_path):
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\nSYSTEM\n-----END CERTIFICATE-----\n")
+    extra = "-----BEGIN CERTIFICATE-----\nPRIVATE\n-----END CERTIFICATE-----"
+    req = PackageInstall(requirements=("x",), ca_bundle=str(bundle), extra_ca_pem=extra)
+    text = open(installer.write_ca_file(req, str(tmp_path))).read()
+    assert "SYSTEM" in text and "PRIVATE" in text
+    assert installer.write_ca_file(PackageInstall(requirements=("x",)), str(tmp_path)) == ""
+
+
+def test_failures_keep_pips_words_and_say_when_time_ran_out():
+    stderr = (
+        "WARNING: x\nERROR: Could not find a version\nERROR: No matching distribution found for six==0.0.0\n"
+    )
+    with pytest.raises(RuntimeFailure) as failed:
+        installer.outcome(1, "", stderr, 10.0)
+    assert failed.value.message.endswith("ERROR: No matching distribution found for six==0.0.0")
+    with pytest.raises(RuntimeFailure) as stopped:
+        installer.outcome(None, "", "Collecting six", 10.0)
+    assert "time limit" in stopped.value.message
+    # Exit 0 without the installer's own report is no success either (pip never got to finish).
+    with pytest.raises(RuntimeFailure):
+        installer.outcome(0, "Successfully installed six", "", 10.0)
+    done = installer.outcome(0, f'log line\n{installer.MARKER}[["six", "1.16.0"]]\n', "", 10.0)
+    assert done.packages == (("six", "1.16.0"),) and done.log == "log line"

@@ -23,6 +23,7 @@ from sessions_app.lifecycle import sessions_probe, sessions_sweep
 from sessions_app.models import SandboxSession
 from sessions_app.sandboxes import handle_for
 from sessions_app.services import session_terminate
+from sessions_app.storage import ensure_bucket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -154,6 +155,20 @@ def test_bad_paths_on_the_stored_copy(api, s3_storage, url, codes):
     assert response.status_code in codes
     content = b"".join(response.streaming_content) if response.status_code == 200 else response.content
     assert b"root:" not in content
+
+
+@pytest.mark.parametrize("path", ["../x", "/etc/passwd", "a/../../x", "a%00b"])
+@pytest.mark.usefixtures("process_runtime")
+def test_bad_paths_in_every_live_file_endpoint_are_refused(api, s3_storage, path):
+    sid = create(api)["id"]
+    quoted = path.replace("/", "%2F")
+    assert api.get(f"/api/v1/sessions/{sid}/files?path={quoted}").status_code == 400
+    assert api.delete(f"/api/v1/sessions/{sid}/files/{quoted}").status_code in (400, 404)
+    assert upload(api, sid, quoted, b"x").status_code == 400
+    response = api.get(f"/api/v1/sessions/{sid}/files/{quoted}")
+    assert response.status_code in (400, 404) and b"root:" not in response.content
+    ensure_bucket()
+    assert stored_keys(s3_storage, sid) == []
 
 
 @pytest.mark.usefixtures("process_runtime")
