@@ -123,6 +123,16 @@ class SessionFilesView(APIView):
 class SessionFileUploadView(APIView):
     parser_classes = [MultiPartParser]
 
+    # `files/upload` is also the URL of a workspace file named "upload": reading or deleting it is the file
+    # endpoint's business (documented there, so left out of the schema here).
+    @extend_schema(exclude=True)
+    def get(self, request: Request, session_id: str):
+        return SessionFileView().get(request, session_id, "upload")
+
+    @extend_schema(exclude=True)
+    def delete(self, request: Request, session_id: str) -> Response:
+        return SessionFileView().delete(request, session_id, "upload")
+
     @extend_schema(
         operation_id="sessions_files_upload",
         parameters=[PATH_PARAMETER],

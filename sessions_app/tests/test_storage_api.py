@@ -172,6 +172,16 @@ def test_bad_paths_in_every_live_file_endpoint_are_refused(api, s3_storage, path
 
 
 @pytest.mark.usefixtures("process_runtime")
+def test_a_file_named_upload_is_a_file_like_any_other(api, s3_storage):
+    sid = create(api)["id"]
+    assert upload(api, sid, "upload", b"named upload").status_code == 201
+    assert download(api, sid, "upload") == (200, b"named upload")
+    api.post(f"/api/v1/sessions/{sid}/terminate")
+    assert download(api, sid, "upload") == (200, b"named upload")
+    assert api.delete(f"/api/v1/sessions/{sid}/files/upload").status_code == 409
+
+
+@pytest.mark.usefixtures("process_runtime")
 def test_idle_and_lifetime_endings_save_the_workspace(api, s3_storage):
     idle, old = create(api)["id"], create(api)["id"]
     upload(api, idle, "idle.txt", b"idle")
