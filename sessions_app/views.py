@@ -165,16 +165,7 @@ def start_session(
     try:
         with transaction.atomic():
             session = session_create(
-                owner=request.user,
-                template=template,
-                cpu=data.get("cpu"),
-                memory_mb=data.get("memory"),
-                disk_mb=data.get("disk"),
-                timeout=data.get("timeout"),
-                env_vars=data.get("env_vars"),
-                metadata=data.get("metadata"),
-                dependencies=data.get("dependencies"),
-                python_package_index_url=data.get("python_package_index_url", ""),
+                owner=request.user, template=template, **SessionCreateSerializer.service_arguments(data)
             )
     except SessionError as exc:
         form.add_error(None, exc.message)

@@ -162,6 +162,23 @@ class SessionCreateSerializer(serializers.Serializer):
             attrs["dependencies"] = merge_dependencies([], attrs["dependencies"])
         return attrs
 
+    @staticmethod
+    def service_arguments(data: dict[str, Any]) -> dict[str, Any]:
+        """`session_create` keyword arguments from validated data (everything but owner and template)."""
+        return {
+            "session_id": data.get("id"),
+            "cpu": data.get("cpu"),
+            "memory_mb": data.get("memory"),
+            "disk_mb": data.get("disk"),
+            "timeout": data.get("timeout"),
+            "env_vars": data.get("env_vars"),
+            "metadata": data.get("metadata"),
+            "dependencies": data.get("dependencies"),
+            "python_package_index_url": data.get("python_package_index_url", ""),
+            "python_package_ca_bundle": data.get("python_package_ca_bundle", ""),
+            "restore_from": data.get("restore_from"),
+        }
+
 
 class DependencyInstallSerializer(serializers.Serializer):
     dependencies = serializers.ListField(

@@ -107,19 +107,7 @@ class SessionListCreateView(APIView):
         try:
             with transaction.atomic():
                 session = session_create(
-                    owner=request.user,
-                    template=template,
-                    session_id=data.get("id"),
-                    cpu=data.get("cpu"),
-                    memory_mb=data.get("memory"),
-                    disk_mb=data.get("disk"),
-                    timeout=data.get("timeout"),
-                    env_vars=data.get("env_vars"),
-                    metadata=data.get("metadata"),
-                    dependencies=data.get("dependencies"),
-                    python_package_index_url=data.get("python_package_index_url", ""),
-                    python_package_ca_bundle=data.get("python_package_ca_bundle", ""),
-                    restore_from=data.get("restore_from"),
+                    owner=request.user, template=template, **SessionCreateSerializer.service_arguments(data)
                 )
         except SessionError as exc:
             raise session_error(exc) from None
