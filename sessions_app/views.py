@@ -200,9 +200,19 @@ def sandbox_usage(session: SandboxSession) -> dict[str, Any] | None:
 
 
 def files_context(session: SandboxSession, path: str) -> dict[str, Any]:
-    context: dict[str, Any] = {"path": "", "parent": None, "files": [], "files_error": "", "crumbs": []}
-    if session.status != SessionStatus.RUNNING:
-        context["files_error"] = f"The session is {session.status}; its files are gone or not reachable."
+    # An ended session's files are the copy saved to storage when it ended: listed and downloadable, not
+    # writable.
+    stored = session.status not in (SessionStatus.CREATING, SessionStatus.RUNNING)
+    context: dict[str, Any] = {
+        "path": "",
+        "parent": None,
+        "files": [],
+        "files_error": "",
+        "crumbs": [],
+        "stored": stored,
+    }
+    if session.status == SessionStatus.CREATING:
+        context["files_error"] = "The sandbox is being built; its files appear when it runs."
         return context
     try:
         context["path"] = clean_path(path, allow_empty=True)

@@ -268,10 +268,26 @@ def test_file_paths_are_checked_and_plain_posts_redirect(logged_in, live_session
     assert "Choose a file" in nothing.content.decode()
 
 
-def test_files_of_an_ended_session_are_explained_not_listed(logged_in, user, make_session):
-    ended = make_session(user, status="terminated")
-    body = logged_in.get(detail_url(ended)).content.decode()
-    assert "its files are gone" in body and 'id="runner"' not in body
+def test_an_ended_sessions_saved_files_are_listed_and_downloadable_not_writable(logged_in, live_session):
+    logged_in.post(
+        reverse("sessions:file-upload", args=[live_session.id]),
+        {"file": SimpleUploadedFile("report.txt", b"final"), "directory": ""},
+        headers=HTMX,
+    )
+    logged_in.post(reverse("sessions:terminate", args=[live_session.id]), headers=HTMX)
+    body = logged_in.get(detail_url(live_session)).content.decode()
+    assert "saved when it ended" in body and "report.txt" in body
+    assert 'id="runner"' not in body and 'class="upload"' not in body and ">Delete<" not in body
+    download = logged_in.get(
+        reverse("sessions:file-download", args=[live_session.id]), {"path": "report.txt"}
+    )
+    assert b"".join(download.streaming_content) == b"final"
+
+
+def test_a_creating_sessions_files_are_explained(logged_in, user, make_session):
+    creating = make_session(user, status="creating")
+    body = logged_in.get(detail_url(creating)).content.decode()
+    assert "being built" in body
 
 
 def test_api_keys_are_shown_once_listed_per_owner_and_revoked(logged_in, user, other_user):
