@@ -230,7 +230,9 @@ def test_pyfiglet_installs_outside_and_the_sandbox_stays_offline(api, host_liste
 
 
 @pytest.mark.usefixtures("process_runtime")
-def test_a_request_during_a_real_install_is_409(api):
+def test_a_request_during_a_real_install_is_409(api, settings):
+    # No reuse of an installed tree: pip really runs, so the install lasts long enough to be seen running.
+    settings.SANDBOX_PACKAGE_CACHE_TTL = 0
     session_id = create(api).json()["id"]
     SandboxSession.objects.filter(pk=session_id).update(
         requested_dependencies=[{"name": "pyfiglet", "version": "1.0.2"}], dependency_install_status="pending"
