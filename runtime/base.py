@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import abc
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from runtime.client import ExecutorClient
+
+
+# What a backend accepts as a sandbox's name on disk or in an engine: no "." or "..", no separators.
+SESSION_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
 
 
 class RuntimeFailure(Exception):

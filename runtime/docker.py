@@ -18,7 +18,6 @@ import dataclasses
 import hashlib
 import logging
 import os
-import re
 import socket
 import threading
 import time
@@ -32,6 +31,7 @@ from runtime import docker_spec as ds
 from runtime import docker_workspace as ws
 from runtime import installer as inst
 from runtime.base import (
+    SESSION_ID,
     InstalledPackages,
     PackageInstall,
     Resources,
@@ -47,7 +47,6 @@ from runtime.docker_engine import UsageSampler, engine_failure, logs_tail, remov
 
 logger = logging.getLogger(__name__)
 
-SESSION_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
 DEFAULT_IMAGE = "sandbox-template-python-basic:latest"
 NAME_PREFIX = "sandbox-"
 UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL

@@ -22,7 +22,6 @@ import datetime as dt
 import hashlib
 import logging
 import os
-import re
 import shutil
 import signal
 import socket
@@ -36,6 +35,7 @@ from runtime import bwrap as bw
 from runtime import installer
 from runtime import process_record as pr
 from runtime.base import (
+    SESSION_ID,
     InstalledPackages,
     PackageInstall,
     Resources,
@@ -51,7 +51,6 @@ from runtime.limits import executor_limit_args
 
 logger = logging.getLogger(__name__)
 
-SESSION_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
 SOCKET_NAME = "executor.sock"
 TOKEN_NAME = "token"
 LOG_NAME = "executor.log"
