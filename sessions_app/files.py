@@ -2,12 +2,14 @@
 
 Paths are checked here first and again by the executor (which also resolves symlinks), so a bad path never
 reaches the sandbox's disk; the stored copy holds regular files only (see workspaces.py), so no path in it
-leads anywhere else either.
+leads anywhere else either. Whatever the executor refuses (a symlink resolving outside the workspace, a FIFO,
+socket or device, a symlink loop) comes back as BadPath with the executor's reason, which the API answers 400.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -33,6 +35,15 @@ WORKSPACE_ROOT = "/workspace"
 
 class BadPath(ValueError):
     """A path that is absolute, climbs out with '..', holds NUL, or is otherwise unusable."""
+
+
+# runtime/client.py words a refusal "executor at <socket>: <what> answered 400: <reason>"; clients get the reason.
+_EXECUTOR_REASON = re.compile(r"answered \d{3}: (?P<reason>.*)$", re.DOTALL)
+
+
+def _refused(exc: ValueError) -> BadPath:
+    match = _EXECUTOR_REASON.search(str(exc))
+    return BadPath(match.group("reason") if match and match.group("reason") else "that path cannot be used")
 
 
 def clean_path(raw: str, *, allow_empty: bool = False) -> str:
@@ -78,7 +89,10 @@ def files_list(*, session: SandboxSession, path: str = "") -> list[dict[str, Any
     target = clean_path(path, allow_empty=True)
     if _ended(session):
         return stored_list(session_id=session.id, path=target)
-    entries = _client(session).list_files(target)
+    try:
+        entries = _client(session).list_files(target)
+    except ValueError as exc:
+        raise _refused(exc) from exc
     return [
         {
             "name": entry.get("name"),
@@ -102,7 +116,7 @@ def files_download(*, session: SandboxSession, path: str) -> Iterator[bytes]:
     try:
         return client.download(target)
     except ValueError as exc:
-        raise BadPath(str(exc)) from exc
+        raise _refused(exc) from exc
 
 
 def files_download_url(*, session: SandboxSession, path: str) -> str | None:
@@ -127,7 +141,7 @@ def files_upload(*, session: SandboxSession, path: str, fileobj: IO[bytes], size
     try:
         result = client.upload(target, fileobj, size)
     except ValueError as exc:
-        raise BadPath(str(exc)) from exc
+        raise _refused(exc) from exc
     stored_path = str(result.get("path", target))
     if fileobj.seekable():
         try:
@@ -145,7 +159,7 @@ def files_delete(*, session: SandboxSession, path: str) -> None:
     try:
         client.delete(target)
     except ValueError as exc:
-        raise BadPath(str(exc)) from exc
+        raise _refused(exc) from exc
     try:
         stored_delete(session_id=session.id, path=target)
     except Exception:

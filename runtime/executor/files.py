@@ -5,6 +5,11 @@ symlinks included - outside the workspace. The lexical path is what gets opened 
 symlink removes the link, not its target); only its resolution is checked. Sandboxed code could swap a
 symlink between the check and the open, but it runs as the same user inside the same sandbox, so the daemon
 can reach nothing through such a race that the code could not reach by itself.
+
+Only directories and regular files are served. Special files (FIFOs, sockets, devices) are left out of
+listings and refused for reads and deletes-through-links: a FIFO opened for reading blocks until a writer
+appears, so every open here is O_NONBLOCK and the type is checked with fstat before the first read. Any other
+OS error (a symlink loop, a permission denied) is a PathError too, so the caller answers 400, never 500.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 CHUNK = 64 * 1024
@@ -24,7 +30,24 @@ class PathError(ValueError):
     """The path is not acceptable: the message says why."""
 
 
-def resolve(workspace: str, rel: str, *, allow_root: bool = False) -> str:
+@contextmanager
+def os_errors() -> Iterator[None]:
+    """OS errors other than "not found" become PathError (400): the path is what is wrong, not the daemon."""
+    try:
+        yield
+    except (FileNotFoundError, NotADirectoryError, PathError):
+        raise
+    except OSError as exc:
+        raise PathError(f"cannot use that path: {exc.strerror or exc}") from None
+
+
+def is_special(mode: int) -> bool:
+    """A FIFO, socket or device: never listed, read, saved or followed."""
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode))
+
+
+def lexical(workspace: str, rel: str, *, allow_root: bool = False) -> str:
+    """The path under the workspace, checked as text only (no '..', NUL, absolute or empty path)."""
     if "\x00" in rel:
         raise PathError("path contains a NUL byte")
     if rel.startswith("/"):
@@ -35,7 +58,12 @@ def resolve(workspace: str, rel: str, *, allow_root: bool = False) -> str:
     parts = [p for p in parts if p not in ("", ".")]
     if not parts and not allow_root:
         raise PathError("path is empty")
-    target = os.path.join(workspace, *parts)
+    return os.path.join(workspace, *parts)
+
+
+def resolve(workspace: str, rel: str, *, allow_root: bool = False) -> str:
+    """`lexical`, and its resolution (symlinks followed) must stay inside the workspace."""
+    target = lexical(workspace, rel, allow_root=allow_root)
     real = os.path.realpath(target)
     if real != workspace and not real.startswith(workspace + os.sep):
         raise PathError("path resolves outside the workspace")
@@ -54,17 +82,20 @@ def iso_utc(ts: float) -> str:
 
 
 def list_dir(workspace: str, rel: str) -> list[dict]:
+    """Directories, regular files and symlinks (not followed) of a directory; special files are left out."""
     path = resolve(workspace, rel, allow_root=True)
     if not os.path.isdir(path):
         if os.path.lexists(path):
             raise PathError("path is not a directory")
         raise FileNotFoundError(rel)
     items: list[dict[str, Any]] = []
-    with os.scandir(path) as listing:
+    with os_errors(), os.scandir(path) as listing:
         for entry in listing:
             try:
                 st = entry.stat(follow_symlinks=False)
             except OSError:
+                continue
+            if is_special(st.st_mode) or (stat.S_ISLNK(st.st_mode) and _links_to_special(entry.path)):
                 continue
             items.append(
                 {
@@ -79,17 +110,31 @@ def list_dir(workspace: str, rel: str) -> list[dict]:
     return items
 
 
+def _links_to_special(path: str) -> bool:
+    """A link to a FIFO or device is as unreadable as the thing itself (a dangling link is listed)."""
+    try:
+        return is_special(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def open_for_read(workspace: str, rel: str) -> tuple[int, int]:
     """Open a workspace file; returns (fd, size). The caller streams and closes the fd."""
     path = resolve(workspace, rel)
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except IsADirectoryError:
-        raise PathError("path is a directory") from None
-    st = os.fstat(fd)
+    # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer (forever, if sandboxed code
+    # planted it). It changes nothing for a regular file, the only kind read past the fstat below.
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    with os_errors():
+        try:
+            fd = os.open(path, flags)
+        except IsADirectoryError:
+            raise PathError("path is a directory") from None
+        st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
-        raise PathError("path is not a regular file")
+        if stat.S_ISDIR(st.st_mode):
+            raise PathError("path is a directory")
+        raise PathError("path is not a regular file (a FIFO, socket or device)")
     return fd, st.st_size
 
 
@@ -117,7 +162,10 @@ def write_stream(workspace: str, rel: str, read: Callable[[int], bytes], length:
         os.makedirs(parent, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise PathError("a parent of the path is not a directory") from None
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix=".upload-")
+    except OSError as exc:
+        raise PathError(f"cannot use that path: {exc.strerror or exc}") from None
+    with os_errors():
+        fd, tmp = tempfile.mkstemp(dir=parent, prefix=".upload-")
     try:
         with os.fdopen(fd, "wb") as out:
             remaining = length
@@ -139,9 +187,15 @@ def write_stream(workspace: str, rel: str, read: Callable[[int], bytes], length:
 
 
 def delete(workspace: str, rel: str) -> None:
-    path = resolve(workspace, rel)
-    st = os.lstat(path)  # FileNotFoundError -> 404
-    if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(path)
-    else:
-        os.unlink(path)
+    """Delete a file, directory or link (the link, not its target: so a link out of the workspace can go).
+
+    Only the parent has to resolve inside the workspace; the last component is removed as it is.
+    """
+    path = lexical(workspace, rel)
+    resolve(workspace, relative(workspace, os.path.dirname(path)), allow_root=True)
+    with os_errors():
+        st = os.lstat(path)  # FileNotFoundError -> 404
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
