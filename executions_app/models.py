@@ -7,6 +7,7 @@ from typing import Any
 from django.db import models
 from django.utils import timezone
 
+from sandbox_site.host_paths import public_text
 from sandbox_site.ids import new_execution_id
 from sessions_app.models import InvalidTransition, SandboxSession
 
@@ -114,6 +115,9 @@ class Execution(models.Model):
         now = timezone.now()
         changes: dict[str, Any] = dict(fields)
         changes["status"] = target
+        if changes.get("error_message"):
+            # Stored as the tenant will read it: runtime errors name host paths (see host_paths.py).
+            changes["error_message"] = public_text(changes["error_message"])
         if target == ExecutionStatus.RUNNING:
             changes.setdefault("started_at", now)
         if target in FINISHED_EXECUTION_STATUSES:

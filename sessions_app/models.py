@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from sandbox_site.host_paths import public_text
 from sandbox_site.ids import CLIENT_ID_VALIDATOR, new_session_id, new_warm_id
 from templates_app.models import SandboxTemplate
 
@@ -175,7 +176,8 @@ class SandboxSession(models.Model):
         if reason:
             changes["termination_reason"] = reason
         if detail:
-            changes["status_detail"] = detail
+            # Stored as tenants and the console will read it: runtime errors name host paths.
+            changes["status_detail"] = public_text(detail)
         if target not in LIVE_SESSION_STATUSES:
             changes["completed_at"] = now
         updated = SandboxSession.objects.filter(pk=self.pk, status=self.status).update(**changes)

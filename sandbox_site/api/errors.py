@@ -15,6 +15,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from sandbox_site.host_paths import public_data, public_text
 from sandbox_site.request_id import current_request_id
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,14 @@ _CODES = {
 
 
 def error_body(status_code: int, code: str, message: str, detail: Any = None, **extra: Any) -> dict[str, Any]:
-    return {"error": code, "message": message, "detail": detail, "request_id": current_request_id(), **extra}
+    # Messages often carry runtime text (a sandbox that did not answer): no host paths in what clients see.
+    return {
+        "error": code,
+        "message": public_text(message),
+        "detail": public_data(detail),
+        "request_id": current_request_id(),
+        **extra,
+    }
 
 
 def _message_of(detail: Any) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import Any
@@ -19,7 +20,10 @@ from rest_framework.views import APIView
 
 from sandbox_site import __version__
 from sandbox_site.health import STARTED_AT
+from sandbox_site.host_paths import public_text
 from sessions_app.sandboxes import runtime_named
+
+logger = logging.getLogger(__name__)
 
 
 def check_database() -> None:
@@ -95,7 +99,9 @@ def run_checks() -> dict[str, dict[str, Any]]:
             check()
         except Exception as exc:  # every failure mode is reported, none is raised
             message = getattr(exc, "message", None) or str(exc) or exc.__class__.__name__
-            results[name] = {"status": "unhealthy", "error": message[:500]}
+            # Public endpoint: the runtime's errors name sockets and the data dir; the log keeps them.
+            logger.warning("health check %s failed: %s", name, message)
+            results[name] = {"status": "unhealthy", "error": public_text(message)[:500]}
         else:
             results[name] = {"status": "healthy"}
         results[name]["latency_ms"] = round((time.monotonic() - started) * 1000, 2)

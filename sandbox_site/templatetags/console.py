@@ -10,6 +10,7 @@ from django.http import QueryDict
 from django.utils.safestring import SafeString
 
 from sandbox_site.badges import status_badge
+from sandbox_site.host_paths import public_text
 
 register = template.Library()
 
@@ -68,3 +69,9 @@ def query(context: template.Context, **changes: Any) -> str:
             params[key] = str(value)
     encoded = params.urlencode()
     return f"?{encoded}" if encoded else "?"
+
+
+@register.filter(name="public_text")
+def public_text_filter(value: Any) -> str:
+    """Runtime text without the server's host paths (see sandbox_site/host_paths.py)."""
+    return public_text(str(value or ""))

@@ -10,6 +10,7 @@ from rest_framework import serializers
 
 from runtime.bwrap import RESERVED_ENV
 from sandbox_site.api.fields import StrictCharField
+from sandbox_site.host_paths import public_text
 from sandbox_site.ids import CLIENT_ID_VALIDATOR
 from sessions_app.api.fields import CpuField, SizeField, format_mib
 from sessions_app.dependencies import merge_dependencies
@@ -36,6 +37,7 @@ ARCHIVE_SUFFIXES = (
     ".txz",
     ".tar.lz",
 )
+WORKSPACE_ROOT = "/workspace"
 MAX_CA_BUNDLE = 256 * 1024
 PEM_CERTIFICATE = "-----BEGIN CERTIFICATE-----"
 
@@ -252,4 +254,8 @@ class SessionSerializer(serializers.ModelSerializer):
         data = super().to_representation(instance)
         data["termination_reason"] = instance.termination_reason or None
         data["restore_from"] = instance.restore_from or None
+        # Clients see the sandbox's own view: the workspace is /workspace whatever host dir backs it, and
+        # install errors lose the host's paths (the full text is in the server log).
+        data["workspace_path"] = WORKSPACE_ROOT if instance.workspace_path else ""
+        data["dependency_install_error"] = public_text(instance.dependency_install_error)
         return data
