@@ -196,7 +196,8 @@ def database_url_of_test_db() -> str:
 
 @pytest.fixture
 def start_worker(settings):
-    """Start real `run_worker` processes (django-q2 clusters) against the test database; stopped at the end."""
+    """Start real `run_worker` processes (django-q2 clusters and the execution stream pool) against the test
+    database; stopped at the end."""
     import os
     import signal
     import subprocess
@@ -230,7 +231,12 @@ def start_worker(settings):
         started.append(proc)
         deadline = time.monotonic() + 30
         log_path = Path(log.name)
-        while "running." not in log_path.read_text():
+
+        def ready(text: str) -> bool:
+            # Both django-q2 clusters (default and provisioning) and the execution stream pool.
+            return text.count("running.") >= 2 and "execution stream pool ready" in text
+
+        while not ready(log_path.read_text()):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the worker did not start:\n{log_path.read_text()[-3000:]}")
             time.sleep(0.1)

@@ -78,7 +78,7 @@ class OutputRecorder:
     recorder flushes inline, on the next event and at the end.
     """
 
-    def __init__(self, execution_id: str, *, start_seq: int = 0) -> None:
+    def __init__(self, execution_id: str, *, start_seq: int = 0, release_connection: bool = False) -> None:
         self.execution_id = execution_id
         self.seq = start_seq
         self.pending: list[tuple[str, str]] = []
@@ -89,6 +89,8 @@ class OutputRecorder:
         self._closed = threading.Event()
         self._flusher: threading.Thread | None = None
         self._background = not connection.in_atomic_block
+        # The stream pool's threads give their connection back after each write (see execution_run).
+        self._release_connection = release_connection and self._background
 
     def add(self, stream: str, data: str) -> None:
         if not data:
@@ -147,6 +149,8 @@ class OutputRecorder:
         self.seq += len(chunks)
         self.pending, self.pending_bytes = [], 0
         self.last_flush = time.monotonic()
+        if self._release_connection:
+            connection.close()
 
     def _broadcast_all(self, messages: list[dict[str, Any]]) -> None:
         for message in messages:

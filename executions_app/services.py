@@ -12,7 +12,8 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.contrib.auth import get_user_model
+from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from executions_app.models import Execution, ExecutionStatus
@@ -56,29 +57,47 @@ def execution_submit(
     timeout: int = 30,
     entrypoint: str = "",
 ) -> Execution:
-    """Record a pending execution on a running session and refresh the session's idle clock."""
+    """Record a pending execution on a running session and refresh the session's idle clock.
+
+    Refused (`quota_exceeded`) when the owner already has SANDBOX_MAX_RUNNING_EXECUTIONS_PER_OWNER
+    executions pending or running, async and sync alike: the stream pool is shared by every tenant.
+    """
     if session.status != SessionStatus.RUNNING:
         raise ExecutionError(
             "session_not_running",
             f"session {session.id} is {session.status}; executions need a running session",
         )
-    execution = Execution.objects.create(
-        session=session,
-        language=language,
-        code=code,
-        event=event if event is not None else {},
-        timeout=timeout,
-        entrypoint=entrypoint or "",
-    )
+    with transaction.atomic():
+        # The owner's row lock serialises one owner's submits (SQLite's IMMEDIATE transactions serialise all
+        # writers), so concurrent requests cannot all take the last slot.
+        get_user_model().objects.select_for_update().filter(pk=session.owner_id).first()
+        in_flight = Execution.objects.unfinished().filter(session__owner_id=session.owner_id).count()
+        limit = settings.SANDBOX_MAX_RUNNING_EXECUTIONS_PER_OWNER
+        if in_flight >= limit:
+            raise ExecutionError(
+                "quota_exceeded",
+                f"you have {in_flight} executions pending or running; the limit is {limit} at a time",
+            )
+        execution = Execution.objects.create(
+            session=session,
+            language=language,
+            code=code,
+            event=event if event is not None else {},
+            timeout=timeout,
+            entrypoint=entrypoint or "",
+        )
     session.touch()
     return execution
 
 
-def execution_run(execution_id: str) -> Execution | None:
+def execution_run(execution_id: str, *, release_connection: bool = False) -> Execution | None:
     """Run a pending execution to its end and record everything. Safe to call twice: only one claim wins.
 
     The claim is a conditional UPDATE pending -> running, so two workers handed the same task never both
     run it. Output is stored in seq-numbered batches while it streams; the result row is written last.
+    With `release_connection` (the stream pool's threads) the thread's database connection is closed
+    while it waits on the stream and after each output write: hundreds of mostly silent streams must not
+    hold hundreds of database connections.
     """
     now = timezone.now()
     claimed = Execution.objects.filter(pk=execution_id, status=ExecutionStatus.PENDING).update(
@@ -90,10 +109,10 @@ def execution_run(execution_id: str) -> Execution | None:
     if claimed != 1:
         return None
     with ExecutionLease(execution_id):
-        return _run_claimed(execution_id)
+        return _run_claimed(execution_id, release_connection)
 
 
-def _run_claimed(execution_id: str) -> Execution:
+def _run_claimed(execution_id: str, release_connection: bool = False) -> Execution:
     execution = Execution.objects.select_related("session").get(pk=execution_id)
     session = execution.session
     broadcast(execution.id, {"event": "status", "status": execution.status})
@@ -104,7 +123,7 @@ def _run_claimed(execution_id: str) -> Execution:
             ExecutionStatus.CANCELLED,
             error_message=f"session {session.id} is {session.status}; the execution did not start",
         )
-    recorder = OutputRecorder(execution.id)
+    recorder = OutputRecorder(execution.id, release_connection=release_connection)
     request = ExecuteRequest(
         execution_id=execution.id,
         language=execution.language,
@@ -116,6 +135,8 @@ def _run_claimed(execution_id: str) -> Execution:
     )
     result: dict[str, Any] | None = None
     failure = ""
+    if release_connection and not connection.in_atomic_block:
+        connection.close()
     try:
         for event in runtime_for(session).execute(handle, request):
             kind = event.get("type")

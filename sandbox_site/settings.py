@@ -241,6 +241,20 @@ Q_CLUSTER: dict[str, Any] = {
     "poll": 0.2,
     "label": "Task queue",
 }
+# Provisioning has a cluster (and queue) of its own: a sandbox start never waits behind dependency installs,
+# warm-pool refills or housekeeping in the default cluster. `run_worker` starts both clusters and the
+# execution stream pool (executions_app/streams.py); executions never occupy a worker process.
+SANDBOX_PROVISION_CLUSTER = "provision"
+Q_CLUSTER["ALT_CLUSTERS"] = {
+    SANDBOX_PROVISION_CLUSTER: {
+        "workers": env.integer("SANDBOX_PROVISION_WORKERS", 2, minimum=1, maximum=64),
+        # A sandbox start is bounded by SANDBOX_CREATING_TIMEOUT; the sweep fails it after that.
+        "timeout": 900,
+        "retry": 1000,
+        "max_attempts": 1,
+        "label": "Provisioning queue",
+    }
+}
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:
@@ -309,6 +323,41 @@ SANDBOX_HEALTH_FAILURES = env.integer("SANDBOX_HEALTH_FAILURES", 3, minimum=1)
 SANDBOX_SYNC_INTERVAL = env.integer("SANDBOX_SYNC_INTERVAL", 300, minimum=60)
 SANDBOX_EXECUTION_LEASE = env.integer("SANDBOX_EXECUTION_LEASE", 60, minimum=3)
 SANDBOX_SWEEP_BATCH = env.integer("SANDBOX_SWEEP_BATCH", 200, minimum=1)
+
+# Fair share (docs/scheduling.md). Async executions are streamed by threads of the execution stream pool,
+# each blocked on one executor stream; the pool looks for pending executions every SANDBOX_EXECUTION_POLL_MS
+# milliseconds (with REDIS_URL set, a publish wakes it at once and the poll is only a backstop).
+SANDBOX_EXECUTION_STREAMS = env.integer("SANDBOX_EXECUTION_STREAMS", 256, minimum=1, maximum=4096)
+SANDBOX_EXECUTION_POLL = env.integer("SANDBOX_EXECUTION_POLL_MS", 100, minimum=10, maximum=10000) / 1000
+SANDBOX_MAX_RUNNING_EXECUTIONS_PER_OWNER = env.integer(
+    "SANDBOX_MAX_RUNNING_EXECUTIONS_PER_OWNER", 16, minimum=1
+)
+
+
+def _size_mib(name: str, default: str) -> int:
+    """A size setting ("16Gi", "512Mi", "24G" or a number of MiB) in MiB; malformed stops start-up."""
+    import re
+
+    value = env.string(name, default).strip()
+    units = {"": 1, "Mi": 1, "Gi": 2**10, "Ti": 2**20, "M": 1e6 / 2**20, "G": 1e9 / 2**20, "T": 1e12 / 2**20}
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(Mi|Gi|Ti|M|G|T)?", value)
+    if not match or float(match.group(1)) <= 0:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a size; use e.g. 16Gi, 512Mi or 24G")
+    return max(1, int(float(match.group(1)) * units[match.group(2) or ""]))
+
+
+SANDBOX_MAX_SESSION_MEMORY_PER_OWNER = _size_mib("SANDBOX_MAX_SESSION_MEMORY_PER_OWNER", "16Gi")
+# Global admission: live sessions' memory limits together stay under host memory x overcommit. Empty
+# SANDBOX_HOST_MEMORY means this host's MemTotal; set it for a remote Docker or Kubernetes backend.
+SANDBOX_HOST_MEMORY = _size_mib("SANDBOX_HOST_MEMORY", "") if env.string("SANDBOX_HOST_MEMORY") else 0
+try:
+    SANDBOX_MEMORY_OVERCOMMIT = float(env.string("SANDBOX_MEMORY_OVERCOMMIT", "1.5"))
+except ValueError:
+    raise ImproperlyConfigured("SANDBOX_MEMORY_OVERCOMMIT is not a number, e.g. 1.5") from None
+if not 0.1 <= SANDBOX_MEMORY_OVERCOMMIT <= 100:
+    raise ImproperlyConfigured(f"SANDBOX_MEMORY_OVERCOMMIT={SANDBOX_MEMORY_OVERCOMMIT} is not in 0.1..100")
+# Seconds a client refused for capacity is told to wait (Retry-After).
+SANDBOX_CAPACITY_RETRY_AFTER = env.integer("SANDBOX_CAPACITY_RETRY_AFTER", 30, minimum=1, maximum=3600)
 
 # --- logging --------------------------------------------------------------------------------------------
 

@@ -11,11 +11,11 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
 from runtime import Resources, RuntimeFailure, SandboxHandle, SandboxSpec
+from sessions_app.admission import AdmissionRefused, admit_session
 from sessions_app.dependencies import merge_dependencies
 from sessions_app.models import DependencyInstallStatus, InvalidTransition, SandboxSession, SessionStatus
 from sessions_app.sandboxes import handle_for, runtime_for
@@ -29,10 +29,12 @@ MANAGED_LABELS = {"sandbox.managed": "true"}
 class SessionError(Exception):
     """A session request that cannot be honoured; `code` is the API's machine-readable error."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, *, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        # Seconds after which the same request may succeed (capacity refusals), else None.
+        self.retry_after = retry_after
 
 
 def session_spec(session: SandboxSession) -> SandboxSpec:
@@ -86,7 +88,11 @@ def session_create(
                 "restore_source_live",
                 f"session {restore_from} is {source.status}; its workspace is saved when it ends",
             )
-    _check_quota(owner)
+    memory = memory_mb if memory_mb is not None else template.default_memory_mb
+    try:
+        admit_session(owner=owner, memory_mb=memory)
+    except AdmissionRefused as exc:
+        raise SessionError(exc.code, exc.message, retry_after=exc.retry_after) from None
     if session_id and SandboxSession.objects.filter(pk=session_id).exists():
         raise SessionError("duplicate_id", f"a session with id {session_id!r} exists already")
     now = timezone.now()
@@ -95,7 +101,7 @@ def session_create(
         "owner": owner,
         "template": template,
         "cpu": cpu if cpu is not None else _format_cpu(template.default_cpu_cores),
-        "memory_mb": memory_mb if memory_mb is not None else template.default_memory_mb,
+        "memory_mb": memory,
         "disk_mb": disk_mb if disk_mb is not None else template.default_disk_mb,
         "timeout": session_timeout,
         "env_vars": {**template.default_env_vars, **(env_vars or {})},
@@ -116,19 +122,6 @@ def session_create(
     if session_id:
         fields["id"] = session_id
     return SandboxSession.objects.create(**fields)
-
-
-def _check_quota(owner: Any) -> None:
-    """Refuse a session past the owner's live-session quota.
-
-    Locking the owner's row serialises concurrent creates of one owner, so two requests racing for the
-    last slot cannot both get it.
-    """
-    get_user_model().objects.select_for_update().filter(pk=owner.pk).first()
-    live = SandboxSession.objects.filter(owner=owner).live().count()
-    limit = settings.SANDBOX_MAX_SESSIONS_PER_KEY
-    if live >= limit:
-        raise SessionError("quota_exceeded", f"you have {live} live sessions; the limit is {limit}")
 
 
 def _format_cpu(cores: Any) -> str:

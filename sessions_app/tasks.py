@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import transaction
 from django_q.tasks import async_task
 
@@ -20,9 +21,15 @@ def session_provision_task(session_id: str) -> None:
 
 
 def enqueue_session_provision(session_id: str) -> None:
+    """Queue the sandbox build on the provisioning cluster: its own queue and workers, so a create never
+    waits behind dependency installs, warm-pool refills or housekeeping (and executions never take
+    workers at all: executions_app/streams.py)."""
     transaction.on_commit(
         lambda: async_task(
-            "sessions_app.tasks.session_provision_task", session_id, task_name=f"provision {session_id}"
+            "sessions_app.tasks.session_provision_task",
+            session_id,
+            task_name=f"provision {session_id}",
+            cluster=settings.SANDBOX_PROVISION_CLUSTER,
         )
     )
 

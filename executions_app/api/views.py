@@ -27,6 +27,7 @@ from sandbox_site.api.schema import error_responses
 from sessions_app.api.views import owned_session
 
 OUTPUT_PAGE = 500
+EXECUTION_ERROR_STATUS = {"quota_exceeded": 429}
 # Seconds beyond an execution's own timeout within which its result surely arrives (the client's read margin
 # plus slack); a sync wait at least this long needs no separate thread.
 INLINE_MARGIN = 15
@@ -56,14 +57,14 @@ def _submit(request: Request, session_id: str) -> Execution:
             entrypoint=data.get("entrypoint") or "",
         )
     except ExecutionError as exc:
-        raise ApiError(409, exc.code, exc.message) from None
+        raise ApiError(EXECUTION_ERROR_STATUS.get(exc.code, 409), exc.code, exc.message) from None
 
 
 class ExecuteView(APIView):
     @extend_schema(
         operation_id="executions_create",
         request=ExecuteSerializer,
-        responses={201: ExecutionAcceptedSerializer, **error_responses(400, 401, 404, 409)},
+        responses={201: ExecutionAcceptedSerializer, **error_responses(400, 401, 404, 409, 429)},
     )
     def post(self, request: Request, session_id: str) -> Response:
         with transaction.atomic():
@@ -92,7 +93,7 @@ class ExecuteSyncView(APIView):
         parameters=[
             OpenApiParameter("sync_timeout", int, description="Seconds to wait (1-3600, default 300).")
         ],
-        responses={200: ExecutionSerializer, **error_responses(400, 401, 404, 408, 409)},
+        responses={200: ExecutionSerializer, **error_responses(400, 401, 404, 408, 409, 429)},
     )
     def post(self, request: Request, session_id: str) -> Response:
         raw = request.query_params.get("sync_timeout", "300")

@@ -22,15 +22,28 @@ logger = logging.getLogger(__name__)
 
 
 class ApiError(exceptions.APIException):
-    """A domain error with an explicit HTTP status and machine code."""
+    """A domain error with an explicit HTTP status and machine code.
 
-    def __init__(self, status_code: int, code: str, message: str, detail: Any = None, **extra: Any) -> None:
+    `retry_after` (seconds) becomes a Retry-After header: a 429 or 503 that a later retry may get past.
+    """
+
+    def __init__(
+        self,
+        status_code: int,
+        code: str,
+        message: str,
+        detail: Any = None,
+        *,
+        retry_after: int | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(message, code)
         self.status_code = status_code
         self.error_code = code
         self.message = message
         self.extra_detail = detail
         self.extra = extra
+        self.retry_after = retry_after
 
 
 _CODES = {
@@ -69,7 +82,8 @@ def _message_of(detail: Any) -> str:
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     if isinstance(exc, ApiError):
         body = error_body(exc.status_code, exc.error_code, exc.message, exc.extra_detail, **exc.extra)
-        return Response(body, status=exc.status_code)
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+        return Response(body, status=exc.status_code, headers=headers)
     if isinstance(exc, RequestDataTooBig):
         return Response(error_body(413, "too_large", "The request body is too large."), status=413)
     if isinstance(exc, Http404):

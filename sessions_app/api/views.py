@@ -40,11 +40,14 @@ SESSION_ERROR_STATUS = {
     "restore_source_not_found": 404,
     "restore_source_live": 409,
     "quota_exceeded": 429,
+    "capacity_exhausted": 503,
 }
 
 
 def session_error(exc: SessionError) -> ApiError:
-    return ApiError(SESSION_ERROR_STATUS.get(exc.code, 400), exc.code, exc.message)
+    return ApiError(
+        SESSION_ERROR_STATUS.get(exc.code, 400), exc.code, exc.message, retry_after=exc.retry_after
+    )
 
 
 def owned_session(request: Request, session_id: str, *, lock: bool = False) -> SandboxSession:

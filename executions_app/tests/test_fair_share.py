@@ -1,0 +1,197 @@
+"""Fair share with real worker processes (`manage.py run_worker`) and real bubblewrap sandboxes.
+
+One tenant's long executions must not stall another tenant's session create or first result: provisioning
+has its own queue and workers, and async executions are streamed by a pool of threads in one process, not
+one worker process each. Executions here wait until the test drops a file into their workspace, so the
+test decides when they end and no assertion depends on timing.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import time
+
+import pytest
+from django.db import connection
+
+from executions_app.models import Execution
+from executions_app.services import execution_submit
+from executions_app.tasks import enqueue_execution_run
+from sessions_app.models import SandboxSession
+from sessions_app.sandboxes import handle_for, runtime_for
+from sessions_app.services import session_create, session_provision, session_terminate
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+# Runs until a file named `go` appears in the workspace (polling: the sandbox has no inotify guarantees).
+WAIT_FOR_GO = "import os, time\nwhile not os.path.exists('go'):\n    time.sleep(0.2)\nprint('released')"
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+@pytest.fixture
+def queued(monkeypatch):
+    """Work goes to the worker processes through the broker and the stream pool, not inline."""
+    from django_q.conf import Conf
+
+    monkeypatch.setattr(Conf, "SYNC", False)
+
+
+@pytest.fixture
+def sessions(user, python_template):
+    """Provisions sessions of `user` in this process; terminates them at the end (cancelling what runs)."""
+    made: list[SandboxSession] = []
+
+    def make(owner=None, **fields) -> SandboxSession:
+        fields.setdefault("memory_mb", 1024)
+        owner = owner or user
+        session = session_provision(session=session_create(owner=owner, template=python_template, **fields))
+        assert session.status == "running", session.status_detail
+        made.append(session)
+        return session
+
+    yield make
+    for session in made:
+        session.refresh_from_db()
+        session_terminate(session=session)
+
+
+def submit(session, code=WAIT_FOR_GO, count=1) -> list[str]:
+    ids = []
+    for _ in range(count):
+        execution = execution_submit(session=session, language="python", code=code, timeout=300)
+        enqueue_execution_run(execution.id)
+        ids.append(execution.id)
+    return ids
+
+
+def release(session) -> None:
+    runtime_for(session).executor(handle_for(session)).upload("go", io.BytesIO(b"go"), 2)
+
+
+def running(ids) -> int:
+    return Execution.objects.filter(pk__in=ids, status="running").count()
+
+
+pytestmark.append(pytest.mark.usefixtures("process_runtime", "queued"))
+
+
+def test_tenant_b_creates_a_session_and_gets_a_result_while_tenant_a_holds_eight_long_runs(
+    sessions, start_worker, make_api_client, other_user, capsys
+):
+    start_worker()
+    session_a = sessions()
+    held = submit(session_a, count=8)
+    wait_for(lambda: running(held) == 8, 60)
+
+    b = make_api_client(other_user)
+    started = time.monotonic()
+    created = b.post("/api/v1/sessions", {"template_id": "python-basic", "timeout": 300}, format="json")
+    assert created.status_code == 201, created.json()
+    assert created.json()["status"] == "running"
+    session_b = created.json()["id"]
+    accepted = b.post(
+        f"/api/v1/sessions/{session_b}/execute",
+        {"language": "python", "code": "def handler(event):\n    return 'b was served'"},
+        format="json",
+    )
+    assert accepted.status_code == 201, accepted.json()
+
+    def b_result():
+        body = b.get(f"/api/v1/executions/{accepted.json()['execution_id']}").json()
+        return body if body["status"] not in ("pending", "running") else None
+
+    result = wait_for(b_result, 60, interval=0.02)
+    elapsed = time.monotonic() - started
+    assert result["status"] == "completed" and result["return_value"] == "b was served"
+    assert running(held) == 8, "tenant A's runs ended before tenant B was served"
+    with capsys.disabled():
+        print(f"\ntenant B: create + first async result in {elapsed:.2f} s while A held 8 runs")
+
+    release(session_a)
+    wait_for(lambda: Execution.objects.filter(pk__in=held, status="completed").count() == 8, 60)
+    b.post(f"/api/v1/sessions/{session_b}/terminate")
+
+
+def test_one_pool_process_streams_a_hundred_executions_at_once(sessions, start_worker, settings):
+    settings.SANDBOX_MAX_RUNNING_EXECUTIONS_PER_OWNER = 200
+    start_worker()
+    pool = [sessions() for _ in range(5)]
+    ids = [execution_id for session in pool for execution_id in submit(session, count=20)]
+    wait_for(lambda: running(ids) == 100, 120, interval=0.5)
+    workers = set(Execution.objects.filter(pk__in=ids).values_list("worker", flat=True))
+    assert len(workers) == 1, workers
+    for session in pool:
+        release(session)
+    wait_for(lambda: Execution.objects.filter(pk__in=ids, status="completed").count() == 100, 120, 0.5)
+    assert set(Execution.objects.filter(pk__in=ids).values_list("stdout", flat=True)) == {"released\n"}
+
+
+def test_provisioning_is_not_blocked_by_a_full_execution_pool(
+    sessions, start_worker, make_api_client, other_user
+):
+    start_worker(SANDBOX_EXECUTION_STREAMS="2")
+    session_a = sessions()
+    held = submit(session_a, count=4)
+    wait_for(lambda: running(held) == 2, 60)
+
+    b = make_api_client(other_user)
+    created = b.post("/api/v1/sessions", {"template_id": "python-basic"}, format="json")
+    assert created.status_code == 201, created.json()
+    assert created.json()["status"] == "running"
+    # The pool is still full: A's runs hold both streams, two more wait.
+    assert running(held) == 2
+    assert Execution.objects.filter(pk__in=held, status="pending").count() == 2
+    release(session_a)
+    wait_for(lambda: Execution.objects.filter(pk__in=held, status="completed").count() == 4, 60)
+    b.post(f"/api/v1/sessions/{created.json()['id']}/terminate")
+
+
+def test_a_killed_pool_process_ends_its_executions_crashed_and_its_successor_takes_new_work(
+    sessions, start_worker
+):
+    start_worker(SANDBOX_EXECUTION_LEASE="6")
+    session = sessions()
+    [held] = submit(session)
+    execution = wait_for(lambda: Execution.objects.filter(pk=held, status="running").first(), 60)
+    pid = int(execution.worker.rpartition(":")[2])
+    with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+        assert b"run_executions" in cmdline.read(), "the execution was not streamed by the pool process"
+    os.kill(pid, signal.SIGKILL)
+    crashed = wait_for(lambda: Execution.objects.filter(pk=held, status="crashed").first(), 30)
+    assert "lost" in crashed.error_message
+    # run_worker restarted the pool; it takes new work.
+    [follow_up] = submit(SandboxSession.objects.get(pk=session.pk), code="print('still here')")
+    done = wait_for(lambda: Execution.objects.filter(pk=follow_up, status="completed").first(), 60)
+    assert done.stdout == "still here\n"
+    assert int(done.worker.rpartition(":")[2]) != pid
+
+
+def test_an_owner_past_the_running_execution_cap_gets_429_with_the_limit(
+    settings, sessions, make_api_client, user, other_user
+):
+    settings.SANDBOX_MAX_RUNNING_EXECUTIONS_PER_OWNER = 2
+    a, b = make_api_client(user), make_api_client(other_user)
+    session_a, session_b = sessions().id, sessions(owner=other_user).id
+    body = {"language": "python", "code": "print(1)"}
+    # No worker runs: the executions stay pending, and pending ones count.
+    for _ in range(2):
+        assert a.post(f"/api/v1/sessions/{session_a}/execute", body, format="json").status_code == 201
+    refused = a.post(f"/api/v1/sessions/{session_a}/execute", body, format="json")
+    assert refused.status_code == 429
+    assert refused.json()["error"] == "quota_exceeded"
+    assert "the limit is 2" in refused.json()["message"]
+    assert a.post(f"/api/v1/sessions/{session_a}/execute-sync", body, format="json").status_code == 429
+    # The cap is per owner.
+    assert b.post(f"/api/v1/sessions/{session_b}/execute", body, format="json").status_code == 201
+    connection.close()
