@@ -27,6 +27,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 ORIGIN = (b"origin", b"http://testserver")
+HOST = (b"host", b"testserver")  # a browser's handshake names the host its Origin is compared with
 
 
 @pytest.fixture
@@ -272,7 +273,7 @@ def test_without_a_shared_layer_the_status_change_is_read_from_the_database(
 
 @pytest.mark.parametrize("credentials", ["none", "unknown key", "revoked key"])
 def test_it_refuses_a_connection_without_valid_credentials(redis_layer, execution, user, credentials):
-    headers = [ORIGIN]
+    headers = [ORIGIN, HOST]
     if credentials != "none":
         key, raw = ApiKey.objects.create_key(owner=user)
         if credentials == "unknown key":
@@ -331,7 +332,7 @@ def test_the_console_cookie_the_token_parameter_and_staff_are_accepted(
         return [event["type"] for event in events], code
 
     expected = (["status", "output", "result"], 1000)
-    assert async_to_sync(watch)(ORIGIN, cookie) == expected
+    assert async_to_sync(watch)(ORIGIN, HOST, cookie) == expected
     assert async_to_sync(watch)(query=f"?token={raw}") == expected
     assert async_to_sync(watch)((b"x-api-key", staff.encode())) == expected
 
@@ -354,6 +355,52 @@ def test_a_foreign_page_is_refused_but_a_client_without_origin_is_not(
         return refused, accepted
 
     assert async_to_sync(scenario)() == (False, True)
+
+
+def test_the_origin_must_match_scheme_host_and_port_exactly(redis_layer, execution, user, client, settings):
+    finish(execution.id)
+    settings.ALLOWED_HOSTS = ["localhost"]
+    settings.CSRF_TRUSTED_ORIGINS = ["https://sandbox.example.com"]
+    client.force_login(user)
+    cookie = (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
+    host = (b"host", b"localhost:8000")
+
+    async def accepted(*headers) -> bool:
+        communicator = connect(execution.id, *headers, cookie)
+        ok, _ = await communicator.connect()
+        await communicator.disconnect()
+        return ok
+
+    async def scenario():
+        return {
+            "same origin": await accepted((b"origin", b"http://localhost:8000"), host),
+            "another port": await accepted((b"origin", b"http://localhost:9999"), host),
+            "no port (80)": await accepted((b"origin", b"http://localhost"), host),
+            "https on the same port": await accepted((b"origin", b"https://localhost:8000"), host),
+            "a host not allowed": await accepted(
+                (b"origin", b"http://evil.example:8000"), (b"host", b"evil.example:8000")
+            ),
+            "a trusted proxy origin": await accepted(
+                (b"origin", b"https://sandbox.example.com"), (b"host", b"backend:8000")
+            ),
+            "the proxy origin on another port": await accepted(
+                (b"origin", b"https://sandbox.example.com:8443"), (b"host", b"backend:8000")
+            ),
+            "no Host header": await accepted((b"origin", b"http://localhost:8000")),
+            "a malformed origin": await accepted((b"origin", b"http://localhost:notaport"), host),
+        }
+
+    assert async_to_sync(scenario)() == {
+        "same origin": True,
+        "another port": False,
+        "no port (80)": False,
+        "https on the same port": False,
+        "a host not allowed": False,
+        "a trusted proxy origin": True,
+        "the proxy origin on another port": False,
+        "no Host header": False,
+        "a malformed origin": False,
+    }
 
 
 def test_a_malformed_after_is_refused(redis_layer, execution, user, key_of):
