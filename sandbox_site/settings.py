@@ -14,6 +14,7 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
+from sandbox_site.data_dir import create_private_file
 from sandbox_site.env import Env, parse_database_url
 
 env = Env()
@@ -32,10 +33,9 @@ def _secret_key() -> str:
     try:
         if key_file.exists():
             return key_file.read_text().strip()
-        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)  # see sandbox_site/data_dir.py
         key = secrets.token_urlsafe(50)
-        key_file.write_text(key)
-        key_file.chmod(0o600)
+        create_private_file(key_file, key)
         return key
     except OSError as exc:
         raise ImproperlyConfigured(
@@ -166,6 +166,9 @@ STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "staticfiles"
 MEDIA_ROOT = DATA_DIR / "media"
+# Stored workspaces (local storage) are the tenants' files: readable by the control plane's user only.
+FILE_UPLOAD_PERMISSIONS = 0o600
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 
 # --- object storage -------------------------------------------------------------------------------------
