@@ -1,18 +1,23 @@
-"""Size-limited workspaces for Docker sandboxes: an ext4 file system in a loop-mounted, sparse image file.
+"""Size-limited workspaces: an ext4 file system in a loop-mounted, sparse image file (Docker and process).
 
-Why a loop file and not what Docker offers: `--storage-opt size=` works only for overlay2 on XFS with project
+A session's disk limit is a total only if something counts every file together; RLIMIT_FSIZE caps one file
+at a time (800 MiB landed in a `disk=256Mi` session as four files). For Docker, why a loop file and not
+what Docker offers: `--storage-opt size=` works only for overlay2 on XFS with project
 quotas (or devicemapper, btrfs, zfs), not on the ext4 these hosts run; a tmpfs is charged to the container's
 memory cgroup, so a workspace bigger than the memory limit ends in the OOM killer rather than in ENOSPC, and
 its files die with the container and cannot be seen from the host. An ext4 image of `disk_mb` MiB, created
 sparse (it costs only what is written), formatted without a journal in ~20 ms and mounted through a loop
 device in ~30 ms, fails writes past the limit with ENOSPC, is visible on the host (the handle's
 workspace_path) and outlives a control-plane restart. It needs root on the host and loop devices; where
-those are missing the runtime falls back to a tmpfs (`tmpfs_options`), which still ends in ENOSPC as long as
-the workspace is smaller than the memory limit.
+those are missing the Docker runtime falls back to a tmpfs (docker_workspace.tmpfs_options), the process
+runtime to the per-file limit. The small mount helpers at the end (bind, detach, mounted) are plain mount(2)
+calls through libc, for the process runtime's per-session mounts.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import shutil
 import subprocess
@@ -131,15 +136,6 @@ def unmount(image: str, mountpoint: str) -> None:
                 pass
 
 
-def tmpfs_options(size_mb: int, uid: int, gid: int) -> str:
-    """Mount options of the fallback tmpfs workspace (Docker's HostConfig.Tmpfs syntax).
-
-    `exec` overrides Docker's noexec default for tmpfs mounts: like the loop workspace, it may hold scripts
-    and binaries the session runs.
-    """
-    return f"rw,exec,nosuid,nodev,size={int(size_mb)}m,uid={uid},gid={gid},mode=0755"
-
-
 def _run(command: list[str]) -> str:
     try:
         proc = subprocess.run(
@@ -156,3 +152,62 @@ def _run(command: list[str]) -> str:
         detail = (proc.stderr or proc.stdout).strip()
         raise WorkspaceError(f"{' '.join(command)} exited with {proc.returncode}: {detail}")
     return proc.stdout
+
+
+# mount(2) flags
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
+MNT_DETACH = 0x2
+_libc = None
+
+
+def _mount_call(name: str, *args: object) -> None:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    if getattr(_libc, name)(*args) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"{name}: {os.strerror(code)}")
+
+
+def bind(source: str, target: str) -> None:
+    """Bind `source` (with the mounts below it) on `target`, private, nosuid and nodev."""
+    _mount_call("mount", source.encode(), target.encode(), None, MS_BIND | MS_REC, None)
+    try:
+        _mount_call("mount", None, target.encode(), None, MS_PRIVATE | MS_REC, None)
+        flags = MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV
+        _mount_call("mount", None, target.encode(), None, flags, None)
+    except OSError:
+        detach(target)
+        raise
+
+
+def detach(target: str) -> None:
+    """Lazily unmount `target` and everything below it; a no-op when nothing is mounted there."""
+    try:
+        _mount_call("umount2", target.encode(), MNT_DETACH)
+    except OSError as exc:
+        if exc.errno not in (22, 2):  # EINVAL: not a mount point; ENOENT: gone
+            raise
+
+
+def mounted(path: str) -> bool:
+    """True if something is mounted on `path` (per /proc/self/mountinfo; ismount misses same-device binds)."""
+    wanted = os.path.realpath(path) if os.path.lexists(path) else path
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as fh:
+            for line in fh:
+                point = line.split(" ", 5)[4]
+                if _unescape(point) == wanted:
+                    return True
+    except OSError:
+        return False
+    return False
+
+
+def _unescape(field: str) -> str:
+    return field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
