@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,7 @@ INSTALLED_APPS = [
     "templates_app",
     "sessions_app",
     "executions_app",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -79,7 +81,26 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into the lockout page (429).
+    "axes.middleware.AxesMiddleware",
 ]
+
+# --- login throttling (django-axes) ---------------------------------------------------------------------
+# Password logins (console and admin) are counted per username and client address together: after
+# SANDBOX_LOGIN_FAILURE_LIMIT failures that pair is refused (429) for SANDBOX_LOGIN_COOLOFF seconds, while
+# the same user from elsewhere and other users from the same address still get in. API keys are not
+# passwords and never pass through here. The address is REMOTE_ADDR (behind a proxy: run uvicorn with
+# --proxy-headers and --forwarded-allow-ips, so X-Forwarded-For is believed from the proxy alone).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.integer("SANDBOX_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(seconds=env.integer("SANDBOX_LOGIN_COOLOFF", 900, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 
 ROOT_URLCONF = "sandbox_site.urls"
 ASGI_APPLICATION = "sandbox_site.asgi.application"
