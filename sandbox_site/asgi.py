@@ -1,4 +1,5 @@
-"""ASGI entry point: HTTP through Django, websockets through Channels (routes are added by the apps)."""
+"""ASGI entry point: HTTP through the body guard into Django, websockets through Channels (routes are added by
+the apps). Served by uvicorn in production (`manage.py serve`), by daphne under `runserver`."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from sandbox_site.body_guard import BodyGuard  # noqa: E402
 from sandbox_site.routing import allowed_hosts_or_no_origin, websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # Credentials and body limits are judged from the headers before Django reads any body.
+        "http": BodyGuard(django_asgi_app),
         "websocket": allowed_hosts_or_no_origin(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -19,13 +19,17 @@ def current_request_id() -> str:
     return _current.get()
 
 
+def request_id_from(supplied: str) -> str:
+    """The caller's `X-Request-ID` when it is sane, else a new one (also used before Django sees a request)."""
+    return supplied if _SANE.match(supplied) else uuid.uuid4().hex
+
+
 class RequestIdMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        supplied = request.headers.get("X-Request-ID", "")
-        request_id = supplied if _SANE.match(supplied) else uuid.uuid4().hex
+        request_id = request_id_from(request.headers.get("X-Request-ID", ""))
         request.request_id = request_id  # type: ignore[attr-defined]
         token = _current.set(request_id)
         try:

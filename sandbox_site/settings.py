@@ -315,7 +315,19 @@ SPECTACULAR_SETTINGS = {
     "SCHEMA_PATH_PREFIX": "/api/v1",
 }
 # Execution requests carry up to 1 MiB of code and 1 MiB of event; file uploads are streamed separately.
-DATA_UPLOAD_MAX_MEMORY_SIZE = 3 * 1024 * 1024
+# Bodies over these limits are refused from their Content-Length before anything is read, and a chunked
+# body is cut off once it passes them (sandbox_site/body_guard.py): SANDBOX_MAX_REQUEST_BYTES for every
+# request but uploads, SANDBOX_MAX_UPLOAD_REQUEST_BYTES for the upload endpoints (a 100 MiB file plus
+# multipart framing). The JSON parser's own bound is the same number.
+SANDBOX_MAX_REQUEST_BYTES = env.integer("SANDBOX_MAX_REQUEST_BYTES", 3 * 1024 * 1024, minimum=64 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = SANDBOX_MAX_REQUEST_BYTES
+SANDBOX_MAX_UPLOAD_REQUEST_BYTES = env.integer(
+    "SANDBOX_MAX_UPLOAD_REQUEST_BYTES", 100 * 1024 * 1024 + 64 * 1024, minimum=64 * 1024
+)
+# Web server processes `manage.py serve` runs (uvicorn workers, one event loop each); default: one per core.
+SANDBOX_WEB_WORKERS = env.integer(
+    "SANDBOX_WEB_WORKERS", len(os.sched_getaffinity(0)) or 1, minimum=1, maximum=256
+)
 
 # --- the product ----------------------------------------------------------------------------------------
 

@@ -1,37 +1,107 @@
-"""`serve`: run the web server (daphne) and the background workers (django-q2 cluster) together.
+"""`serve`: run the web server (uvicorn) and the background workers (`run_worker`) together.
+
+The web server is uvicorn with httptools and uvloop, `--workers` processes under uvicorn's own supervisor.
+uvicorn hands a request's body to the application as it arrives, so sandbox_site/body_guard.py can refuse
+an unauthenticated or oversized request from its headers and cut a chunked body off at the limit; daphne
+reads every body whole into memory before the application sees the request (daphne issue #483), which let
+one anonymous 300 MiB POST cost the web process 1.3 GB. daphne stays the development server (`runserver`).
+
+uvicorn's supervisor rather than gunicorn with uvicorn workers: it restarts a worker that dies or stops
+answering its health ping, reloads workers one by one on SIGHUP, and stops them all on one SIGTERM, which is
+what gunicorn would add here, without a second server package and its configuration.
 
 Ctrl-C or SIGTERM stops both: each child gets exactly one SIGTERM (django-q2's cluster can hang when it is
-signalled twice while shutting down), then SIGKILL if it has not exited within the grace period.
+signalled twice while shutting down; uvicorn's supervisor passes its SIGTERM on to each web process once),
+then SIGKILL if it has not exited within the grace period.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import time
 
+from django.conf import settings
 from django.core.management.base import BaseCommand
+
+# Seconds uvicorn gives open requests and websockets to finish after SIGTERM before it cancels them; below
+# the default grace, so the web processes exit on their own before SIGKILL.
+WEB_SHUTDOWN_SECONDS = 5
+# The execution websocket receives only small control messages; uvicorn's default would accept 16 MiB.
+WEBSOCKET_MAX_MESSAGE = 1024 * 1024
+
+
+def uvicorn_command(host: str, port: int, workers: int) -> list[str]:
+    """The uvicorn command line `serve` runs (the benches start the server the same way)."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "sandbox_site.asgi:application",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--ws",
+        "websockets-sansio",
+        # Channels' ProtocolTypeRouter has no lifespan route; nothing of ours runs at startup there.
+        "--lifespan",
+        "off",
+        # Like daphne's default: a client's X-Forwarded-* is not believed (set SECURE_PROXY_SSL_HEADER and
+        # run behind a proxy that overwrites it, if one terminates TLS).
+        "--no-proxy-headers",
+        "--no-server-header",
+        "--ws-max-size",
+        str(WEBSOCKET_MAX_MESSAGE),
+        "--timeout-graceful-shutdown",
+        str(WEB_SHUTDOWN_SECONDS),
+        "--log-level",
+        settings.LOG_LEVEL.lower(),
+    ]
 
 
 class Command(BaseCommand):
-    help = "Run daphne and a django-q2 cluster together until interrupted."
+    help = (
+        "Run uvicorn (SANDBOX_WEB_WORKERS processes) and the background workers together until interrupted."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--no-workers", action="store_true", help="Run the web server only.")
+        parser.add_argument(
+            "--web-workers",
+            type=int,
+            default=None,
+            help="Web server processes (default: SANDBOX_WEB_WORKERS, itself one per core).",
+        )
         parser.add_argument("--grace", type=float, default=10.0, help="Seconds to wait before SIGKILL.")
 
-    def handle(self, *args, host: str, port: int, no_workers: bool, grace: float, **options):
-        commands = [
-            [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "sandbox_site.asgi:application"],
-        ]
+    def handle(
+        self,
+        *args,
+        host: str,
+        port: int,
+        no_workers: bool,
+        web_workers: int | None,
+        grace: float,
+        **options,
+    ):
+        web_processes = web_workers or settings.SANDBOX_WEB_WORKERS
+        commands = [uvicorn_command(host, port, web_processes)]
         if not no_workers:
             commands.append([sys.executable, "manage.py", "run_worker"])
         # Own process groups: a terminal's Ctrl-C reaches only this supervisor, which then signals each
         # child once, instead of every process receiving SIGINT at the same moment.
-        names = ["daphne", "worker"][: len(commands)]
+        names = ["uvicorn", "worker"][: len(commands)]
         children = [subprocess.Popen(command, start_new_session=True) for command in commands]
         stopping = False
 
@@ -41,7 +111,10 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
-        self.stdout.write(f"Serving on http://{host}:{port}  (Ctrl-C stops the server and the workers)")
+        self.stdout.write(
+            f"Serving on http://{host}:{port} with {web_processes} web process(es)"
+            "  (Ctrl-C stops the server and the workers)"
+        )
         exit_code = 0
         while not stopping:
             exited = [
@@ -61,6 +134,7 @@ class Command(BaseCommand):
             try:
                 child.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                child.kill()
+                # The whole group: uvicorn's web processes and django-q2's cluster processes too.
+                os.killpg(child.pid, signal.SIGKILL)
                 child.wait()
         sys.exit(exit_code)
