@@ -12,7 +12,7 @@ ifneq ($(filter mysql://% mariadb://%,$(DATABASE_URL)),)
 DB_EXTRA := ,mariadb
 endif
 
-SYSTEM_PACKAGES := make python3-venv bubblewrap nodejs pkg-config gcc python3-dev default-libmysqlclient-dev chromium
+SYSTEM_PACKAGES := make python3-venv bubblewrap libseccomp2 util-linux e2fsprogs nodejs pkg-config gcc python3-dev default-libmysqlclient-dev chromium
 
 .PHONY: run install install-dev test lint format system-deps clean
 

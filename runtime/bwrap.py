@@ -4,9 +4,13 @@ What the sandbox sees is an allow-list: an empty read-only root with /usr (and t
 it), the few pieces of /etc that interpreters read, the interpreter's own prefix when it lives outside /usr,
 the executor package, and the session's own workspace, run and package directories. Everything else on the
 host (the project, the data dir, other sessions, /root, /home, /etc/shadow, /etc/ssl/private) is simply not
-mounted. Sandboxed code runs with the control plane's uid mapped to uid 1000 inside a fresh user namespace,
-so ownership checks still see the host uid: anything sensitive owned by that uid must therefore stay
-unmounted rather than merely read-only, which is why /etc is never bound whole.
+mounted. Sandboxed code runs as uid 1000 inside a fresh user namespace, mapped to the session's own
+unprivileged host uid (host_uids.py; the control plane's uid when it is not root): bubblewrap itself runs
+as that uid, so it cannot map anything else, and ownership checks still see that host uid. Anything
+sensitive owned by it must therefore stay unmounted rather than merely read-only, which is why /etc is
+never bound whole. /proc/sys is bound read-only over the sandbox's own /proc (bubblewrap covers it only
+when the directory itself is writable, which it never is, while the files in it may be), and a seccomp
+filter (seccomp.py) refuses the syscalls that reach the kernel's rarely needed corners.
 """
 
 from __future__ import annotations
@@ -140,6 +144,7 @@ def bwrap_command(
     executor_args: list[str],
     env: Mapping[str, str],
     tmp_size_bytes: int | None = None,
+    seccomp_fd: int | None = None,
 ) -> tuple[list[str], list[str]]:
     """bwrap's options and, separately, the command it runs: the executor, from the read-only package root.
 
@@ -219,9 +224,15 @@ def bwrap_command(
         RUN_DIR,
         "--proc",
         "/proc",
+        # After --proc, so it covers the sandbox's own proc mount: no sysctl is writable, whatever the uid.
+        "--ro-bind",
+        "/proc/sys",
+        "/proc/sys",
         "--dev",
         "/dev",
     ]
+    if seccomp_fd is not None:
+        cmd += ["--seccomp", str(seccomp_fd)]
     if tmp_size_bytes:
         cmd += ["--size", str(tmp_size_bytes)]
     cmd += [

@@ -3,10 +3,18 @@
 Layout: `<data_dir>/sandboxes/<session_id>/` holds `workspace/` (the sandbox's /workspace), `run/` (its
 /run/sandbox: the executor's socket, and the token file until the executor has read it), `packages/` (its
 read-only /opt/packages), `etc/` (generated passwd, hosts ...), `executor.log` (the daemon's stderr) and
-`sandbox.json`, the record that lets a restarted control plane find, inspect and destroy the sandbox.
+`sandbox.json`, the record that lets a restarted control plane find, inspect and destroy the sandbox; who
+owns what, the workspace's loop image and the stage bwrap reads them through are in process_workspace.py.
+
+Identity: with a root control plane each session gets its own unprivileged host uid (host_uids.py); the
+supervisor joins the cgroups as root, then `setpriv` drops to that uid, so bubblewrap runs unprivileged
+and can only map the sandbox's uid 1000 onto it. Never host uid 0: a sandbox mapped to root could write
+/proc/sys/kernel/core_pattern and have the kernel run its program as host root. A non-root control plane
+runs every session under its own uid (no other uid is available to it): see docs/architecture.md for what
+that gives up.
 
 Process tree, and why: `sh` (the session's supervisor, in its own session and process group, inside the
-sandbox's cgroup) -> `bwrap --die-with-parent` -> the executor. DESIGN.md asks for die-with-parent, and also
+sandbox's cgroup) -> [`setpriv` to the session's uid, which execs] `bwrap --die-with-parent` -> the executor. DESIGN.md asks for die-with-parent, and also
 for sandboxes that survive a control-plane restart; bwrap's die-with-parent is a parent-death signal on
 bwrap itself, so were bwrap a direct child of the control plane, every sandbox would die with the web or
 worker process that created it (worse: with the *thread*, since Linux ties the signal to the creating
@@ -32,8 +40,10 @@ import time
 from typing import Any
 
 from runtime import bwrap as bw
-from runtime import installer
+from runtime import host_uids, installer, seccomp
+from runtime import loop_workspace as lw
 from runtime import process_record as pr
+from runtime import process_workspace as pw
 from runtime.base import (
     SESSION_ID,
     InstalledPackages,
@@ -56,6 +66,9 @@ TOKEN_NAME = "token"
 LOG_NAME = "executor.log"
 UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
 EXECUTOR_PACKAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "executor")
+MIB = 1024 * 1024
+DEFAULT_TMP_MB = 64
+DEFAULT_STAGE_DIR = "/run/sandbox-control-plane"
 # Joins every cgroup listed in $SANDBOX_CGROUP_PROCS (':'-separated), then runs the sandbox and waits for it.
 # `exit $?` after the command keeps the shell from exec-ing it: the shell must stay as bwrap's parent.
 SUPERVISOR = (
@@ -81,6 +94,10 @@ class ProcessRuntime(Runtime):
         max_output: int | None = None,
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
+        uid_range: tuple[int, int] = host_uids.DEFAULT_RANGE,
+        tmp_size_mb: int = DEFAULT_TMP_MB,
+        allow_no_seccomp: bool = False,
+        stage_dir: str = DEFAULT_STAGE_DIR,
     ) -> None:
         self.data_dir = os.path.abspath(data_dir or os.environ.get("SANDBOX_DATA_DIR") or "data")
         self.sandboxes_dir = os.path.join(self.data_dir, "sandboxes")
@@ -97,6 +114,18 @@ class ProcessRuntime(Runtime):
         # Cgroups of every data dir on the host share one parent; the tag keeps two control planes (a dev
         # server and a test run, say) from ever touching each other's, even with equal session ids.
         self._cgroup_tag = hashlib.sha256(self.data_dir.encode()).hexdigest()[:8]
+        self.tmp_size_mb = int(tmp_size_mb)
+        self.allow_no_seccomp = allow_no_seccomp
+        # Root: a host uid per session, drawn from the range, and a total disk limit where loop devices work.
+        # Not root: every session runs as this process's uid, and only the per-file limit holds (see docs).
+        self.privileged = os.geteuid() == 0
+        self.uids = (
+            host_uids.UidAllocator(os.path.join(self.data_dir, "sandbox-uids"), uid_range)
+            if self.privileged
+            else None
+        )
+        self.stage_parent = os.path.join(stage_dir, self._cgroup_tag)
+        self.disk_limit_reason = lw.loop_unsupported_reason()
         self.node = socket.gethostname()
         self._interpreter: bw.Interpreter | None = None
         self._children: dict[str, subprocess.Popen] = {}
@@ -134,12 +163,21 @@ class ProcessRuntime(Runtime):
             )
         if self.isolated:
             self._resolve_interpreter()
+            filter_fd = self._seccomp_fd()  # compiles (and caches) the filter, or names the setting
+            if filter_fd is not None:
+                os.close(filter_fd)
         try:
             os.makedirs(self.sandboxes_dir, mode=0o700, exist_ok=True)
         except OSError as exc:
             raise RuntimeFailure(f"data dir {self.data_dir} is unusable: {exc}", permanent=True) from exc
         if not os.access(self.sandboxes_dir, os.W_OK | os.X_OK):
             raise RuntimeFailure(f"data dir {self.sandboxes_dir} is not writable", permanent=True)
+        if self.disk_limit_reason and not getattr(self, "_warned_disk", False):
+            self._warned_disk = True
+            logger.warning(
+                "process sandboxes get a per-file size limit only, not a total disk limit: %s",
+                self.disk_limit_reason,
+            )
 
     def create(self, spec: SandboxSpec) -> SandboxHandle:
         root = self.session_dir(spec.session_id)
@@ -184,14 +222,15 @@ class ProcessRuntime(Runtime):
             ) from None
         proc: subprocess.Popen | None = None
         cgroup: SandboxCgroup | None = None
+        meta: dict[str, Any] = {}
         try:
-            cgroup = self._prepare(spec, root)
-            proc = self._spawn(spec, root, env, cgroup)
-            self._wait_healthy(handle, proc, root)
+            cgroup, meta = self._prepare(spec, root)
+            proc = self._spawn(spec, root, env, cgroup, meta)
+            self._wait_healthy(handle, proc, root, meta)
         except BaseException as exc:
-            # Nothing may outlive a failed create: no process, no cgroup, no directory.
+            # Nothing may outlive a failed create: no process, no cgroup, no mount, no uid, no directory.
             tail = pr.log_tail(os.path.join(root, LOG_NAME))
-            self._teardown(spec.session_id, root, proc, cgroup)
+            self._teardown(spec.session_id, root, proc, cgroup, meta=meta or None)
             if isinstance(exc, RuntimeFailure):
                 raise RuntimeFailure(f"{exc.message}{tail}", permanent=exc.permanent) from exc
             if isinstance(exc, OSError):
@@ -237,6 +276,8 @@ class ProcessRuntime(Runtime):
 
         The token is not kept on disk, so these handles carry an empty one; the session row has the real one.
         """
+        if self.privileged:
+            pw.sweep_stages(self.stage_parent, self.sandboxes_dir)
         try:
             names = sorted(os.listdir(self.sandboxes_dir))
         except FileNotFoundError:
@@ -276,6 +317,13 @@ class ProcessRuntime(Runtime):
                 f"sandbox {session_id} has no cgroup: its limits were fixed as rlimits at start",
                 permanent=True,
             )
+        dirs = pw.SessionDirs(self.session_dir(session_id))
+        if meta and meta.get("disk") == "loop" and os.path.exists(dirs.image):
+            # First, so a refusal leaves the sandbox as it was: ext4 grows online but cannot shrink.
+            try:
+                lw.grow_loop(dirs.image, dirs.workspace, resources.disk_mb)
+            except (lw.WorkspaceError, OSError) as exc:
+                raise RuntimeFailure(f"cannot resize the workspace of sandbox {session_id}: {exc}") from exc
         try:
             cgroup.apply(resources)
         except OSError as exc:  # e.g. a memory limit below what the sandbox already uses
@@ -311,44 +359,67 @@ class ProcessRuntime(Runtime):
 
     # -- internals --
 
-    def _prepare(self, spec: SandboxSpec, root: str) -> SandboxCgroup | None:
-        """Directories, identity files, the token file, the cgroup and a first record, in that order."""
-        for sub in ("workspace", "run", "packages"):
-            os.mkdir(os.path.join(root, sub), 0o755)
-        bw.write_etc(os.path.join(root, "etc"))
-        fd = os.open(
-            os.path.join(root, "run", TOKEN_NAME), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600
-        )
+    def _prepare(self, spec: SandboxSpec, root: str) -> tuple[SandboxCgroup | None, dict[str, Any]]:
+        """The session's uid, directories, token file, cgroup and stage, recorded as they come into being.
+
+        The record is written right after the uid is claimed and again at the end, so a control plane
+        that dies anywhere in between leaves enough behind for destroy to undo it all.
+        """
+        uid, gid = os.geteuid(), os.getegid()
+        if self.uids is not None and self.isolated:
+            try:
+                uid = gid = self.uids.claim(spec.session_id)
+            except OSError as exc:
+                raise RuntimeFailure(f"no host uid for sandbox {spec.session_id}: {exc}") from exc
+        loop = self.disk_limit_reason is None
+        meta: dict[str, Any] = {
+            "session_id": spec.session_id,
+            "created": dt.datetime.now(dt.UTC).isoformat(),
+            "node": self.node,
+            "isolated": self.isolated,
+            "uid": uid,
+            "gid": gid,
+            "disk": "loop" if loop else "per-file",
+            "stage": "",
+            "cgroup": None,
+            "resources": {
+                "cpu": spec.resources.cpu,
+                "memory_mb": spec.resources.memory_mb,
+                "disk_mb": spec.resources.disk_mb,
+                "max_processes": spec.resources.max_processes,
+            },
+            "labels": dict(spec.labels),
+            "pid": None,
+            "pgid": None,
+            "start_time": None,
+        }
+        pr.write_record(root, meta)
+        dirs = pw.SessionDirs(root)
+        pw.make(dirs, uid=uid, gid=gid, disk_mb=int(spec.resources.disk_mb), loop=loop)
+        bw.write_etc(dirs.etc)
+        token = os.path.join(dirs.run, TOKEN_NAME)
+        fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(spec.token)
+        pw.give_token(token, uid=uid, gid=gid)
         cgroup = None
         if self.cgroups is not None and self.cgroups.available:
             cgroup = self.cgroups.create(self._cgroup_name(spec.session_id), spec.resources)
-        # Recorded before the spawn, so a control plane that dies right after it still finds the cgroup.
-        pr.write_record(
-            root,
-            {
-                "session_id": spec.session_id,
-                "created": dt.datetime.now(dt.UTC).isoformat(),
-                "node": self.node,
-                "isolated": self.isolated,
-                "cgroup": cgroup.to_json() if cgroup else None,
-                "resources": {
-                    "cpu": spec.resources.cpu,
-                    "memory_mb": spec.resources.memory_mb,
-                    "disk_mb": spec.resources.disk_mb,
-                    "max_processes": spec.resources.max_processes,
-                },
-                "labels": dict(spec.labels),
-                "pid": None,
-                "pgid": None,
-                "start_time": None,
-            },
-        )
-        return cgroup
+            meta["cgroup"] = cgroup.to_json()
+            pr.write_record(root, meta)  # before the stage, so a crash from here on still finds the cgroup
+        if uid != os.geteuid():
+            meta["stage"] = self._stage_path(spec.session_id)
+            pr.write_record(root, meta)
+            pw.mount_stage(pw.SessionDirs(root, meta["stage"]))
+        return cgroup, meta
 
     def _spawn(
-        self, spec: SandboxSpec, root: str, env: dict[str, str], cgroup: SandboxCgroup | None
+        self,
+        spec: SandboxSpec,
+        root: str,
+        env: dict[str, str],
+        cgroup: SandboxCgroup | None,
+        meta: dict[str, Any],
     ) -> subprocess.Popen:
         resources = spec.resources
         limit_args = executor_limit_args(resources, memory_cgroup=cgroup is not None)
@@ -360,7 +431,7 @@ class ProcessRuntime(Runtime):
             "LANG": bw.LANG,
             "SANDBOX_CGROUP_PROCS": ":".join(cgroup.procs_files()) if cgroup else "",
         }
-        args_fd: int | None = None
+        fds: list[int] = []
         cwd = "/"  # the supervisor's PWD is visible in the sandbox (/proc/1/environ); do not name host paths
         if self.isolated:
             inside = [
@@ -374,21 +445,29 @@ class ProcessRuntime(Runtime):
                 bw.PACKAGES,
                 *common,
             ]
+            dirs = pw.SessionDirs(root, meta.get("stage") or "")
+            filter_fd = self._seccomp_fd()
+            if filter_fd is not None:
+                fds.append(filter_fd)
             options, inner = bw.bwrap_command(
                 paths=bw.SandboxPaths(
-                    workspace=os.path.join(root, "workspace"),
-                    run=os.path.join(root, "run"),
-                    packages=os.path.join(root, "packages"),
-                    etc=os.path.join(root, "etc"),
+                    workspace=dirs.reachable("workspace"),
+                    run=dirs.reachable("run"),
+                    packages=dirs.reachable("packages"),
+                    etc=dirs.reachable("etc"),
                 ),
                 interpreter=self._resolve_interpreter(),
                 executor_package=EXECUTOR_PACKAGE,
                 executor_args=inside,
                 env=env,
-                tmp_size_bytes=int(resources.memory_mb) * 1024 * 1024,
+                tmp_size_bytes=self.tmp_size_mb * MIB,
+                seccomp_fd=filter_fd,
             )
-            args_fd = bw.args_fd(options)
-            command = [str(self.bwrap_path), "--args", str(args_fd), "--", *inner]
+            fds.append(bw.args_fd(options))
+            command = [str(self.bwrap_path), "--args", str(fds[-1]), "--", *inner]
+            uid, gid = int(meta["uid"]), int(meta["gid"])
+            if uid != os.geteuid():
+                command = [*host_uids.drop_command(uid, gid), *command]
         else:
             # Unconfined: the daemon's cwd is the package's parent, so `-m executor` imports it without a
             # PYTHONPATH its executions would inherit; executions still run in the workspace (the executor
@@ -424,20 +503,21 @@ class ProcessRuntime(Runtime):
                 cwd=cwd,
                 start_new_session=True,
                 close_fds=True,
-                pass_fds=(args_fd,) if args_fd is not None else (),
+                pass_fds=tuple(fds),
             )
         finally:
             os.close(log_fd)
-            if args_fd is not None:
-                os.close(args_fd)
+            for fd in fds:
+                os.close(fd)
         with self._lock:
             self._children[spec.session_id] = proc
-        meta = pr.read_record(root) or {}
         meta.update(pid=proc.pid, pgid=proc.pid, start_time=pr.start_time(proc.pid))
         pr.write_record(root, meta)
         return proc
 
-    def _wait_healthy(self, handle: SandboxHandle, proc: subprocess.Popen, root: str) -> None:
+    def _wait_healthy(
+        self, handle: SandboxHandle, proc: subprocess.Popen, root: str, meta: dict[str, Any]
+    ) -> None:
         """Poll /health, failing fast if the supervisor exits (bad bind, bwrap refused, executor crashed)."""
         client = ExecutorClient(handle.endpoint, handle.token, connect_timeout=1.0, read_timeout=5.0)
         deadline = time.monotonic() + self.startup_timeout
@@ -466,12 +546,10 @@ class ProcessRuntime(Runtime):
         token_file = os.path.join(run, TOKEN_NAME)
         if os.path.lexists(token_file):  # the executor deletes it; never leave it for sandboxed code
             os.unlink(token_file)
-        if os.geteuid() == 0:
-            # The run dir had to be writable for the executor to make its socket; from now on, give it to
-            # nobody. Sandboxed code (the host uid, without capabilities) can then neither replace the
-            # socket nor use the directory as scratch space outside /workspace and /tmp.
-            os.chown(run, 65534, 65534)
-            os.chmod(run, 0o755)
+        # The run dir had to be writable for the executor to make its socket; from now on it is root's alone.
+        # Sandboxed code can then neither replace the socket nor use the directory as scratch space outside
+        # /workspace and /tmp.
+        pw.seal_run(pw.SessionDirs(root), uid=int(meta.get("uid", os.geteuid())))
 
     def _resolve_interpreter(self) -> bw.Interpreter:
         if self._interpreter is None:
@@ -488,6 +566,21 @@ class ProcessRuntime(Runtime):
                     )
             self._interpreter = interpreter
         return self._interpreter
+
+    def _seccomp_fd(self) -> int | None:
+        """A memfd with the compiled filter for bwrap; None only when the operator allowed running without."""
+        try:
+            return seccomp.filter_fd()
+        except seccomp.SeccompUnavailable as exc:
+            if not self.allow_no_seccomp:
+                raise
+            if not getattr(self, "_warned_seccomp", False):
+                self._warned_seccomp = True
+                logger.warning("process sandboxes run WITHOUT a seccomp filter: %s", exc.message)
+            return None
+
+    def _stage_path(self, session_id: str) -> str:
+        return os.path.join(self.stage_parent, session_id)
 
     def _cgroup_name(self, session_id: str) -> str:
         return f"{self._cgroup_tag}-{session_id}"
@@ -550,8 +643,15 @@ class ProcessRuntime(Runtime):
                 cgroup.remove()
             except OSError as exc:
                 errors.append(f"cgroup: {exc}")
-        if os.path.lexists(root):
-            shutil.rmtree(root, onerror=pr.force_remove)
+        stage = (meta or {}).get("stage") or (self._stage_path(session_id) if self.privileged else "")
+        errors += pw.remove(pw.SessionDirs(root, stage))
+        if self.uids is not None and not errors:
+            # Only now: every process of the uid is gone (the cgroup was emptied), so a new session may
+            # have it. A create that died before recording its uid is found by the claim's content.
+            recorded = (meta or {}).get("uid")
+            held = [int(recorded)] if recorded not in (None, os.geteuid()) else self.uids.find(session_id)
+            for uid in held:
+                self.uids.release(uid, session_id)
         with self._lock:
             if self._children.get(session_id) is proc:
                 self._children.pop(session_id, None)

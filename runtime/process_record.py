@@ -96,7 +96,9 @@ def read_record(root: str) -> dict[str, Any] | None:
 
 def write_record(root: str, data: dict[str, Any]) -> None:
     tmp = os.path.join(root, META_NAME + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    # 0600: the record names the session's uid, cgroup and stage; nobody but the control plane reads it.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(data, fh)
     os.replace(tmp, os.path.join(root, META_NAME))  # readers never see half a record
 

@@ -395,6 +395,19 @@ if not 0.1 <= SANDBOX_MEMORY_OVERCOMMIT <= 100:
 # Seconds a client refused for capacity is told to wait (Retry-After).
 SANDBOX_CAPACITY_RETRY_AFTER = env.integer("SANDBOX_CAPACITY_RETRY_AFTER", 30, minimum=1, maximum=3600)
 
+# Process runtime (docs/architecture.md, "The process runtime's boundaries"). With a root control plane every
+# session runs under its own host uid from this range (never uid 0, never two live sessions on one uid).
+try:
+    from runtime.host_uids import UidRangeError, parse_range
+
+    SANDBOX_PROCESS_UID_RANGE = parse_range(env.string("SANDBOX_PROCESS_UID_RANGE", "200000-299999"))
+except UidRangeError as exc:
+    raise ImproperlyConfigured(f"SANDBOX_PROCESS_UID_RANGE: {exc}") from None
+# Size of each process sandbox's /tmp (a tmpfs, charged to the session's memory).
+SANDBOX_TMP_SIZE = _size_mib("SANDBOX_TMP_SIZE", "64Mi")
+# Development only: start process sandboxes without the seccomp filter when libseccomp is missing.
+SANDBOX_ALLOW_NO_SECCOMP = env.boolean("SANDBOX_ALLOW_NO_SECCOMP", False)
+
 # --- logging --------------------------------------------------------------------------------------------
 
 LOG_LEVEL = env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))

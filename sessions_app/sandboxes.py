@@ -16,6 +16,9 @@ def runtime_config(name: str) -> dict[str, Any]:
         return {
             "data_dir": str(settings.DATA_DIR),
             "allow_unisolated": settings.SANDBOX_ALLOW_UNISOLATED,
+            "uid_range": settings.SANDBOX_PROCESS_UID_RANGE,
+            "tmp_size_mb": settings.SANDBOX_TMP_SIZE,
+            "allow_no_seccomp": settings.SANDBOX_ALLOW_NO_SECCOMP,
         }
     if name == "docker":
         return {"data_dir": str(settings.DATA_DIR), "docker_url": settings.SANDBOX_DOCKER_URL or None}

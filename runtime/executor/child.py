@@ -27,6 +27,12 @@ def start(fds: list[int]) -> None:
         os.setsid()
     except OSError:
         pass
+    # The fork inherited the zygote's non-dumpable flag. The execution holds nothing secret (the zygote never
+    # had the token), and tools it runs on itself (a profiler reading /proc/<pid>/ of its parent, gdb -p)
+    # expect an ordinary process; a spawned child gets the same from exec.
+    from .prctl import set_dumpable
+
+    set_dumpable(True)
     _place(fds)
     _run()
 

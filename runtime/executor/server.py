@@ -23,6 +23,7 @@ from . import VERSION
 from .config import Config, ConfigError, parse_config
 from .executions import Registry
 from .handlers import ExecutorHandler
+from .prctl import set_dumpable
 from .zygote import Zygote
 
 # Tests only: the path of a FIFO that holds the first zygote's warm-up until it is opened for writing.
@@ -108,17 +109,6 @@ class TCPServer(_Quiet, socketserver.ThreadingMixIn, socketserver.TCPServer):
         return f"http://{host}:{self.port}"
 
 
-def _make_undumpable() -> None:
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
-    except Exception:  # best effort: without it the token file is still gone
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
     zygote_gate = os.environ.pop(ZYGOTE_GATE_ENV, None)  # before config copies the environment for children
     try:
@@ -126,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"executor: {exc}\n")
         return 2
-    _make_undumpable()
+    set_dumpable(False)  # before the zygote and any listener exist: nothing of ours is readable
     app = App(config, zygote_gate=zygote_gate)
 
     def stop(signum: int, frame: object) -> None:

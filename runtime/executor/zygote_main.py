@@ -22,6 +22,7 @@ import socket
 import sys
 
 from . import child, pyrunner
+from .prctl import set_dumpable
 
 # Modules most handlers use; importing them here once means no child pays for them.
 PRELOAD = (
@@ -169,6 +170,9 @@ def _die_with_parent(parent: int) -> None:
 
 
 def main() -> None:
+    # exec made us dumpable again; executions fork from us, and a leftover one must not be able to read or
+    # ptrace the zygote (whose memory every later Python execution starts from).
+    set_dumpable(False)
     ctl = socket.socket(fileno=int(sys.argv[1]))
     _die_with_parent(int(sys.argv[2]))
     for name in PRELOAD:
