@@ -11,11 +11,14 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import tempfile
+import time
 import uuid
 
 import pytest
 
+from runtime import loop_workspace as lw
 from runtime import seccomp
 from runtime.base import Resources, SandboxSpec
 from runtime.process import ProcessRuntime
@@ -447,3 +450,32 @@ print(written >> 20)
     assert out.status == "completed", out
     stopped, size = out.stdout.split("\n")[:2]
     assert stopped.startswith("stopped") and int(size) <= runtime.tmp_size_mb
+
+
+@root_only
+def test_a_crashed_sandbox_is_swept_after_a_restart_mounts_loop_device_and_uid_included(runtime):
+    handle = _make(runtime, disk_mb=256)
+    root = runtime.session_dir(handle.session_id)
+    meta = read_record(root)
+    image = os.path.join(root, "workspace.img")
+    assert lw.mounted(os.path.join(root, "workspace")) and lw.mounted(meta["stage"])
+    device = lw.loop_device(image)
+    assert device
+    # The sandbox dies with no control plane around (the supervisor is killed), then a new control plane
+    # (a restart: nothing in memory) finds the leftover through its record and removes it.
+    os.killpg(meta["pgid"], signal.SIGKILL)
+    restarted = ProcessRuntime(data_dir=runtime.data_dir)
+    leftover = [h for h in restarted.list_managed() if h.session_id == handle.session_id]
+    assert leftover
+    deadline = time.monotonic() + 10
+    while restarted.inspect(leftover[0]).running and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not restarted.inspect(leftover[0]).running
+    restarted.destroy(leftover[0])
+    assert not os.path.exists(root)
+    assert not lw.mounted(meta["stage"]) and not os.path.exists(meta["stage"])
+    assert not lw.mounted(os.path.join(root, "workspace"))
+    assert lw.loop_device(image) is None
+    with open("/proc/partitions", encoding="ascii") as fh:  # the loop device is detached (autoclear)
+        assert os.path.basename(device) not in fh.read().split()
+    assert restarted.uids.owner(meta["uid"]) is None
