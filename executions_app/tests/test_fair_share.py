@@ -195,3 +195,16 @@ def test_an_owner_past_the_running_execution_cap_gets_429_with_the_limit(
     # The cap is per owner.
     assert b.post(f"/api/v1/sessions/{session_b}/execute", body, format="json").status_code == 201
     connection.close()
+
+
+def test_the_console_code_runner_shows_the_execution_cap(settings, sessions, client, user):
+    settings.SANDBOX_MAX_RUNNING_EXECUTIONS_PER_OWNER = 1
+    session = sessions()
+    client.force_login(user)
+    url = f"/sessions/{session.id}/executions/run/"
+    form = {"language": "python", "code": "print(1)", "event": "{}", "timeout": "30"}
+    assert client.post(url, form).status_code == 302  # stays pending: no worker runs here
+    refused = client.post(url, form)
+    assert refused.status_code == 400
+    assert "the limit is 1 at a time" in refused.content.decode()
+    assert Execution.objects.filter(session=session).count() == 1
