@@ -323,7 +323,9 @@ class ProcessRuntime(Runtime):
             try:
                 lw.grow_loop(dirs.image, dirs.workspace, resources.disk_mb)
             except (lw.WorkspaceError, OSError) as exc:
-                raise RuntimeFailure(f"cannot resize the workspace of sandbox {session_id}: {exc}") from exc
+                raise RuntimeFailure(
+                    f"cannot resize the workspace of sandbox {session_id}: {exc}", permanent=True
+                ) from exc
         try:
             cgroup.apply(resources)
         except OSError as exc:  # e.g. a memory limit below what the sandbox already uses
@@ -422,7 +424,9 @@ class ProcessRuntime(Runtime):
         meta: dict[str, Any],
     ) -> subprocess.Popen:
         resources = spec.resources
-        limit_args = executor_limit_args(resources, memory_cgroup=cgroup is not None)
+        limit_args = executor_limit_args(
+            resources, memory_cgroup=cgroup is not None, disk_total=meta.get("disk") == "loop"
+        )
         common = ["--session-id", spec.session_id, "--memory-mb", str(int(resources.memory_mb)), *limit_args]
         if self.max_output is not None:
             common += ["--max-output", str(int(self.max_output))]

@@ -20,7 +20,7 @@ import pytest
 
 from runtime import loop_workspace as lw
 from runtime import seccomp
-from runtime.base import Resources, SandboxSpec
+from runtime.base import Resources, RuntimeFailure, SandboxSpec
 from runtime.process import ProcessRuntime
 from runtime.process_record import read_record
 from runtime.tests.conftest import needs_bwrap, run_code
@@ -479,3 +479,26 @@ def test_a_crashed_sandbox_is_swept_after_a_restart_mounts_loop_device_and_uid_i
     with open("/proc/partitions", encoding="ascii") as fh:  # the loop device is detached (autoclear)
         assert os.path.basename(device) not in fh.read().split()
     assert restarted.uids.owner(meta["uid"]) is None
+
+
+@root_only
+def test_a_warm_sandbox_claimed_with_more_disk_grows_and_never_shrinks(runtime):
+    if runtime.disk_limit_reason:
+        pytest.skip(f"no loop-mounted workspace here: {runtime.disk_limit_reason}")
+    handle = _make(runtime, disk_mb=256)
+    size = "import os; s = os.statvfs('/workspace'); print(s.f_blocks * s.f_frsize >> 20)"
+    try:
+        before = int(run_code(runtime, handle, size).stdout)
+        assert before <= 256
+        try:  # growing needs online ext4 resizing, i.e. CAP_SYS_RESOURCE, which some hosts' root lacks
+            runtime.update_resources(handle, Resources(disk_mb=512))
+        except RuntimeFailure as exc:
+            assert exc.permanent and "Permission denied" in exc.message
+            assert int(run_code(runtime, handle, size).stdout) == before  # a refusal changes nothing
+        else:
+            assert 400 < int(run_code(runtime, handle, size).stdout) <= 512
+        with pytest.raises(RuntimeFailure):
+            runtime.update_resources(handle, Resources(disk_mb=128))
+        assert run_code(runtime, handle, "open('x', 'w').write('ok')").status == "completed"
+    finally:
+        runtime.destroy(handle)

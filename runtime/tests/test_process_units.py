@@ -107,13 +107,15 @@ def test_rlimits_add_address_space_only_without_a_memory_cgroup():
         "--limit",
         "nproc=10",
         "--limit",
-        f"fsize={100 * 1024 * 1024}",
-        "--limit",
         "nofile=1024",
+        "--limit",
+        f"fsize={100 * 1024 * 1024}",
     ]
     without = executor_limit_args(resources, memory_cgroup=False)
     assert without[-1] == f"as={address_space_bytes(resources)}"
     assert address_space_bytes(resources) >= 1024 * 1024 * 1024  # Node needs ~768 MiB of address space
+    # A loop-mounted workspace of the session's size bounds files together; no per-file cap on top.
+    assert not any("fsize" in a for a in executor_limit_args(resources, memory_cgroup=True, disk_total=True))
 
 
 def test_v1_limits_are_written_in_an_order_the_kernel_accepts(tmp_path):
