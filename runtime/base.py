@@ -112,8 +112,9 @@ class PackageInstall:
     `requirements` are pip requirement strings the control plane has validated (names and version
     specifiers only, never paths, URLs or options). The whole set is installed every time into a fresh
     staging directory that replaces the package dir only when pip succeeds, so a failed install leaves the
-    packages that were there working. `cache_dir` is the pip cache shared by all sessions (each backend
-    uses its own subdirectory, since their installers run as different users).
+    packages that were there working. `cache_dir` is the control plane's package store (wheels by sha256,
+    installed trees; wheels.py, package_cache.py), which no sandbox can write. `index_allow` is the
+    operator's SANDBOX_PACKAGE_INDEX_ALLOW list (index_policy.py), applied to every host the download reaches.
     """
 
     requirements: tuple[str, ...]
@@ -123,15 +124,18 @@ class PackageInstall:
     cache_dir: str = ""
     timeout: float = 600.0
     reuse_ttl: float = 0.0  # seconds an installed tree may serve an identical request (package_cache.py)
+    index_allow: str = ""
 
 
 @dataclass(frozen=True)
 class InstalledPackages:
-    """What an install left in the package dir: every distribution as (name, version), and pip's output."""
+    """What an install left in the package dir: every distribution as (name, version), the wheels it came
+    from as (file name, sha256), and pip's output."""
 
     packages: tuple[tuple[str, str], ...]
     log: str = ""
     duration_ms: float = 0.0
+    wheels: tuple[tuple[str, str], ...] = ()
 
 
 class Runtime(abc.ABC):

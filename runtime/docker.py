@@ -348,7 +348,8 @@ class DockerRuntime(Runtime):
         )
 
     def install_packages(self, handle: SandboxHandle, request: PackageInstall) -> InstalledPackages:
-        """pip in a one-shot installer container from the sandbox's own image (docker_installer.py)."""
+        """Wheels downloaded by the control plane, installed by a one-shot container from the sandbox's own
+        image with no network (docker_installer.py)."""
         client = self.docker()
         try:
             image = client.api.inspect_container(self._ref(handle))["Image"]
@@ -367,7 +368,6 @@ class DockerRuntime(Runtime):
                 dirs=dirs,
                 session_id=handle.session_id,
                 data_dir=self.data_dir,
-                uid=self.uid,
             )
 
     def _labels(self, handle: SandboxHandle) -> dict[str, str]:

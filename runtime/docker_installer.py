@@ -1,26 +1,28 @@
-"""The docker backend's package install: a one-shot container from the sandbox's own image, with network.
+"""The docker backend's package install: wheels downloaded by the control plane, installed by a one-shot
+container from the sandbox's own image with no network at all (network_mode none).
 
-It mounts the sandbox's staging package dir (writable), this backend's part of the shared pip cache
-(writable), the control plane's pip and the CA bundle (read-only), and nothing else: not the workspace, not
-the run dir with the executor's socket. It runs as the sandbox's uid with every capability dropped,
-no-new-privileges, a read-only root and memory, process and time limits. It is labelled as an installer,
-not as a sandbox, so state sync never mistakes it for an orphaned session. When pip succeeds the staging
-dir's contents replace the package dir's (installer.replace_contents); the sandbox, which has the package
-dir mounted read-only, sees them on its next execution.
+The container mounts the wheels to install (read-only, a directory of hard links to the control plane's
+wheel store: only these wheels, never the store), the staging package dir (writable) and the control
+plane's pip (read-only), and nothing else: not the workspace, not the run dir with the executor's socket,
+no cache. It runs as an unprivileged uid of its own with every capability dropped, no-new-privileges, a
+read-only root and memory, process and time limits. It is labelled as an installer, not as a sandbox, so
+state sync never mistakes it for an orphaned session. The image's wheel tags are probed once per image id
+by a container with no network either (wheels.probe). When pip succeeds the sealed staging tree replaces
+the package dir's contents (installer.install_offline); the sandbox, which has the package dir mounted
+read-only, sees them on its next execution.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import time
 from typing import Any
 
 import docker.errors
 
 from runtime import docker_spec as ds
-from runtime import installer, package_cache
+from runtime import installer, package_cache, wheels
 from runtime.base import InstalledPackages, PackageInstall, RuntimeFailure
 from runtime.docker_engine import engine_failure
 
@@ -32,43 +34,46 @@ MAX_PROCESSES = 256
 LOG_BYTES = "4m"
 
 
+NETWORK_MODE = "none"
+
+
 def container_options(
-    request: PackageInstall,
     *,
     name: str,
     session_id: str,
     data_dir: str,
     staging: str,
-    cache: str,
+    wheel_dir: str,
     pip_dir: str,
-    ca_file: str,
     uid: int,
 ) -> dict[str, Any]:
-    """Keyword arguments for `containers.create(image, ...)` (the engine's default bridge network)."""
+    """Keyword arguments for `containers.create(image, ...)`: no network, only these mounts."""
     volumes = {
         staging: {"bind": installer.TARGET, "mode": "rw"},
-        cache: {"bind": installer.CACHE, "mode": "rw"},
+        wheel_dir: {"bind": installer.WHEELS, "mode": "ro"},
         pip_dir: {"bind": f"{installer.PIP_ROOT}/pip", "mode": "ro"},
     }
-    if ca_file:
-        volumes[ca_file] = {"bind": installer.CA_FILE, "mode": "ro"}
-    args = installer.pip_arguments(
-        request, target=installer.TARGET, cache=installer.CACHE, ca_file=installer.CA_FILE if ca_file else ""
-    )
     memory = MEMORY_MB * 1024 * 1024
     return {
-        "command": ["python3", "-s", "-c", installer.SCRIPT, installer.TARGET, *args],
+        "command": [
+            "python3",
+            "-s",
+            "-c",
+            installer.SCRIPT,
+            installer.TARGET,
+            *wheels.install_arguments(installer.TARGET),
+        ],
         "name": name,
         "hostname": "installer",
         "user": f"{uid}:{uid}",
         "working_dir": "/tmp",
         "environment": installer.installer_env(home="/tmp", pip_root=installer.PIP_ROOT),
         "labels": {LABEL_INSTALLER: "true", ds.LABEL_SESSION: session_id, ds.LABEL_DATA_DIR: data_dir},
+        "network_mode": NETWORK_MODE,
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges"],
         "read_only": True,
-        # exec: build backends run helper scripts they unpack under /tmp.
-        "tmpfs": {"/tmp": f"rw,nosuid,nodev,exec,size={TMP_MB}m,mode=1777"},
+        "tmpfs": {"/tmp": f"rw,nosuid,nodev,noexec,size={TMP_MB}m,mode=1777"},
         "volumes": volumes,
         "pids_limit": MAX_PROCESSES,
         "nano_cpus": int(1e9),
@@ -80,6 +85,28 @@ def container_options(
     }
 
 
+def probe_image(client: Any, image: str, pip_dir: str) -> str:
+    """The image's python3 wheel tags, read by a throwaway container with no network."""
+    try:
+        output = client.containers.run(
+            image,
+            ["python3", "-I", "-c", wheels.PROBE_SCRIPT, installer.PIP_ROOT],
+            user=f"{installer.INSTALLER_UID}:{installer.INSTALLER_UID}",
+            network_mode=NETWORK_MODE,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            read_only=True,
+            volumes={pip_dir: {"bind": f"{installer.PIP_ROOT}/pip", "mode": "ro"}},
+            labels={LABEL_INSTALLER: "true"},
+            remove=True,
+            stdout=True,
+            stderr=False,
+        )
+    except docker.errors.DockerException as exc:
+        raise engine_failure(exc, f"cannot probe the wheel tags of image {image}") from exc
+    return bytes(output).decode("utf-8", "replace")
+
+
 def install(
     client: Any,
     request: PackageInstall,
@@ -88,52 +115,66 @@ def install(
     dirs: ds.HostDirs,
     session_id: str,
     data_dir: str,
-    uid: int,
+    uid: int = installer.INSTALLER_UID,
 ) -> InstalledPackages:
-    """Run pip in a one-shot container into `dirs.packages`' staging dir; swap it in when pip succeeds."""
+    """Download wheels, run pip offline in a one-shot container into the staging dir, swap it in."""
     staging = installer.fresh_dir(dirs.packages + ".staging", uid=uid)
     work = installer.fresh_dir(os.path.join(dirs.root, "install"))
     name = NAME_PREFIX + os.path.basename(dirs.root)
-    container: Any = None
     try:
-        cache = installer.cache_dir(request, "docker", uid=uid)
-        ca_file = installer.write_ca_file(request, work)
-        options = container_options(
+        if not request.cache_dir:
+            raise RuntimeFailure("no package cache directory is configured", permanent=True)
+        pip_dir = installer.pip_source_dir()
+        tags = wheels.probe(f"docker:{image}", request.cache_dir, lambda: probe_image(client, image, pip_dir))
+
+        def run_installer(wheel_dir: str) -> InstalledPackages:
+            options = container_options(
+                name=name,
+                session_id=session_id,
+                data_dir=data_dir,
+                staging=staging,
+                wheel_dir=wheel_dir,
+                pip_dir=pip_dir,
+                uid=uid,
+            )
+            return _run(client, image, options, name, session_id, request.timeout)
+
+        return installer.install_offline(
             request,
-            name=name,
-            session_id=session_id,
-            data_dir=data_dir,
+            backend="docker",
+            interpreter_identity=image,
+            tags=tags,
             staging=staging,
-            cache=cache,
-            pip_dir=installer.pip_source_dir(),
-            ca_file=ca_file,
-            uid=uid,
+            work=work,
+            packages=dirs.packages,
+            run_installer=run_installer,
         )
-        key = package_cache.tree_key(request, "docker", image)
-        reused = package_cache.reuse(request, key, staging, request.reuse_ttl)
-        if reused is not None:
-            installer.replace_contents(staging, dirs.packages)
-            return reused
-        _remove(client, name)  # a leftover of an install whose worker died
-        started = time.monotonic()
+    finally:
+        for leftover in (staging, work):
+            if os.path.lexists(leftover):
+                package_cache.remove_tree(leftover)
+
+
+def _run(
+    client: Any, image: str, options: dict[str, Any], name: str, session_id: str, timeout: float
+) -> InstalledPackages:
+    container: Any = None
+    _remove(client, name)  # a leftover of an install whose worker died
+    started = time.monotonic()
+    try:
         try:
             container = client.containers.create(image, **options)
             container.start()
         except docker.errors.DockerException as exc:
             raise engine_failure(exc, f"cannot start the package installer of sandbox {session_id}") from exc
-        code = _wait(container, request.timeout)
+        code = _wait(container, timeout)
         duration_ms = (time.monotonic() - started) * 1000
         stdout = _logs(container, stdout=True)
         stderr = _logs(container, stdout=False)
-        result = installer.outcome(code, stdout, stderr, duration_ms)
-        package_cache.keep(request, key, staging, result.packages, request.reuse_ttl)
-        installer.replace_contents(staging, dirs.packages)
-        return result
+        return installer.outcome(code, stdout, stderr, duration_ms)
     finally:
         if container is not None:
             _remove(client, container.id)
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def _wait(container: Any, timeout: float) -> int | None:

@@ -1,45 +1,57 @@
-"""Installing a session's Python packages from outside its sandbox: the parts both local backends share.
+"""Installing a session's Python packages: wheels downloaded by the control plane, installed offline.
 
-The sandbox never gets network access. Instead pip runs in a separate confined process with network - a
-bubblewrap sandbox (process backend) or a one-shot container (docker backend) - that can write only to a
-staging directory and the shared pip cache. The interpreter is the sandbox's own (the same Python the
-executions use, so wheels and bytecode match), and pip itself is the control plane's, bound read-only at
-/opt/pip: template images need not ship pip. When pip succeeds, the staging directory's contents replace the
-package dir's; when it fails, the package dir is untouched, so what was installed before keeps working.
+Two steps, so that no code a tenant chose ever runs outside a sandbox and nothing an install does can reach
+another tenant:
+
+1. Download (wheels.py): the control plane's own pip fetches wheels only (`--only-binary=:all:`, for the
+   target interpreter's tags) through the egress proxy that applies the index policy, into the
+   content-addressed wheel store only the control plane writes. Hashes are recorded.
+2. Install: `pip install --no-index --no-deps --require-hashes` of exactly those wheel files, inside a
+   sandbox with no network - bubblewrap with every namespace unshared (process backend) run as an
+   unprivileged host uid, or a one-shot container with network_mode none (docker backend) - that sees the
+   wheels read-only and can write only a staging dir and its own /tmp. pip itself is the control plane's,
+   bound read-only at /opt/pip; the interpreter is the sandbox's own, so bytecode matches.
+
+The finished staging tree is sealed (control plane's, no write bits) and kept as a content-addressed,
+write-once tree (package_cache.py); its files are hard-linked into the session's package dir, which the
+sandbox sees read-only at /opt/packages. When anything fails the package dir is untouched, so what was
+installed before keeps working.
 
 Inside the installer a small script runs pip, then lists the distributions now in the target (name and
-version, read with importlib.metadata in the confined process, never by the control plane from files the
-installer could have made into symlinks) on one marked line of stdout.
+version, read with importlib.metadata in the confined process) on one marked line of stdout.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
+import importlib
 import importlib.util
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from runtime import bwrap as bw
-from runtime import package_cache
+from runtime import package_cache, wheels
 from runtime.base import InstalledPackages, PackageInstall, RuntimeFailure
 
 TARGET = "/target"
-CACHE = "/cache"
+WHEELS = "/wheels"
 PIP_ROOT = "/opt/pip"
-CA_FILE = "/etc/sandbox-installer/ca.pem"
 MARKER = "@@sandbox-installed@@"
 ERROR_TAIL_LINES = 30
 ERROR_MAX_CHARS = 4000
 LOG_MAX_BYTES = 64 * 1024
 TMP_BYTES = 1024 * 1024 * 1024
-# What DNS and TLS need, on top of what a sandbox gets (bw.ETC_PATHS): the installer has the host's network.
-NETWORK_ETC = ("/etc/resolv.conf", "/etc/hosts", "/etc/host.conf", "/etc/gai.conf", "/etc/nsswitch.conf")
+# The host uid the process backend's installer runs as when the control plane is root: never uid 0, and
+# never a session's uid. Files it writes are re-owned by the control plane before any session sees them.
+INSTALLER_UID = 65534
+PASSWD = "nobody:x:65534:65534:nobody:/tmp:/usr/sbin/nologin\n"
+GROUP = "nogroup:x:65534:\n"
 
 SCRIPT = f"""
 import importlib.metadata, json, subprocess, sys
@@ -59,17 +71,6 @@ def pip_source_dir() -> str:
     if not locations or not os.path.isfile(os.path.join(locations[0], "__main__.py")):
         raise RuntimeFailure("pip is not installed in the control plane's environment", permanent=True)
     return os.path.realpath(locations[0])
-
-
-def pip_arguments(request: PackageInstall, *, target: str, cache: str, ca_file: str) -> list[str]:
-    """pip's command line after `-m pip`. Requirements come after `--`, so none can be read as an option."""
-    args = ["install", "--target", target, "--no-input", "--disable-pip-version-check"]
-    args += ["--progress-bar", "off", "--no-warn-script-location", "--cache-dir", cache]
-    if ca_file:
-        args += ["--cert", ca_file]
-    if request.index_url:
-        args += ["--index-url", request.index_url]
-    return [*args, "--", *request.requirements]
 
 
 def installer_env(*, home: str, pip_root: str) -> dict[str, str]:
@@ -109,20 +110,9 @@ def write_ca_file(request: PackageInstall, directory: str) -> str:
 
 def fresh_dir(path: str, *, uid: int | None = None) -> str:
     if os.path.lexists(path):
-        shutil.rmtree(path)
+        package_cache.remove_tree(path)
     os.mkdir(path, 0o755)
     if uid is not None:
-        os.chown(path, uid, uid)
-    return path
-
-
-def cache_dir(request: PackageInstall, backend: str, *, uid: int | None = None) -> str:
-    """This backend's part of the shared pip cache, made on first use and owned by the installer's user."""
-    if not request.cache_dir:
-        raise RuntimeFailure("no pip cache directory is configured", permanent=True)
-    path = os.path.join(request.cache_dir, backend)
-    os.makedirs(path, mode=0o755, exist_ok=True)
-    if uid is not None and os.stat(path).st_uid != uid:
         os.chown(path, uid, uid)
     return path
 
@@ -147,14 +137,14 @@ def replace_contents(staging: str, target: str) -> None:
     """
     old = target + ".old"
     if os.path.lexists(old):
-        shutil.rmtree(old)
+        package_cache.remove_tree(old)
     os.mkdir(old, 0o700)
     for name in os.listdir(target):
         os.rename(os.path.join(target, name), os.path.join(old, name))
     for name in os.listdir(staging):
         os.rename(os.path.join(staging, name), os.path.join(target, name))
-    shutil.rmtree(old, ignore_errors=True)
-    shutil.rmtree(staging, ignore_errors=True)
+    package_cache.remove_tree(old)
+    package_cache.remove_tree(staging)
 
 
 def read_tail(path: str, limit: int = LOG_MAX_BYTES) -> str:
@@ -193,58 +183,102 @@ def error_text(code: int | None, output: str) -> str:
     return text[-ERROR_MAX_CHARS:]
 
 
+def seccomp_fd() -> int | None:
+    """The sandboxes' seccomp filter (runtime/seccomp.py) as an fd to pass on, when it can be built."""
+    try:
+        module = importlib.import_module("runtime.seccomp")
+    except ImportError:
+        return None
+    make = getattr(module, "filter_fd", None)
+    if not callable(make):
+        return None
+    try:
+        return int(make())
+    except RuntimeFailure:
+        # No libseccomp here. The installer runs only pip over hash-checked wheels (no build step, no
+        # tenant code), as an unprivileged uid with no network, so it goes on without the filter.
+        return None
+
+
 def bwrap_command(
     *,
     bwrap: str,
     interpreter: bw.Interpreter,
-    etc_dir: str,
-    staging: str,
-    cache: str,
-    pip_dir: str,
-    ca_file: str,
-    request: PackageInstall,
+    paths: dict[str, str],
+    uid: int | None,
+    seccomp: int | None = None,
 ) -> list[str]:
-    """A bubblewrap sandbox for pip: the host's network, everything else as closed as a session's sandbox.
+    """A bubblewrap sandbox for the offline install: no network, nothing of the host's but what pip needs.
 
-    Writable: the staging dir, the pip cache and a private /tmp. Readable: /usr, the few /etc files DNS,
-    TLS and interpreters need, the interpreter's prefix, pip and the CA bundle. Not visible: the data dir,
-    other sessions, the project, the sandbox's workspace and its run dir.
+    Mount, pid, ipc, uts, cgroup and network namespaces are unshared (no network: the sandbox has only its
+    own loopback). When the control plane is root, bubblewrap runs as root without a user namespace (in one,
+    the sandbox's uid would map to host uid 0) and pip runs as host uid `uid` with no capabilities: setpriv
+    drops the uid, every group, every inheritable capability and sets no_new_privs before pip starts.
+    Otherwise the sandbox is the caller's own uid in a user namespace. Writable: the staging dir and a
+    private /tmp. Read-only: /usr, the few /etc files interpreters need, the interpreter's prefix, pip and
+    the wheels to install (`paths`: staging, wheels, pip, passwd, group).
     """
     env = installer_env(home="/tmp", pip_root=PIP_ROOT)
-    cmd = [bwrap, "--unshare-all", "--share-net", "--unshare-user", "--disable-userns"]
-    cmd += ["--uid", str(bw.SANDBOX_UID), "--gid", str(bw.SANDBOX_GID), "--die-with-parent", "--new-session"]
-    cmd += ["--cap-drop", "ALL", "--hostname", "installer", "--clearenv"]
+    # Not --unshare-all: it includes a user namespace, which would map the sandbox's uid to host uid 0.
+    cmd = [bwrap, "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
+    cmd += ["--die-with-parent", "--new-session", "--hostname", "installer"]
+    if uid is None:
+        cmd += ["--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
+    else:
+        cmd += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    cmd += ["--clearenv"]
+    if seccomp is not None:
+        cmd += ["--seccomp", str(seccomp)]
     for name, value in env.items():
         cmd += ["--setenv", name, value]
+    # Directories bubblewrap makes on the way to a mount are 0700 when it runs as root: make them first.
+    for directory in ("/etc", "/opt", PIP_ROOT):
+        cmd += ["--perms", "0755", "--dir", directory]
     cmd += ["--ro-bind", "/usr", "/usr"]
     for entry in bw.ROOT_LINKS:
         if os.path.islink(entry):
             cmd += ["--symlink", os.readlink(entry), entry]
         elif os.path.isdir(entry):
             cmd += ["--ro-bind", entry, entry]
-    for path in bw.ETC_PATHS + NETWORK_ETC:
+    for path in bw.ETC_PATHS:
         if os.path.exists(path):
             cmd += ["--ro-bind", path, path]
-    for name in ("passwd", "group"):
-        cmd += ["--ro-bind", os.path.join(etc_dir, name), f"/etc/{name}"]
+    cmd += ["--ro-bind", paths["passwd"], "/etc/passwd", "--ro-bind", paths["group"], "/etc/group"]
     for prefix in interpreter.prefixes:
         cmd += ["--ro-bind", prefix, prefix]
-    cmd += ["--ro-bind", pip_dir, f"{PIP_ROOT}/pip"]
-    if ca_file:
-        cmd += ["--ro-bind", ca_file, CA_FILE]
-    cmd += ["--bind", staging, TARGET, "--bind", cache, CACHE]
-    cmd += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMP_BYTES), "--tmpfs", "/tmp"]
+    cmd += ["--ro-bind", paths["pip"], f"{PIP_ROOT}/pip"]
+    cmd += ["--ro-bind", paths["wheels"], WHEELS]
+    cmd += ["--bind", paths["staging"], TARGET]
+    cmd += [
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--size",
+        str(TMP_BYTES),
+        "--perms",
+        "1777",
+        "--tmpfs",
+        "/tmp",
+    ]
     cmd += ["--remount-ro", "/", "--chdir", "/tmp"]
-    args = pip_arguments(request, target=TARGET, cache=CACHE, ca_file=CA_FILE if ca_file else "")
-    return [*cmd, interpreter.executable, "-s", "-c", SCRIPT, TARGET, *args]
+    if uid is not None:
+        cmd += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all"]
+        cmd += ["--no-new-privs", "--"]
+    return [*cmd, interpreter.executable, "-s", "-c", SCRIPT, TARGET, *wheels.install_arguments(TARGET)]
 
 
 def run_logged(
-    command: list[str], *, env: dict[str, str], cwd: str, work: str, timeout: float
+    command: list[str],
+    *,
+    env: dict[str, str],
+    cwd: str,
+    work: str,
+    timeout: float,
+    pass_fds: tuple[int, ...] = (),
 ) -> tuple[int | None, str, str, float]:
-    """Run the installer with its output in files (pip can be chatty; a hostile build script can flood),
-    kill its whole process group when it runs past `timeout`. Returns (exit code or None, stdout tail,
-    stderr tail, milliseconds)."""
+    """Run the installer with its output in files (pip can be chatty), kill its whole process group when it
+    runs past `timeout`. Returns (exit code or None, stdout tail, stderr tail, milliseconds)."""
     out_path, err_path = os.path.join(work, "stdout"), os.path.join(work, "stderr")
     started = time.monotonic()
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
@@ -257,6 +291,7 @@ def run_logged(
             cwd=cwd,
             start_new_session=True,
             close_fds=True,
+            pass_fds=pass_fds,
         )
         code: int | None
         try:
@@ -269,6 +304,47 @@ def run_logged(
     return code, read_tail(out_path), read_tail(err_path), (time.monotonic() - started) * 1000
 
 
+def control_plane_uid() -> int | None:
+    """The owner sealed trees get: the control plane's uid when it may chown (root), else None (files
+    are the control plane's already, since the installer then runs as the control plane's own uid)."""
+    return os.getuid() if os.geteuid() == 0 else None
+
+
+def install_offline(
+    request: PackageInstall,
+    *,
+    backend: str,
+    interpreter_identity: str,
+    tags: wheels.TargetTags,
+    staging: str,
+    work: str,
+    packages: str,
+    run_installer: Callable[[str], InstalledPackages],
+    wheel_mount: str | None = WHEELS,
+) -> InstalledPackages:
+    """Both backends' install: reuse a kept tree, or download wheels and run `run_installer(wheel_dir)`
+    (pip in a sandbox with no network, into `staging`, seeing `wheel_dir` at `wheel_mount`, or at its own
+    path when None); seal, keep, and swap the result into `packages`."""
+    key = package_cache.tree_key(request, backend, interpreter_identity, tags.key())
+    result = package_cache.reuse(request, key, staging, request.reuse_ttl)
+    if result is None:
+        ca_file = write_ca_file(request, work)
+        resolved = wheels.download(request, tags, work=work, ca_file=ca_file)
+        tree = package_cache.tree_id(backend, interpreter_identity, tags.key(), [w.sha256 for w in resolved])
+        if request.reuse_ttl > 0:
+            result = package_cache.reuse_tree(request, tree, staging)
+        if result is None:
+            wheel_dir = os.path.join(work, "wheels")
+            wheels.link_set(resolved, wheel_dir, mount=wheel_mount or wheel_dir)
+            installed = run_installer(wheel_dir)
+            package_cache.seal(staging, uid=control_plane_uid())
+            hashes = tuple((w.filename, w.sha256) for w in resolved)
+            result = dataclasses.replace(installed, wheels=hashes)
+        package_cache.keep(request, key, tree, staging, result, request.reuse_ttl)
+    replace_contents(staging, packages)
+    return result
+
+
 def install_local(
     request: PackageInstall,
     *,
@@ -279,45 +355,74 @@ def install_local(
     prefix: list[str],
     prefix_env: dict[str, str],
 ) -> InstalledPackages:
-    """The process backend's install: pip under bubblewrap (or, unisolated, directly) into a staging dir.
+    """The process backend's install: download wheels, then pip offline under bubblewrap as INSTALLER_UID
+    (or, unisolated, directly) into a staging dir.
 
     `prefix` wraps the command (the process backend's supervisor shell, which first joins the sandbox's
-    cgroups: the install is charged to the session's memory and process limits).
+    cgroups: the install is charged to the session's memory and process limits); the drop to the
+    installer's uid happens inside bubblewrap (setpriv), right before pip.
     """
-    staging = fresh_dir(packages + ".staging")
+    uid = INSTALLER_UID if os.geteuid() == 0 and bwrap else None
+    staging = fresh_dir(packages + ".staging", uid=uid)
     work = fresh_dir(os.path.join(root, "install"))
     try:
-        cache = cache_dir(request, "process")
         pip_dir = pip_source_dir()
-        ca_file = write_ca_file(request, work)
-        if bwrap:
-            command = bwrap_command(
-                bwrap=bwrap,
-                interpreter=interpreter,
-                etc_dir=os.path.join(root, "etc"),
-                staging=staging,
-                cache=cache,
-                pip_dir=pip_dir,
-                ca_file=ca_file,
-                request=request,
-            )
-            env, cwd = {"PATH": bw.PATH, "LANG": bw.LANG}, "/"
-        else:
-            args = pip_arguments(request, target=staging, cache=cache, ca_file=ca_file)
-            command = [interpreter.executable, "-s", "-c", SCRIPT, staging, *args]
-            env, cwd = installer_env(home=work, pip_root=os.path.dirname(pip_dir)), work
-        key = package_cache.tree_key(
-            request, "process", package_cache.interpreter_identity(interpreter.executable)
+        identity = package_cache.interpreter_identity(interpreter.executable)
+        if not request.cache_dir:
+            raise RuntimeFailure("no package cache directory is configured", permanent=True)
+        tags = wheels.probe(
+            f"process:{identity}",
+            request.cache_dir,
+            lambda: wheels.probe_host_interpreter(interpreter.executable, pip_dir),
         )
-        result = package_cache.reuse(request, key, staging, request.reuse_ttl)
-        if result is None:
-            code, out, err, ms = run_logged(
-                [*prefix, *command], env={**env, **prefix_env}, cwd=cwd, work=work, timeout=request.timeout
-            )
-            result = outcome(code, out, err, ms)
-            package_cache.keep(request, key, staging, result.packages, request.reuse_ttl)
-        replace_contents(staging, packages)
-        return result
+
+        def run_installer(wheel_dir: str) -> InstalledPackages:
+            if not bwrap:  # SANDBOX_ALLOW_UNISOLATED (development only): pip offline, on the host
+                args = wheels.install_arguments(staging, mount=wheel_dir)
+                command = [interpreter.executable, "-s", "-c", SCRIPT, staging, *args]
+                env = installer_env(home=work, pip_root=os.path.dirname(pip_dir))
+                return outcome(*run_logged(command, env=env, cwd=work, work=work, timeout=request.timeout))
+            with open(os.path.join(work, "passwd"), "w", encoding="utf-8") as fh:
+                fh.write(PASSWD)
+            with open(os.path.join(work, "group"), "w", encoding="utf-8") as fh:
+                fh.write(GROUP)
+            paths = {
+                "staging": staging,
+                "wheels": wheel_dir,
+                "pip": pip_dir,
+                "passwd": os.path.join(work, "passwd"),
+                "group": os.path.join(work, "group"),
+            }
+            seccomp = seccomp_fd()
+            try:
+                command = bwrap_command(
+                    bwrap=bwrap, interpreter=interpreter, paths=paths, uid=uid, seccomp=seccomp
+                )
+                code, out, err, ms = run_logged(
+                    [*prefix, *command],
+                    env={"PATH": bw.PATH, "LANG": bw.LANG, **prefix_env},
+                    cwd="/",
+                    work=work,
+                    timeout=request.timeout,
+                    pass_fds=(seccomp,) if seccomp is not None else (),
+                )
+            finally:
+                if seccomp is not None:
+                    os.close(seccomp)
+            return outcome(code, out, err, ms)
+
+        return install_offline(
+            request,
+            backend="process",
+            interpreter_identity=identity,
+            tags=tags,
+            staging=staging,
+            work=work,
+            packages=packages,
+            run_installer=run_installer,
+            wheel_mount=WHEELS if bwrap else None,
+        )
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(work, ignore_errors=True)
+        for leftover in (staging, work):
+            if os.path.lexists(leftover):
+                package_cache.remove_tree(leftover)

@@ -332,11 +332,11 @@ class ProcessRuntime(Runtime):
             raise RuntimeFailure(f"cannot apply new limits to sandbox {session_id}: {exc}") from exc
 
     def install_packages(self, handle: SandboxHandle, request: PackageInstall) -> InstalledPackages:
-        """pip --target into a staging dir next to the session's package dir, then swapped in (installer.py).
+        """Wheels downloaded by the control plane, installed offline into a staging dir, swapped in.
 
-        pip runs under its own bubblewrap sandbox with the host's network, able to write only the staging
-        dir, the pip cache and its /tmp, inside the session's cgroups (so the install counts against the
-        session's memory and process limits).
+        pip runs under its own bubblewrap sandbox with no network, as an unprivileged uid, able to write
+        only the staging dir and its /tmp, inside the session's cgroups (so the install counts against the
+        session's memory and process limits); see installer.py.
         """
         session_id = handle.sandbox_id or handle.session_id
         root = self.session_dir(session_id)

@@ -15,6 +15,7 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
+from runtime.index_policy import parse_allow as parse_index_allow
 from sandbox_site.data_dir import create_private_file
 from sandbox_site.env import Env, parse_database_url
 
@@ -341,6 +342,13 @@ SANDBOX_CA_BUNDLE = env.string("SANDBOX_CA_BUNDLE", "/etc/ssl/certs/ca-certifica
 # Per-session Python dependencies: pip's index (empty: PyPI), the cache every session's installs share, and
 # how long one install may take.
 SANDBOX_PACKAGE_INDEX_URL = env.url("SANDBOX_PACKAGE_INDEX_URL", ("http", "https"))
+# Hosts, addresses or networks a package index may reach besides public addresses (runtime/index_policy.py):
+# comma-separated `host`, `host:port`, `10.0.0.0/8`, `10.1.2.3:3141`, `[fd00::1]:3141`. Empty: public only.
+SANDBOX_PACKAGE_INDEX_ALLOW = env.string("SANDBOX_PACKAGE_INDEX_ALLOW", "")
+try:
+    parse_index_allow(SANDBOX_PACKAGE_INDEX_ALLOW)
+except ValueError as _exc:
+    raise ImproperlyConfigured(str(_exc)) from None
 SANDBOX_PIP_CACHE_DIR = env.string("SANDBOX_PIP_CACHE_DIR", str(DATA_DIR / "pip-cache"))
 SANDBOX_INSTALL_TIMEOUT = env.integer("SANDBOX_INSTALL_TIMEOUT", 600, minimum=10, maximum=3600)
 # Seconds an installed package tree is reused for an identical request in another session (0: always pip).

@@ -1,13 +1,15 @@
 """Per-session Python dependencies: how requested packages merge, and the install workflow.
 
 Status: `pending` (requested, waiting for a worker) -> `installing` (one worker claimed it) -> `completed`
-or `failed` (with pip's error text). The install runs outside the sandbox, with network, through the
-runtime (`Runtime.install_packages`); the sandbox sees the packages read-only at /opt/packages from its next
-execution on, and never has network itself.
+or `failed` (with pip's error text). The control plane downloads wheels only, through an egress proxy that
+applies the index policy (SANDBOX_PACKAGE_INDEX_ALLOW), and the runtime installs them in a sandbox with no
+network (`Runtime.install_packages`); the session sees the packages read-only at /opt/packages from its
+next execution on, and never has network itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -16,7 +18,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from runtime import PackageInstall, RuntimeFailure
+from runtime import PackageInstall, RuntimeFailure, index_policy
 from sessions_app.models import DependencyInstallStatus, SandboxSession, SessionStatus
 from sessions_app.sandboxes import handle_for, runtime_for
 
@@ -47,6 +49,29 @@ def requirement(dep: dict[str, str]) -> str:
     return dep["name"] + version
 
 
+def index_allow() -> str:
+    """The operator's allow list, plus the operator's own default index (its host on its port)."""
+    allow = settings.SANDBOX_PACKAGE_INDEX_ALLOW
+    if settings.SANDBOX_PACKAGE_INDEX_URL:
+        with contextlib.suppress(index_policy.IndexRefused):
+            host, port = index_policy.split_url(settings.SANDBOX_PACKAGE_INDEX_URL)
+            allow += f",[{host}]:{port}" if ":" in host else f",{host}:{port}"
+    return allow
+
+
+def index_url_refusal(url: str) -> str | None:
+    """Why a tenant's index URL is refused (one message, whatever the reason), or None when it may be used.
+
+    The same policy is applied again at download time to every host pip contacts (runtime/egress_proxy.py);
+    this check only answers early, with a 400.
+    """
+    try:
+        index_policy.check_url(url, index_policy.policy(index_allow()))
+    except index_policy.IndexRefused as exc:
+        return str(exc)
+    return None
+
+
 def install_request(session: SandboxSession) -> PackageInstall:
     ca_bundle = settings.SANDBOX_CA_BUNDLE if os.path.isfile(settings.SANDBOX_CA_BUNDLE) else ""
     return PackageInstall(
@@ -57,6 +82,7 @@ def install_request(session: SandboxSession) -> PackageInstall:
         cache_dir=str(settings.SANDBOX_PIP_CACHE_DIR),
         timeout=float(settings.SANDBOX_INSTALL_TIMEOUT),
         reuse_ttl=float(settings.SANDBOX_PACKAGE_CACHE_TTL),
+        index_allow=index_allow(),
     )
 
 

@@ -13,7 +13,7 @@ from sandbox_site.api.fields import StrictCharField
 from sandbox_site.host_paths import public_text
 from sandbox_site.ids import CLIENT_ID_VALIDATOR
 from sessions_app.api.fields import CpuField, SizeField, format_mib
-from sessions_app.dependencies import merge_dependencies
+from sessions_app.dependencies import index_url_refusal, merge_dependencies
 from sessions_app.models import SandboxSession
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -51,6 +51,9 @@ def validate_package_name(value: str) -> str:
 def validate_index_url(value: str) -> str:
     if value and not value.lower().startswith(("http://", "https://")):
         raise serializers.ValidationError("a package index is an http:// or https:// URL")
+    problem = index_url_refusal(value) if value else None
+    if problem:
+        raise serializers.ValidationError(problem)
     return value
 
 

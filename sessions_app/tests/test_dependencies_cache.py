@@ -1,15 +1,18 @@
-"""The installer's plain parts: kept install trees (runtime/package_cache.py), served only to the identical
-request and never stale, and how pip is called and its outcome read (runtime/installer.py)."""
+"""The installer's plain parts: sealed, write-once install trees (runtime/package_cache.py), served only to
+the identical request and never stale; how the offline pip is called and its outcome read (installer.py,
+wheels.py)."""
 
 from __future__ import annotations
 
 import os
+import stat
 import time
 
 import pytest
 
-from runtime import PackageInstall, RuntimeFailure, installer
+from runtime import PackageInstall, RuntimeFailure, installer, wheels
 from runtime import package_cache as pc
+from runtime.base import InstalledPackages
 
 
 def request(tmp_path, *requirements: str, **fields) -> PackageInstall:
@@ -39,20 +42,44 @@ def test_the_key_covers_everything_that_decides_the_tree(tmp_path):
     assert base not in others and len(others) == 6
 
 
-def test_a_kept_tree_is_linked_into_the_next_identical_install(tmp_path):
+def result(*packages: tuple[str, str]) -> InstalledPackages:
+    return InstalledPackages(packages=packages, wheels=(("pkg-1-py3-none-any.whl", "ab" * 32),))
+
+
+def test_a_kept_tree_is_sealed_and_linked_into_the_next_identical_install(tmp_path):
     req = request(tmp_path, "pkg==1")
     first = tmp_path / "first"
     first.mkdir()
     installed_tree(first)
-    pc.keep(req, "k", str(first), [("pkg", "1")], ttl=60)
+    os.chmod(first / "pkg" / "__init__.py", 0o666)
+    pc.seal(str(first), uid=os.getuid())
+    assert stat.S_IMODE(os.stat(first / "pkg" / "__init__.py").st_mode) == 0o444
+    pc.keep(req, "k", "tree1", str(first), result(("pkg", "1")), ttl=60)
     second = tmp_path / "second"
     second.mkdir()
-    result = pc.reuse(req, "k", str(second), ttl=60)
-    assert result is not None and result.packages == (("pkg", "1"),)
+    reused = pc.reuse(req, "k", str(second), ttl=60)
+    assert reused is not None and reused.packages == (("pkg", "1"),)
+    assert reused.wheels == (("pkg-1-py3-none-any.whl", "ab" * 32),)
     assert (second / "pkg" / "__init__.py").read_text() == "VERSION = 1\n"
     assert os.path.islink(second / "link") and os.readlink(second / "link") == "/etc/passwd"  # not followed
     assert os.stat(second / "pkg" / "__init__.py").st_ino == os.stat(first / "pkg" / "__init__.py").st_ino
+    kept = tmp_path / "cache" / pc.TREES / "tree1"
+    assert stat.S_IMODE(os.stat(kept / "tree" / "pkg").st_mode) == 0o555
+    assert stat.S_IMODE(os.stat(kept / pc.MANIFEST).st_mode) == 0o444
     assert pc.reuse(req, "other", str(second), ttl=60) is None
+
+
+def test_a_tree_is_written_once(tmp_path):
+    req = request(tmp_path, "pkg==1")
+    source = tmp_path / "source"
+    source.mkdir()
+    installed_tree(source)
+    pc.keep(req, "k", "tree1", str(source), result(("pkg", "1")), ttl=60)
+    (source / "pkg" / "__init__.py").unlink()
+    (source / "pkg" / "__init__.py").write_text("VERSION = 2\n")
+    pc.keep(req, "k2", "tree1", str(source), result(("pkg", "2")), ttl=60)
+    kept = tmp_path / "cache" / pc.TREES / "tree1" / "tree" / "pkg" / "__init__.py"
+    assert kept.read_text() == "VERSION = 1\n"
 
 
 def test_trees_expire_and_reuse_can_be_switched_off(tmp_path):
@@ -60,24 +87,40 @@ def test_trees_expire_and_reuse_can_be_switched_off(tmp_path):
     source = tmp_path / "source"
     source.mkdir()
     installed_tree(source)
-    pc.keep(req, "k", str(source), [("pkg", "1")], ttl=0)
+    pc.keep(req, "k", "t", str(source), result(("pkg", "1")), ttl=0)
     target = tmp_path / "target"
     target.mkdir()
     assert pc.reuse(req, "k", str(target), ttl=60) is None  # ttl 0 kept nothing
-    pc.keep(req, "k", str(source), [("pkg", "1")], ttl=60)
-    manifest = tmp_path / "cache" / pc.TREES / "k" / pc.MANIFEST
+    pc.keep(req, "k", "t", str(source), result(("pkg", "1")), ttl=60)
+    pointer = tmp_path / "cache" / pc.REQUESTS / "k.json"
     old = time.time() - 120
-    os.utime(manifest, (old, old))
+    os.utime(pointer, (old, old))
     assert pc.reuse(req, "k", str(target), ttl=60) is None
     assert os.listdir(target) == []
 
 
-def test_pip_gets_requirements_after_a_double_dash_and_the_index_as_an_option():
-    req = PackageInstall(requirements=("six==1.16.0",), index_url="https://mirror.example/simple")
-    args = installer.pip_arguments(req, target="/target", cache="/cache", ca_file="/ca.pem")
-    assert args[-2:] == ["--", "six==1.16.0"]
-    assert args[args.index("--index-url") + 1] == "https://mirror.example/simple"
-    assert args[args.index("--cert") + 1] == "/ca.pem" and args[args.index("--target") + 1] == "/target"
+def test_the_offline_install_takes_exactly_the_hash_pinned_wheels(tmp_path):
+    args = wheels.install_arguments("/target")
+    assert {"--no-index", "--no-deps", "--require-hashes"} <= set(args)
+    assert args[args.index("-r") + 1] == "/wheels/requirements.txt"
+    wheel = tmp_path / "store" / "pkg-1-py3-none-any.whl"
+    wheel.parent.mkdir()
+    wheel.write_bytes(b"zip")
+    found = wheels.Wheel("pkg", "1", wheel.name, "cd" * 32, str(wheel))
+    directory = wheels.link_set([found], str(tmp_path / "set"))
+    assert open(os.path.join(directory, "requirements.txt")).read() == (
+        f"/wheels/pkg-1-py3-none-any.whl --hash=sha256:{'cd' * 32}\n"
+    )
+
+
+def test_a_package_without_a_wheel_is_refused_by_name():
+    tags = wheels.TargetTags("3.11", "cp", ("cp311", "abi3", "none"), ("manylinux_2_36_x86_64",))
+    output = "ERROR: Could not find a version\nERROR: No matching distribution found for poison==1.0\n"
+    message = wheels.download_error(output, tags, [])
+    assert message.startswith("package poison==1.0 has no wheel for this interpreter (cp311, cp311,")
+    assert "only wheels are installed" in message and "No matching distribution found" in message
+    refused = wheels.download_error("ProxyError 403", tags, [("files.example", 443)])
+    assert refused.startswith("download refused: files.example is not an allowed destination")
 
 
 def test_the_ca_file_holds_the_configured_bundle_and_the_sessions_certificates(tmp_path):
