@@ -339,8 +339,9 @@ SANDBOX_DOCKER_URL = env.url("SANDBOX_DOCKER_URL", ("unix", "tcp", "http", "http
 SANDBOX_MAX_SESSIONS_PER_KEY = env.integer("SANDBOX_MAX_SESSIONS_PER_KEY", 20, minimum=1)
 SANDBOX_MAX_LIFETIME = env.integer("SANDBOX_MAX_LIFETIME", 24 * 3600, minimum=60)
 SANDBOX_CA_BUNDLE = env.string("SANDBOX_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
-# Per-session Python dependencies: pip's index (empty: PyPI), the cache every session's installs share, and
-# how long one install may take.
+# Per-session Python dependencies (docs/dependencies.md): pip's index (empty: PyPI), the control plane's
+# package store (wheels by sha256, sealed install trees; no sandbox writes it), and how long one install
+# may take.
 SANDBOX_PACKAGE_INDEX_URL = env.url("SANDBOX_PACKAGE_INDEX_URL", ("http", "https"))
 # Hosts, addresses or networks a package index may reach besides public addresses (runtime/index_policy.py):
 # comma-separated `host`, `host:port`, `10.0.0.0/8`, `10.1.2.3:3141`, `[fd00::1]:3141`. Empty: public only.
