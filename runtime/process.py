@@ -397,7 +397,14 @@ class ProcessRuntime(Runtime):
         }
         pr.write_record(root, meta)
         dirs = pw.SessionDirs(root)
-        pw.make(dirs, uid=uid, gid=gid, disk_mb=int(spec.resources.disk_mb), loop=loop)
+        pw.make(
+            dirs,
+            uid=uid,
+            gid=gid,
+            disk_mb=int(spec.resources.disk_mb),
+            loop=loop,
+            template_dir=os.path.join(self.data_dir, "sandbox-images"),
+        )
         bw.write_etc(dirs.etc)
         token = os.path.join(dirs.run, TOKEN_NAME)
         fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)

@@ -72,13 +72,18 @@ class SessionDirs:
         return os.path.join(self.stage or self.root, sub)
 
 
-def make(dirs: SessionDirs, *, uid: int, gid: int, disk_mb: int, loop: bool) -> None:
-    """The workspace (loop-mounted when `loop`), run, packages and etc directories, owned as described."""
+def make(
+    dirs: SessionDirs, *, uid: int, gid: int, disk_mb: int, loop: bool, template_dir: str | None = None
+) -> None:
+    """The workspace (loop-mounted when `loop`), run, packages and etc directories, owned as described.
+
+    `template_dir` holds blank formatted images per size, copied instead of running mkfs per session.
+    """
     foreign = uid != os.geteuid()
     if foreign:
         os.chmod(dirs.root, ROOT_MODE_SHARED)
     if loop:
-        lw.create_loop(dirs.image, dirs.workspace, disk_mb, uid, gid)
+        lw.create_loop(dirs.image, dirs.workspace, disk_mb, uid, gid, template_dir=template_dir)
         os.chmod(dirs.workspace, 0o700)
     else:
         os.mkdir(dirs.workspace, 0o700)
