@@ -139,7 +139,8 @@ def site() -> Iterator[LiveSite]:
         "-c",
         "from django.contrib.auth.models import User; "
         f"User.objects.create_user('alice', password='{PASSWORD}'); "
-        f"User.objects.create_user('bob', password='{PASSWORD}')",
+        f"User.objects.create_user('bob', password='{PASSWORD}'); "
+        f"User.objects.create_superuser('ops', password='{PASSWORD}')",
     )
     log = data_dir / "servers.log"
     with open(log, "ab") as sink:
@@ -205,6 +206,21 @@ def shoot(page: Page, artifacts: Path, name: str) -> None:
         shutil.copy(path, target / path.name)
 
 
+def csp_violations(page: Page) -> list[str]:
+    """Collects what the Content-Security-Policy blocks on this page (Chromium reports each on the console)."""
+    found: list[str] = []
+    page.on(
+        "console",
+        lambda message: found.append(message.text) if "Content Security Policy" in message.text else None,
+    )
+    page.add_init_script(
+        "document.addEventListener('securitypolicyviolation', (e) => console.error("
+        "`Content Security Policy violation: ${e.violatedDirective} ${e.blockedURI} at ${e.sourceFile}:"
+        "${e.lineNumber} ${e.sample}`))"
+    )
+    return found
+
+
 def log_in(page: Page, site: LiveSite, username: str) -> None:
     page.goto(f"{site.url}/")
     expect(page).to_have_url(f"{site.url}/login/?next=/")
@@ -219,10 +235,12 @@ def test_a_user_runs_code_watches_it_stream_moves_files_and_ends_the_session(
 ):
     context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
     page = context.new_page()
+    violations = csp_violations(page)
     page.set_default_timeout(15_000)
     page.on("dialog", lambda dialog: dialog.accept())
 
-    page.goto(f"{site.url}/sessions/")
+    first = page.goto(f"{site.url}/sessions/")
+    assert first is not None and "frame-ancestors 'none'" in first.headers["content-security-policy"]
     expect(page).to_have_url(f"{site.url}/login/?next=/sessions/")
     shoot(page, artifacts, "login")
     log_in(page, site, "alice")
@@ -322,6 +340,7 @@ def test_a_user_runs_code_watches_it_stream_moves_files_and_ends_the_session(
 
     phone = browser.new_context(viewport={"width": 390, "height": 844}, storage_state=context.storage_state())
     phone_page = phone.new_page()
+    violations += csp_violations(phone_page)
     phone_page.goto(session_url)
     expect(phone_page.locator("[data-session-status]")).to_be_visible()
     shoot(phone_page, artifacts, "phone-session-detail")
@@ -330,6 +349,7 @@ def test_a_user_runs_code_watches_it_stream_moves_files_and_ends_the_session(
     # A second user sees none of it: not in lists, 404 on the pages, refused on the websocket.
     other = browser.new_context(viewport={"width": 1280, "height": 900})
     bob = other.new_page()
+    violations += csp_violations(bob)
     log_in(bob, site, "bob")
     expect(bob.locator("#dashboard")).to_contain_text("0 in total")
     bob.goto(f"{site.url}/sessions/")
@@ -350,6 +370,26 @@ def test_a_user_runs_code_watches_it_stream_moves_files_and_ends_the_session(
     assert [m["type"] for m in refusal["messages"]] == ["error"]
     other.close()
     context.close()
+    assert violations == [], violations[:6]
+
+
+def test_the_admin_and_the_api_docs_work_under_the_content_security_policy(site, browser, artifacts):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    violations = csp_violations(page)
+    page.set_default_timeout(15_000)
+    page.goto(f"{site.url}/admin/login/")
+    page.fill("input[name=username]", "ops")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("input[type=submit]")
+    page.goto(f"{site.url}/admin/sessions_app/sandboxsession/")
+    expect(page.locator("#changelist")).to_be_visible()
+    docs = page.goto(f"{site.url}/api/docs/")
+    assert docs is not None and "script-src 'self'" in docs.headers["content-security-policy"]
+    expect(page.locator(".swagger-ui .opblock").first).to_be_visible()  # rendered by its scripts
+    shoot(page, artifacts, "api-docs")
+    context.close()
+    assert violations == [], violations[:6]
 
 
 def test_without_javascript_every_page_and_action_still_works_as_links_and_forms(site, browser, artifacts):
