@@ -86,28 +86,6 @@ def installer_env(*, home: str, pip_root: str) -> dict[str, str]:
     }
 
 
-def write_ca_file(request: PackageInstall, directory: str) -> str:
-    """The CA bundle pip trusts: the configured bundle plus the session's own certificates, or '' for none."""
-    parts = []
-    if request.ca_bundle:
-        try:
-            with open(request.ca_bundle, encoding="utf-8", errors="replace") as fh:
-                parts.append(fh.read())
-        except OSError as exc:
-            raise RuntimeFailure(
-                f"cannot read the CA bundle {request.ca_bundle}: {exc}", permanent=True
-            ) from exc
-    if request.extra_ca_pem:
-        parts.append(request.extra_ca_pem)
-    if not parts:
-        return ""
-    path = os.path.join(directory, "ca.pem")
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write("\n".join(part.strip() for part in parts) + "\n")
-    os.chmod(path, 0o644)
-    return path
-
-
 def fresh_dir(path: str, *, uid: int | None = None) -> str:
     if os.path.lexists(path):
         package_cache.remove_tree(path)
@@ -328,8 +306,7 @@ def install_offline(
     key = package_cache.tree_key(request, backend, interpreter_identity, tags.key())
     result = package_cache.reuse(request, key, staging, request.reuse_ttl)
     if result is None:
-        ca_file = write_ca_file(request, work)
-        resolved = wheels.download(request, tags, work=work, ca_file=ca_file)
+        resolved = wheels.download(request, tags, uid=INSTALLER_UID if os.geteuid() == 0 else None)
         tree = package_cache.tree_id(backend, interpreter_identity, tags.key(), [w.sha256 for w in resolved])
         if request.reuse_ttl > 0:
             result = package_cache.reuse_tree(request, tree, staging)

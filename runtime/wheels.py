@@ -24,6 +24,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +35,6 @@ from runtime.base import PackageInstall, RuntimeFailure
 
 WHEELS = "wheels"
 PROBES = "probes"
-HTTP_CACHE = "http"
 PROBE_TIMEOUT = 120.0
 # What the target interpreter accepts, read with pip's own vendored `packaging` (the probe runs the target
 # interpreter with pip's directory on its path as argv[1]; no network, no site-packages).
@@ -148,15 +148,40 @@ def probe_host_interpreter(executable: str, pip_dir: str) -> str:
     return result.stdout
 
 
+def write_ca_file(request: PackageInstall, directory: str) -> str:
+    """The CA bundle pip trusts: the configured bundle plus the session's own certificates, or '' for none."""
+    parts = []
+    if request.ca_bundle:
+        try:
+            with open(request.ca_bundle, encoding="utf-8", errors="replace") as fh:
+                parts.append(fh.read())
+        except OSError as exc:
+            raise RuntimeFailure(
+                f"cannot read the CA bundle {request.ca_bundle}: {exc}", permanent=True
+            ) from exc
+    if request.extra_ca_pem:
+        parts.append(request.extra_ca_pem)
+    if not parts:
+        return ""
+    path = os.path.join(directory, "ca.pem")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(part.strip() for part in parts) + "\n")
+    os.chmod(path, 0o644)
+    return path
+
+
 def store_root(cache_dir: str) -> str:
     return os.path.join(cache_dir, WHEELS, "sha256")
 
 
-def download(request: PackageInstall, tags: TargetTags, *, work: str, ca_file: str) -> list[Wheel]:
+def download(request: PackageInstall, tags: TargetTags, *, uid: int | None) -> list[Wheel]:
     """Resolve and download `request` as wheels for `tags` into the store; the wheels, hashes recorded.
 
-    pip runs as the control plane (it is the control plane's own, trusted code; with --only-binary it reads
-    wheel metadata and never builds), with no configuration but ours, through a fresh egress proxy.
+    pip is the control plane's own, trusted code: with --only-binary it reads wheel metadata and never
+    builds. It runs with no configuration but ours, through a fresh egress proxy, and - when the control
+    plane is root - as host uid `uid` in a scratch dir of its own: an index page can link to `file:` URLs,
+    which pip would copy, so pip must not be able to read the data dir or the store. The control plane then
+    moves each wheel into the store.
     """
     if not request.cache_dir:
         raise RuntimeFailure("no package cache directory is configured", permanent=True)
@@ -168,46 +193,67 @@ def download(request: PackageInstall, tags: TargetTags, *, work: str, ca_file: s
             index_policy.split_url(request.index_url)
         except index_policy.IndexRefused as exc:
             raise RuntimeFailure(str(exc), permanent=True) from None
-    dest = os.path.join(work, "download")
-    os.makedirs(dest, mode=0o700, exist_ok=True)
-    http_cache = os.path.join(request.cache_dir, HTTP_CACHE)
-    os.makedirs(http_cache, mode=0o700, exist_ok=True)
-    with egress_proxy.running(rules) as proxy:
-        args = [sys.executable, "-s", "-m", "pip", "download", "--dest", dest, "--only-binary=:all:"]
-        args += tags.pip_options()
-        args += ["--no-input", "--disable-pip-version-check", "--progress-bar", "off"]
-        args += ["--proxy", proxy.url, "--retries", "1", "--timeout", "30", "--cache-dir", http_cache]
-        if ca_file:
-            args += ["--cert", ca_file]
-        if request.index_url:
-            args += ["--index-url", request.index_url]
-        args += ["--", *request.requirements]
-        env = {
-            "PATH": bw.PATH,
-            "LANG": bw.LANG,
-            "HOME": work,
-            "PIP_CONFIG_FILE": os.devnull,  # no pip.conf, no PIP_* and no *_PROXY from anywhere
-            "PYTHONDONTWRITEBYTECODE": "1",
-        }
-        try:
-            result = subprocess.run(
-                args,
-                capture_output=True,
-                text=True,
-                timeout=request.timeout,
-                env=env,
-                cwd=work,
-                stdin=subprocess.DEVNULL,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
+    scratch = tempfile.mkdtemp(prefix="sandbox-download-")
+    try:
+        ca_file = write_ca_file(request, scratch)
+        dest = os.path.join(scratch, "dest")
+        os.mkdir(dest, 0o700)
+        drop: list[str] = []
+        if uid is not None:
+            for path in (scratch, dest):
+                os.chown(path, uid, uid)
+            drop = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all"]
+            drop += ["--no-new-privs", "--"]
+        with egress_proxy.running(rules) as proxy:
+            args = [
+                *drop,
+                sys.executable,
+                "-s",
+                "-m",
+                "pip",
+                "download",
+                "--dest",
+                dest,
+                "--only-binary=:all:",
+            ]
+            args += tags.pip_options()
+            args += ["--no-input", "--disable-pip-version-check", "--progress-bar", "off", "--no-cache-dir"]
+            args += ["--proxy", proxy.url, "--retries", "1", "--timeout", "30"]
+            if ca_file:
+                args += ["--cert", ca_file]
+            if request.index_url:
+                args += ["--index-url", request.index_url]
+            args += ["--", *request.requirements]
+            env = {
+                "PATH": bw.PATH,
+                "LANG": bw.LANG,
+                "HOME": scratch,
+                "PIP_CONFIG_FILE": os.devnull,  # no pip.conf, no PIP_* and no *_PROXY from anywhere
+                "PYTHONDONTWRITEBYTECODE": "1",
+            }
+            try:
+                result = subprocess.run(
+                    args,
+                    capture_output=True,
+                    text=True,
+                    timeout=request.timeout,
+                    env=env,
+                    cwd=scratch,
+                    stdin=subprocess.DEVNULL,
+                    check=False,
+                )
+            except subprocess.TimeoutExpired:
+                raise RuntimeFailure(
+                    "the download was stopped: it ran past its time limit", permanent=True
+                ) from None
+            refused = list(proxy.refused)
+        if result.returncode != 0:
             raise RuntimeFailure(
-                "the download was stopped: it ran past its time limit", permanent=True
-            ) from None
-        refused = list(proxy.refused)
-    if result.returncode != 0:
-        raise RuntimeFailure(download_error(result.stderr or result.stdout, tags, refused), permanent=True)
-    return [_store(os.path.join(dest, name), request.cache_dir) for name in sorted(os.listdir(dest))]
+                download_error(result.stderr or result.stdout, tags, refused), permanent=True
+            )
+        return [_store(os.path.join(dest, name), request.cache_dir) for name in sorted(os.listdir(dest))]
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def download_error(output: str, tags: TargetTags, refused: list[tuple[str, int]]) -> str:

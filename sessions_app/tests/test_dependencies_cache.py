@@ -128,9 +128,9 @@ def test_the_ca_file_holds_the_configured_bundle_and_the_sessions_certificates(t
     bundle.write_text("-----BEGIN CERTIFICATE-----\nSYSTEM\n-----END CERTIFICATE-----\n")
     extra = "-----BEGIN CERTIFICATE-----\nPRIVATE\n-----END CERTIFICATE-----"
     req = PackageInstall(requirements=("x",), ca_bundle=str(bundle), extra_ca_pem=extra)
-    text = open(installer.write_ca_file(req, str(tmp_path))).read()
+    text = open(wheels.write_ca_file(req, str(tmp_path))).read()
     assert "SYSTEM" in text and "PRIVATE" in text
-    assert installer.write_ca_file(PackageInstall(requirements=("x",)), str(tmp_path)) == ""
+    assert wheels.write_ca_file(PackageInstall(requirements=("x",)), str(tmp_path)) == ""
 
 
 def test_failures_keep_pips_words_and_say_when_time_ran_out():

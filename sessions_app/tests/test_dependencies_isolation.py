@@ -367,3 +367,27 @@ def test_the_docker_installer_container_has_no_network(tmp_path):
     assert options["network_mode"] == "none"
     assert {v["mode"] for k, v in options["volumes"].items() if not k.endswith("staging")} == {"ro"}
     assert options["user"] == "65534:65534"
+
+
+@pytest.mark.usefixtures("process_runtime")
+def test_an_index_linking_to_a_file_url_cannot_make_the_download_read_the_hosts_files(
+    api, settings, tmp_path
+):
+    """pip copies `file:` links it finds on an index page; the download runs as an unprivileged uid, so a
+    private wheel on the host (here in a 0700 directory, as the store is in the 0700 data dir) stays out."""
+    settings.SANDBOX_PIP_CACHE_DIR = str(tmp_path / "store")
+    secret_dir = tmp_path / "private"
+    secret_dir.mkdir(mode=0o700)
+    filename, data = make_wheel("secret", "1.0", {"secret.py": "TOKEN = 'private'\n"})
+    (secret_dir / filename).write_bytes(data)
+    index = Index(links_to=f"file://{secret_dir}")
+    index.add("secret", filename, data)
+    server = serve(index)
+    try:
+        settings.SANDBOX_PACKAGE_INDEX_ALLOW = f"127.0.0.1:{index.port}"
+        body = create(api, dependencies=[{"name": "secret"}], python_package_index_url=index.url).json()
+        assert body["dependency_install_status"] == "failed"
+        assert body["installed_dependencies"] == []
+    finally:
+        server.shutdown()
+        server.server_close()
