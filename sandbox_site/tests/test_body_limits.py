@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ ANNOUNCED = 300 * MIB
 # Generous for a loaded machine; a server that waits for a 300 MiB body never answers within it.
 ANSWER_DEADLINE = 15.0
 MEMORY_GROWTH_LIMIT = 50 * MIB
+REQUEST_LIMIT = 3 * MIB  # the default of SANDBOX_MAX_REQUEST_BYTES, set explicitly for the server
 WEB_PROCESSES = 2
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -103,6 +105,7 @@ def served(django_db_setup, django_db_blocker) -> Iterator[Served]:
         SANDBOX_RUNTIME="process",
         DJANGO_SECRET_KEY=settings.SECRET_KEY,
         SANDBOX_WEB_WORKERS=str(WEB_PROCESSES),
+        SANDBOX_MAX_REQUEST_BYTES=str(REQUEST_LIMIT),
         LOG_LEVEL="WARNING",
         PYTHONUNBUFFERED="1",
     )
@@ -411,9 +414,7 @@ def test_console_posts_other_than_uploads_keep_the_request_limit(served):
 
 
 def test_a_chunked_body_is_cut_off_once_it_passes_the_limit(served, api_key):
-    from django.conf import settings
-
-    limit = settings.SANDBOX_MAX_REQUEST_BYTES
+    limit = REQUEST_LIMIT
     sent = stream_body(
         served,
         "/api/v1/sessions",
@@ -488,16 +489,20 @@ class PeakSampler:
 
 
 def _warm_up(served: Served, api_key: str) -> None:
-    """Requests of each kind first, on every web process, so imports and caches are not counted as growth."""
+    """Complete requests first, several per web process, so imports and caches are not counted as growth."""
     for _ in range(6 * WEB_PROCESSES):
-        headers_only(served, "POST", "/api/v1/sessions", {"Content-Length": str(ANNOUNCED)})
-        headers_only(
-            served,
-            "POST",
-            "/api/v1/sessions/x/files/upload",
-            {"X-API-Key": api_key, "Content-Length": str(ANNOUNCED)},
-        )
-        headers_only(served, "GET", "/api/v1/health", {"Connection": "close"})
+        for path, headers in (
+            ("/api/v1/health", {}),
+            ("/api/v1/sessions", {"Authorization": f"Bearer {api_key}"}),
+            ("/api/v1/sessions", {}),
+        ):
+            request = urllib.request.Request(
+                f"{served.url}{path}", data=b"{}", method="POST", headers=headers
+            )
+            try:
+                urllib.request.urlopen(request, timeout=30).close()
+            except urllib.error.HTTPError as exc:
+                exc.close()
 
 
 def test_ten_clients_sending_300_mib_each_grow_web_memory_by_less_than_50_mb(served, api_key):
