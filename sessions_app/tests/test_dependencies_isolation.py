@@ -322,6 +322,10 @@ def test_this_hosts_own_addresses_are_refused_and_the_answer_is_the_same_for_eve
     assert response.status_code == 400
     unresolvable = create(api, python_package_index_url="http://no-such-host.invalid/simple").json()
     assert response.json()["detail"] == unresolvable["detail"]
+    # This machine's own name resolves to one of its addresses: refused by name as well.
+    named = create(api, python_package_index_url=f"http://{socket.gethostname()}:8000/simple")
+    assert named.status_code == 400
+    assert index_policy.REFUSED_MESSAGE in named.json()["detail"]["python_package_index_url"]
 
 
 @pytest.mark.usefixtures("fake_runtime")
