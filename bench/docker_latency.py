@@ -3,7 +3,7 @@
 Raw baselines, with the docker CLI:
   docker exec   `docker exec <c> python3 -c pass` against a running container of the image;
   docker run    `docker run --rm <image> python3 -c pass` (create, start, wait, remove).
-Ours, through the REST API of the real product (`manage.py serve`: daphne + a django-q2 worker) started on a
+Ours, through the REST API of the real product (`manage.py serve`: uvicorn + a django-q2 worker) started on a
 temporary data dir with SANDBOX_RUNTIME=docker:
   cold create   `POST /api/v1/sessions` until it answers with a running session, warm pool empty;
   warm create   the same with the template's warm pool filled (the bench waits for the pool to be full again

@@ -1,6 +1,6 @@
 """Session create-to-running latency through the REST API: cold (empty pool) against warm (pool filled).
 
-Starts the real product (daphne + a django-q2 worker, `manage.py serve`) on a temporary data dir with the
+Starts the real product (uvicorn + a django-q2 worker, `manage.py serve`) on a temporary data dir with the
 process runtime under bubblewrap, then times `POST /api/v1/sessions` until it answers with a running session.
 Cold: the pool is empty, a worker builds the sandbox. Warm: `python-basic` keeps a warm pool; between
 creates the bench waits for the pool to refill, so each create finds a ready sandbox (the refill itself is

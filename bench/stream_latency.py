@@ -1,7 +1,7 @@
 """Live output latency: from a `print` in the sandbox to its arrival at a websocket client.
 
-For each mode it starts a fresh server in a temporary data dir, as `make run` does (daphne plus the django-q2
-worker in its own process, SQLite, a real bubblewrap sandbox), creates a session through the REST API, submits
+For each mode it starts a fresh server in a temporary data dir, as `make run` does (`manage.py serve`: uvicorn plus
+the django-q2 worker in its own process, SQLite, a real bubblewrap sandbox), creates a session through the REST API, submits
 code that prints a timestamped line every --interval seconds, and watches the execution over
 /ws/executions/<id>/ with an API key. Each line's latency is the client's clock at arrival minus the
 sandbox's clock at the print (one host, one clock). Lines printed before the socket was open are not counted.
@@ -90,7 +90,7 @@ class Api:
 
 @contextmanager
 def server(redis_url: str | None) -> Iterator[tuple[str, str]]:
-    """A fresh server (daphne + worker) in a temporary data dir; yields (base url, API key)."""
+    """A fresh server (`manage.py serve`: uvicorn + worker) in a temporary data dir; yields (base url, API key)."""
     data_dir = Path(tempfile.mkdtemp(prefix="scp-bench-", dir="/tmp"))  # short: sandbox socket paths
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SANDBOX_RUNTIME")}
     env.update(
@@ -111,26 +111,10 @@ def server(redis_url: str | None) -> Iterator[tuple[str, str]]:
     key = manage("create_api_key", "bench").strip().splitlines()[-1]
     port = free_port()
     log = open(data_dir / "servers.log", "ab")  # noqa: SIM115 - closed below
+    # `manage.py serve`, as `make run`: uvicorn's web processes plus the worker, one SIGTERM stops them all.
     children = [
         subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "sandbox_site.asgi:application",
-            ],
-            cwd=BASE_DIR,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        ),
-        subprocess.Popen(
-            [sys.executable, "manage.py", "run_worker"],
+            [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port)],
             cwd=BASE_DIR,
             env=env,
             stdout=log,

@@ -10,27 +10,21 @@ read from /proc.
 from __future__ import annotations
 
 import json
-import os
 import select
 import shutil
-import signal
 import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
+from served_process import Served, serve
 
 from conftest import database_url_of_test_db
 
-BASE_DIR = Path(__file__).resolve().parents[2]
 MIB = 1024 * 1024
 ANNOUNCED = 300 * MIB
 # Generous for a loaded machine; a server that waits for a 300 MiB body never answers within it.
@@ -42,117 +36,20 @@ WEB_PROCESSES = 2
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@dataclass
-class Served:
-    url: str
-    port: int
-    process: subprocess.Popen
-    data_dir: Path
-    log: Path
-
-    def rss(self) -> int:
-        """Resident memory of the server's whole process tree (supervisor and web processes), in bytes."""
-        return sum(_rss_of(pid) for pid in _tree(self.process.pid))
-
-
-def _tree(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(parent, []).append(int(entry))
-    found, pending = [], [root]
-    while pending:
-        pid = pending.pop()
-        found.append(pid)
-        pending.extend(children.get(pid, []))
-    return found
-
-
-def _rss_of(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(django_db_setup, django_db_blocker) -> Iterator[Served]:
     from django.conf import settings
 
-    # Short path under /tmp: sandboxes' Unix sockets live below it, and socket paths are capped at 108 bytes.
-    data_dir = Path(tempfile.mkdtemp(prefix="scp-bl-", dir="/tmp"))
-    env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "REDIS_URL")}
     with django_db_blocker.unblock():
         database_url = database_url_of_test_db()
-    env.update(
-        DATABASE_URL=database_url,
-        SANDBOX_DATA_DIR=str(data_dir),
-        SANDBOX_RUNTIME="process",
-        DJANGO_SECRET_KEY=settings.SECRET_KEY,
+    with serve(
+        database_url,
+        settings.SECRET_KEY,
+        workers=False,
         SANDBOX_WEB_WORKERS=str(WEB_PROCESSES),
         SANDBOX_MAX_REQUEST_BYTES=str(REQUEST_LIMIT),
-        LOG_LEVEL="WARNING",
-        PYTHONUNBUFFERED="1",
-    )
-    port = _free_port()
-    log = data_dir / "serve.log"
-    with open(log, "ab") as sink:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "manage.py",
-                "serve",
-                "--no-workers",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            cwd=BASE_DIR,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    live = Served(url=f"http://127.0.0.1:{port}", port=port, process=process, data_dir=data_dir, log=log)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                urllib.request.urlopen(f"{live.url}/api/v1/health", timeout=2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the server did not answer:\n{log.read_text()[-3000:]}") from None
-                time.sleep(0.1)
+    ) as live:
         yield live
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)  # one SIGTERM: `serve` stops its children itself
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        print(f"--- server log ---\n{log.read_text()[-4000:]}")  # shown when a test failed
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The console in real Chromium (Playwright), against a live daphne + django-q2 worker started here.
+"""The console in real Chromium (Playwright), against a live `manage.py serve` (uvicorn + worker) started here.
 
 The servers run the embedded default: SQLite in a temporary data dir, the in-process channel layer, the ORM
 broker and real bubblewrap sandboxes, with the worker in its own process. So the live output in these tests
@@ -97,10 +97,11 @@ def _wait_for(url: str, process: subprocess.Popen, log: Path, timeout: float = 3
 
 def _stop(process: subprocess.Popen) -> None:
     if process.poll() is None:
-        # One SIGTERM each (django-q2's cluster can hang when signalled twice), then SIGKILL.
+        # One SIGTERM (django-q2's cluster can hang when signalled twice; `serve` passes it on once to each
+        # of its children and kills them itself after its grace period), then SIGKILL.
         os.killpg(process.pid, signal.SIGTERM)
         try:
-            process.wait(timeout=10)
+            process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
@@ -127,6 +128,7 @@ def site() -> Iterator[LiveSite]:
         SANDBOX_DATA_DIR=str(data_dir),
         DJANGO_SETTINGS_MODULE="sandbox_site.settings",
         SANDBOX_WORKERS="2",
+        SANDBOX_WEB_WORKERS="2",
         LOG_LEVEL="WARNING",
         PYTHONUNBUFFERED="1",
     )
@@ -144,25 +146,9 @@ def site() -> Iterator[LiveSite]:
     )
     log = data_dir / "servers.log"
     with open(log, "ab") as sink:
+        # `manage.py serve`, as `make run`: two uvicorn web processes and the worker.
         web = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "sandbox_site.asgi:application",
-            ],
-            cwd=BASE_DIR,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        worker = subprocess.Popen(
-            [sys.executable, "manage.py", "run_worker"],
+            [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port)],
             cwd=BASE_DIR,
             env=env,
             stdout=sink,
@@ -181,7 +167,6 @@ def site() -> Iterator[LiveSite]:
                 "for s in SandboxSession.objects.live(): session_terminate(session=s, reason='test_teardown')",
             )
         finally:
-            _stop(worker)
             _stop(web)
             shutil.rmtree(data_dir, ignore_errors=True)
 
