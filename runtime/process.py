@@ -126,6 +126,7 @@ class ProcessRuntime(Runtime):
         )
         self.stage_parent = os.path.join(stage_dir, self._cgroup_tag)
         self.disk_limit_reason = lw.loop_unsupported_reason()
+        self._warned: set[str] = set()  # what has been logged once already
         self.node = socket.gethostname()
         self._interpreter: bw.Interpreter | None = None
         self._children: dict[str, subprocess.Popen] = {}
@@ -156,7 +157,8 @@ class ProcessRuntime(Runtime):
     # -- Runtime --
 
     def check(self) -> None:
-        """Raise RuntimeFailure when sandboxes cannot be made here: no bwrap, interpreter or data dir."""
+        """Raise RuntimeFailure when sandboxes cannot be made here: no bwrap, interpreter, seccomp filter
+        (unless allowed), setpriv (root) or data dir. Logs once when the disk limit can only be per file."""
         if not self.isolated and not self.allow_unisolated:
             raise RuntimeFailure(
                 f"bubblewrap is not available ({self.bwrap_path or 'bwrap not on PATH'})", permanent=True
@@ -172,8 +174,14 @@ class ProcessRuntime(Runtime):
             raise RuntimeFailure(f"data dir {self.data_dir} is unusable: {exc}", permanent=True) from exc
         if not os.access(self.sandboxes_dir, os.W_OK | os.X_OK):
             raise RuntimeFailure(f"data dir {self.sandboxes_dir} is not writable", permanent=True)
-        if self.disk_limit_reason and not getattr(self, "_warned_disk", False):
-            self._warned_disk = True
+        if self.isolated and self.privileged and shutil.which("setpriv", path=bw.PATH) is None:
+            raise RuntimeFailure(
+                "setpriv (util-linux) is not installed: a root control plane needs it to start sandboxes "
+                "under their own host uids",
+                permanent=True,
+            )
+        if self.disk_limit_reason and "disk" not in self._warned:
+            self._warned.add("disk")
             logger.warning(
                 "process sandboxes get a per-file size limit only, not a total disk limit: %s",
                 self.disk_limit_reason,
@@ -585,8 +593,8 @@ class ProcessRuntime(Runtime):
         except seccomp.SeccompUnavailable as exc:
             if not self.allow_no_seccomp:
                 raise
-            if not getattr(self, "_warned_seccomp", False):
-                self._warned_seccomp = True
+            if "seccomp" not in self._warned:
+                self._warned.add("seccomp")
                 logger.warning("process sandboxes run WITHOUT a seccomp filter: %s", exc.message)
             return None
 
