@@ -90,9 +90,11 @@ def admit_session(*, owner: Any, memory_mb: int) -> None:
         return
     # Serialises every create on MariaDB (see the module docstring): the sum read next stays true until the
     # new row commits.
-    ContentType.objects.select_for_update().filter(
-        app_label=SandboxSession._meta.app_label, model=SandboxSession._meta.model_name
-    ).first()
+    lock_row = {"app_label": SandboxSession._meta.app_label, "model": SandboxSession._meta.model_name}
+    if ContentType.objects.select_for_update().filter(**lock_row).first() is None:
+        # A freshly flushed database may lack the row: create it, then lock it like everyone else.
+        ContentType.objects.get_or_create(**lock_row)
+        ContentType.objects.select_for_update().filter(**lock_row).first()
     total = _live_memory(SandboxSession.objects.all())
     if total + memory_mb > capacity:
         raise AdmissionRefused(
