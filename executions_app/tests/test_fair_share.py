@@ -76,7 +76,9 @@ def submit(session, code=WAIT_FOR_GO, count=1) -> list[str]:
 
 
 def release(session) -> None:
-    runtime_for(session).executor(handle_for(session)).upload("go", io.BytesIO(b"go"), 2)
+    handle = handle_for(session)
+    assert handle is not None
+    runtime_for(session).executor(handle).upload("go", io.BytesIO(b"go"), 2)
 
 
 def running(ids) -> int:
