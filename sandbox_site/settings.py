@@ -336,6 +336,9 @@ SANDBOX_MAX_UPLOAD_REQUEST_BYTES = env.integer(
 SANDBOX_WEB_WORKERS = env.integer(
     "SANDBOX_WEB_WORKERS", len(os.sched_getaffinity(0)) or 1, minimum=1, maximum=256
 )
+# Addresses of reverse proxies whose X-Forwarded-For/-Proto uvicorn believes (comma-separated IPs or networks,
+# passed to uvicorn as --forwarded-allow-ips). Empty: no proxy is believed, as daphne did.
+SANDBOX_FORWARDED_ALLOW_IPS = ",".join(env.items("SANDBOX_FORWARDED_ALLOW_IPS", []))
 
 # --- the product ----------------------------------------------------------------------------------------
 

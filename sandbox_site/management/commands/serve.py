@@ -55,9 +55,13 @@ def uvicorn_command(host: str, port: int, workers: int) -> list[str]:
         # Channels' ProtocolTypeRouter has no lifespan route; nothing of ours runs at startup there.
         "--lifespan",
         "off",
-        # Like daphne's default: a client's X-Forwarded-* is not believed (set SECURE_PROXY_SSL_HEADER and
-        # run behind a proxy that overwrites it, if one terminates TLS).
-        "--no-proxy-headers",
+        # X-Forwarded-For/-Proto are believed only from the proxies an operator names (like daphne's default,
+        # none): anyone else could claim any client address, and login throttling counts by address.
+        *(
+            ["--proxy-headers", "--forwarded-allow-ips", settings.SANDBOX_FORWARDED_ALLOW_IPS]
+            if settings.SANDBOX_FORWARDED_ALLOW_IPS
+            else ["--no-proxy-headers"]
+        ),
         "--no-server-header",
         "--ws-max-size",
         str(WEBSOCKET_MAX_MESSAGE),
