@@ -14,11 +14,13 @@ import socket
 import stat
 import tarfile
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import docker
 import pytest
 
 from runtime import docker_installer, index_policy
@@ -395,3 +397,32 @@ def test_an_index_linking_to_a_file_url_cannot_make_the_download_read_the_hosts_
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.usefixtures("docker_runtime")
+def test_the_docker_installer_containers_are_attached_to_no_network(api, hostile_index):
+    """The engine's own record: every network an installer container joined during a real install."""
+    index, _, _ = hostile_index
+    client = docker.from_env()
+    since = int(time.time()) - 1
+    body = create(api, dependencies=[{"name": "genuine"}], python_package_index_url=index.url).json()
+    assert body["dependency_install_status"] == "completed", body["dependency_install_error"]
+    until = int(time.time()) + 1
+    created = {
+        event["Actor"]["ID"]
+        for event in client.events(
+            since=since,
+            until=until,
+            filters={"type": "container", "event": "create", "label": "sandbox.installer=true"},
+            decode=True,
+        )
+    }
+    assert created, "no installer container was created"
+    joined = [
+        event["Actor"]["Attributes"]["name"]
+        for event in client.events(
+            since=since, until=until, filters={"type": "network", "event": "connect"}, decode=True
+        )
+        if event["Actor"]["Attributes"].get("container") in created
+    ]
+    assert joined and set(joined) == {"none"}
