@@ -165,3 +165,25 @@ def test_the_s3_keys_are_under_the_session_prefix(s3_storage, user, python_templ
     listing = s3_storage.client.list_objects_v2(Bucket=s3_storage.bucket)
     keys = sorted(obj["Key"] for obj in listing["Contents"])
     assert keys == [f"sessions/{session.id}/workspace/a.txt", f"sessions/{session.id}/workspace/b/c.txt"]
+
+
+def test_the_host_fallback_walk_skips_fifos_sockets_and_symlinks_without_blocking(tmp_path):
+    """The save from the workspace directory (executor gone) yields regular files only, and opens none
+    that could block: a FIFO with no writer would hang a plain open() forever."""
+    import os
+    import socket
+
+    from sessions_app.workspaces import _host_files
+
+    (tmp_path / "kept.txt").write_text("kept")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "deep.txt").write_text("deep")
+    os.mkfifo(tmp_path / "pipe")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(tmp_path / "sock"))
+    (tmp_path / "link").symlink_to("/etc/passwd")
+    try:
+        read = {path: opener().read() for path, opener in _host_files(str(tmp_path))}
+    finally:
+        server.close()
+    assert read == {"kept.txt": b"kept", "sub/deep.txt": b"deep"}
