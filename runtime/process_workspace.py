@@ -109,13 +109,20 @@ def seal_run(dirs: SessionDirs, *, uid: int) -> None:
 def mount_stage(dirs: SessionDirs) -> None:
     """Bind the session root at its stage path, making the path's directories (0711) as needed."""
     parent = os.path.dirname(dirs.stage)
-    for path in (os.path.dirname(parent), parent):
+    for _ in range(5):
+        for path in (os.path.dirname(parent), parent):
+            try:
+                os.mkdir(path, ROOT_MODE_SHARED)
+            except FileExistsError:
+                pass
+            os.chmod(path, ROOT_MODE_SHARED)  # an existing one may have been made under a stricter umask
         try:
-            os.mkdir(path, ROOT_MODE_SHARED)
+            os.mkdir(dirs.stage, 0o700)
         except FileExistsError:
-            pass
-        os.chmod(path, ROOT_MODE_SHARED)  # an existing one may have been made under a stricter umask
-    os.makedirs(dirs.stage, 0o700, exist_ok=True)
+            break
+        except FileNotFoundError:  # the last teardown of this data dir just removed the empty parent
+            continue
+        break
     lw.bind(dirs.root, dirs.stage)
 
 
@@ -134,6 +141,11 @@ def remove(dirs: SessionDirs) -> list[str]:
                 os.rmdir(dirs.stage)
         except OSError as exc:
             errors.append(f"stage {dirs.stage}: {exc}")
+        else:
+            try:  # the data dir's stage parent, once its last session is gone (mount_stage remakes it)
+                os.rmdir(os.path.dirname(dirs.stage))
+            except OSError:
+                pass
     if os.path.exists(dirs.image) or lw.mounted(dirs.workspace):
         try:
             lw.unmount(dirs.image, dirs.workspace)
