@@ -336,7 +336,10 @@ def main() -> None:
         )
         slug = name.replace(" ", "_")
         figures.update({f"{slug}_{field}": round(value, 3) for field, value in result.items()})
-    print("(latencies in ms; 'sent MiB' is the median a client got to send before the server closed on it)")
+    print(
+        "(latencies in ms; 'procs': processes whose memory is counted, uvicorn's supervisor and multiprocessing's"
+        " resource tracker included; 'sent MiB': the median a client got to send before the server closed on it)"
+    )
     if args.json:
         print(json.dumps(figures))
 
