@@ -210,7 +210,7 @@ def bwrap_command(
     for name, value in env.items():
         cmd += ["--setenv", name, value]
     # Directories bubblewrap makes on the way to a mount are 0700 when it runs as root: make them first.
-    for directory in _ancestors(["/etc/passwd", f"{PIP_ROOT}/pip", *interpreter.prefixes]):
+    for directory in wheels.ancestors(["/etc/passwd", f"{PIP_ROOT}/pip", *interpreter.prefixes]):
         cmd += ["--perms", "0755", "--dir", directory]
     cmd += ["--ro-bind", "/usr", "/usr"]
     for entry in bw.ROOT_LINKS:
@@ -244,18 +244,6 @@ def bwrap_command(
         cmd += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all"]
         cmd += ["--no-new-privs", "--"]
     return [*cmd, interpreter.executable, "-s", "-c", SCRIPT, TARGET, *wheels.install_arguments(TARGET)]
-
-
-def _ancestors(paths: list[str]) -> list[str]:
-    """Every directory above `paths` (not "/", "/usr" or a path itself), parents first, each once."""
-    found: list[str] = []
-    for path in paths:
-        parts = path.strip("/").split("/")[:-1]
-        for depth in range(1, len(parts) + 1):
-            directory = "/" + "/".join(parts[:depth])
-            if directory not in found and directory != "/usr" and not directory.startswith("/usr/"):
-                found.append(directory)
-    return found
 
 
 def run_logged(

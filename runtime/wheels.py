@@ -17,6 +17,7 @@ A package that exists only as a source distribution is refused, naming the packa
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -198,24 +199,12 @@ def download(request: PackageInstall, tags: TargetTags, *, uid: int | None) -> l
         ca_file = write_ca_file(request, scratch)
         dest = os.path.join(scratch, "dest")
         os.mkdir(dest, 0o700)
-        drop: list[str] = []
         if uid is not None:
             for path in (scratch, dest):
                 os.chown(path, uid, uid)
-            drop = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all"]
-            drop += ["--no-new-privs", "--"]
+        python = download_python(scratch, uid)
         with egress_proxy.running(rules) as proxy:
-            args = [
-                *drop,
-                sys.executable,
-                "-s",
-                "-m",
-                "pip",
-                "download",
-                "--dest",
-                dest,
-                "--only-binary=:all:",
-            ]
+            args = [*python, "download", "--dest", dest, "--only-binary=:all:"]
             args += tags.pip_options()
             args += ["--no-input", "--disable-pip-version-check", "--progress-bar", "off", "--no-cache-dir"]
             args += ["--proxy", proxy.url, "--retries", "1", "--timeout", "30"]
@@ -254,6 +243,59 @@ def download(request: PackageInstall, tags: TargetTags, *, uid: int | None) -> l
         return [_store(os.path.join(dest, name), request.cache_dir) for name in sorted(os.listdir(dest))]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def download_python(scratch: str, uid: int | None) -> list[str]:
+    """`python -m pip` for the download, confined: under bubblewrap, seeing /usr, the control plane's
+    interpreter, pip and the scratch dir only (not the data dir or the store), with the host's network so
+    that it reaches the egress proxy on loopback. When the control plane is root, bubblewrap runs without a
+    user namespace and pip as host uid `uid` (setpriv); otherwise in the caller's own user namespace.
+    Without bubblewrap (development), pip runs unconfined, as `uid` when given."""
+    bwrap = shutil.which("bwrap")
+    setpriv = []
+    if uid is not None:
+        setpriv = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all"]
+        setpriv += ["--no-new-privs", "--"]
+    if not bwrap:
+        return [*setpriv, sys.executable, "-s", "-m", "pip"]
+    interpreter = bw.resolve_interpreter(sys.executable)
+    spec = importlib.util.find_spec("pip")
+    pip_dir = os.path.realpath(list(spec.submodule_search_locations or [])[0]) if spec else ""
+    cmd = [bwrap, "--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"]
+    cmd += ["--die-with-parent", "--new-session"]
+    if uid is None:
+        cmd += ["--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
+    else:
+        cmd += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    for directory in ancestors(["/etc/x", "/opt/pip/pip", *interpreter.prefixes, scratch]):
+        cmd += ["--perms", "0755", "--dir", directory]
+    cmd += ["--setenv", "PYTHONPATH", "/opt/pip", "--ro-bind", "/usr", "/usr"]
+    for entry in bw.ROOT_LINKS:
+        if os.path.islink(entry):
+            cmd += ["--symlink", os.readlink(entry), entry]
+        elif os.path.isdir(entry):
+            cmd += ["--ro-bind", entry, entry]
+    for path in bw.ETC_PATHS:
+        if os.path.exists(path):
+            cmd += ["--ro-bind", path, path]
+    for prefix in interpreter.prefixes:
+        cmd += ["--ro-bind", prefix, prefix]
+    cmd += ["--ro-bind", pip_dir, "/opt/pip/pip", "--proc", "/proc", "--dev", "/dev"]
+    cmd += ["--perms", "1777", "--tmpfs", "/tmp", "--bind", scratch, scratch, "--chdir", "/tmp"]
+    return [*cmd, *setpriv, interpreter.executable, "-s", "-m", "pip"]
+
+
+def ancestors(paths: list[str]) -> list[str]:
+    """Every directory above `paths` (not "/" or /usr's), parents first, each once: bubblewrap makes the
+    directories on the way to a mount 0700 when it runs as root, so the sandbox makes them 0755 first."""
+    found: list[str] = []
+    for path in paths:
+        parts = path.strip("/").split("/")[:-1]
+        for depth in range(1, len(parts) + 1):
+            directory = "/" + "/".join(parts[:depth])
+            if directory not in found and directory != "/usr" and not directory.startswith("/usr/"):
+                found.append(directory)
+    return found
 
 
 def download_error(output: str, tags: TargetTags, refused: list[tuple[str, int]]) -> str:

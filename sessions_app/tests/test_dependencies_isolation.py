@@ -383,9 +383,9 @@ def test_an_index_linking_to_a_file_url_cannot_make_the_download_read_the_hosts_
     private wheel on the host (here in a 0700 directory, as the store is in the 0700 data dir) stays out."""
     settings.SANDBOX_PIP_CACHE_DIR = str(tmp_path / "store")
     secret_dir = tmp_path / "private"
-    secret_dir.mkdir(mode=0o700)
+    (secret_dir / "files").mkdir(mode=0o700, parents=True)
     filename, data = make_wheel("secret", "1.0", {"secret.py": "TOKEN = 'private'\n"})
-    (secret_dir / filename).write_bytes(data)
+    (secret_dir / "files" / filename).write_bytes(data)
     index = Index(links_to=f"file://{secret_dir}")
     index.add("secret", filename, data)
     server = serve(index)
@@ -426,3 +426,70 @@ def test_the_docker_installer_containers_are_attached_to_no_network(api, hostile
         if event["Actor"]["Attributes"].get("container") in created
     ]
     assert joined and set(joined) == {"none"}
+
+
+NON_ROOT_DOWNLOAD = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from runtime import PackageInstall, RuntimeFailure, installer, wheels
+tags = wheels._parse_probe(wheels.probe_host_interpreter(sys.executable, installer.pip_source_dir()))
+request = PackageInstall(
+    requirements=(sys.argv[4],), index_url=sys.argv[2], cache_dir=sys.argv[3], index_allow=sys.argv[5]
+)
+try:
+    found = wheels.download(request, tags, uid=None)
+    print("DOWNLOADED", [w.filename for w in found])
+except RuntimeFailure as exc:
+    print("FAILED", exc.message)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs the control plane as nobody with setpriv")
+def test_a_non_root_control_planes_download_cannot_read_its_own_private_files():
+    """A control plane that is not root runs pip download under bubblewrap: an index's `file:` link to a
+    wheel the control plane's uid can read (as it can read its data dir) finds nothing."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    nobody = 65534
+    base = tempfile.mkdtemp(prefix="scp-nonroot-")
+    os.chmod(base, 0o755)
+    private = os.path.join(base, "private")
+    os.makedirs(os.path.join(private, "files"), 0o700)
+    filename, data = make_wheel("secret", "1.0", {"secret.py": "TOKEN = 'private'\n"})
+    with open(os.path.join(private, "files", filename), "wb") as fh:
+        fh.write(data)
+    store = os.path.join(base, "store")
+    os.mkdir(store, 0o700)
+    for path in (private, os.path.join(private, "files"), os.path.join(private, "files", filename), store):
+        os.chown(path, nobody, nobody)
+    linked = Index(links_to=f"file://{private}")
+    linked.add("secret", filename, data)
+    linked.add("genuine", *make_wheel("genuine", "1.0", {"genuine.py": "VALUE = 'genuine'\n"}))
+    plain = Index(projects=linked.projects)
+    servers = [serve(linked), serve(plain)]
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    # The host's interpreter (with its own pip): the project's venv may live where nobody cannot read.
+    python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+
+    def download(index: Index, requirement: str) -> str:
+        command = ["setpriv", f"--reuid={nobody}", f"--regid={nobody}", "--clear-groups", "--"]
+        command += [python, "-s", "-c", NON_ROOT_DOWNLOAD, root, index.url, store, requirement]
+        command += [f"127.0.0.1:{index.port}"]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False, cwd=base)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    try:
+        assert download(plain, "genuine").startswith("DOWNLOADED ['genuine-1.0-py3-none-any.whl']")
+        assert download(linked, "secret").startswith("FAILED")
+        assert not [
+            f for _, _, files in os.walk(os.path.join(store, "wheels")) for f in files if "secret" in f
+        ]
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+        shutil.rmtree(base, ignore_errors=True)
