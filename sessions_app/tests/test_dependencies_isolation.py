@@ -73,6 +73,7 @@ class Index:
 
     projects: dict[str, list[tuple[str, bytes]]] = field(default_factory=dict)
     links_to: str = ""
+    redirect_to: str = ""
     requests: list[str] = field(default_factory=list)
     url: str = ""
     port: int = 0
@@ -95,6 +96,12 @@ def serve(index: Index) -> ThreadingHTTPServer:
 
         def do_GET(self) -> None:
             index.requests.append(self.path)
+            if index.redirect_to:
+                self.send_response(302)
+                self.send_header("Location", index.redirect_to + self.path)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             parts = [p for p in self.path.split("?")[0].split("/") if p]
             body, kind = None, "text/html"
             if len(parts) == 2 and parts[0] == "simple" and parts[1] in index.projects:
@@ -356,6 +363,28 @@ def test_an_allowed_index_linking_files_to_a_loopback_host_is_refused_by_the_egr
         assert index.requests and files.requests == []
     finally:
         for server in (files_server, index_server):
+            server.shutdown()
+            server.server_close()
+
+
+@pytest.mark.usefixtures("process_runtime")
+def test_an_allowed_index_redirecting_to_a_loopback_host_is_refused_by_the_egress_proxy(
+    api, settings, tmp_path
+):
+    settings.SANDBOX_PIP_CACHE_DIR = str(tmp_path / "store")
+    target = Index()
+    target.add("genuine", *make_wheel("genuine", "1.0", {"genuine.py": "VALUE = 'genuine'\n"}))
+    target_server = serve(target)
+    index = Index(redirect_to=f"http://127.0.0.1:{target.port}")
+    index_server = serve(index)
+    try:
+        settings.SANDBOX_PACKAGE_INDEX_ALLOW = f"127.0.0.1:{index.port}"
+        body = create(api, dependencies=[{"name": "genuine"}], python_package_index_url=index.url).json()
+        assert body["dependency_install_status"] == "failed"
+        assert "download refused: 127.0.0.1 is not an allowed destination" in body["dependency_install_error"]
+        assert index.requests and target.requests == []
+    finally:
+        for server in (target_server, index_server):
             server.shutdown()
             server.server_close()
 
