@@ -83,10 +83,29 @@ def create_once(api: Api) -> float:
     return elapsed
 
 
+def remove_sandboxes(data_dir: str) -> None:
+    """Destroy what the server left (warm sandboxes): their mounts, loop devices and uids outlive a rmtree."""
+    sys.path.insert(0, ROOT)
+    from runtime.process import ProcessRuntime
+
+    runtime = ProcessRuntime(data_dir=data_dir)
+    for handle in runtime.list_managed():
+        try:
+            runtime.destroy(handle)
+        except Exception as exc:  # keep going: the rest must still be removed
+            print(f"could not remove sandbox {handle.sandbox_id}: {exc}", file=sys.stderr)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--pool", type=int, default=4)
+    parser.add_argument("--port", type=int, default=0, help="port to serve on (0: a free one)")
+    parser.add_argument(
+        "--redis-url",
+        default=None,
+        help="serve with this REDIS_URL, e.g. redis://127.0.0.1:6379/13 (default: embedded)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if shutil.which("bwrap") is None:
@@ -95,9 +114,12 @@ def main() -> None:
     data_dir = tempfile.mkdtemp(prefix="bench-create-", dir="/tmp")
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SANDBOX_RUNTIME")}
     env.update({"SANDBOX_DATA_DIR": data_dir, "SANDBOX_MAX_SESSIONS_PER_KEY": "1000", "LOG_LEVEL": "WARNING"})
+    if args.redis_url:
+        env["REDIS_URL"] = args.redis_url
     manage(env, "migrate", "--noinput", "-v0")
     key = manage(env, "create_api_key", "bench", "--staff").strip().splitlines()[-1]
-    port = free_port()
+    port = args.port or free_port()
+    load_before = os.getloadavg()
     server = subprocess.Popen(
         [sys.executable, "manage.py", "serve", "--port", str(port)],
         cwd=ROOT,
@@ -127,7 +149,9 @@ def main() -> None:
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+        remove_sandboxes(data_dir)
         shutil.rmtree(data_dir, ignore_errors=True)
+    load_after = os.getloadavg()
 
     figures = {
         "cold_median_ms": statistics.median(cold),
@@ -136,6 +160,7 @@ def main() -> None:
         "warm_p95_ms": percentile(warm, 0.95),
     }
     print(f"session create-to-running through the REST API, process runtime, {args.runs} sessions each")
+    print(f"load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f}")
     print(f"{'':<28}{'median ms':>12}{'p95 ms':>12}")
     print(f"{'cold (empty pool)':<28}{figures['cold_median_ms']:>12.1f}{figures['cold_p95_ms']:>12.1f}")
     print(
