@@ -28,7 +28,7 @@ class OutputChunkInline(admin.TabularInline):
 class ExecutionAdmin(admin.ModelAdmin):
     list_display = ("id", "session", "language", "status_badge", "exit_code", "created_at", "completed_at")
     list_filter = ("status", "language")
-    search_fields = ("id", "session__id", "session__owner__username", "error_message")
+    search_fields = ("id", "session__id", "session__client_id", "session__owner__username", "error_message")
     date_hierarchy = "created_at"
     list_select_related = ("session",)
     inlines = (OutputChunkInline,)

@@ -65,7 +65,7 @@ def execution_submit(
     if session.status != SessionStatus.RUNNING:
         raise ExecutionError(
             "session_not_running",
-            f"session {session.id} is {session.status}; executions need a running session",
+            f"session {session.client_id} is {session.status}; executions need a running session",
         )
     with transaction.atomic():
         # The owner's row lock serialises one owner's submits (SQLite's IMMEDIATE transactions serialise all
@@ -121,7 +121,7 @@ def _run_claimed(execution_id: str, release_connection: bool = False) -> Executi
         return _finish(
             execution,
             ExecutionStatus.CANCELLED,
-            error_message=f"session {session.id} is {session.status}; the execution did not start",
+            error_message=f"session {session.client_id} is {session.status}; the execution did not start",
         )
     recorder = OutputRecorder(execution.id, release_connection=release_connection)
     request = ExecuteRequest(

@@ -11,7 +11,7 @@ from typing import Any
 from django.core.paginator import Paginator
 from django.db import transaction
 from django.db.models import Count
-from django.http import HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HTMX_STOP_POLLING, reswap, retarget, trigger_client_event
@@ -29,9 +29,11 @@ HISTORY_PAGE = 15
 
 
 def owned_session(request: HtmxHttpRequest, session_id: str) -> SandboxSession:
-    return get_object_or_404(
-        SandboxSession.objects.for_owner(request.user).select_related("template"), pk=session_id
-    )
+    """The session if the user may see it, by the same lookup as everywhere (ids are per owner)."""
+    session = SandboxSession.objects.select_related("template").identified(request.user, session_id)
+    if session is None:
+        raise Http404("No such session.")
+    return session
 
 
 def owned_execution(request: HtmxHttpRequest, execution_id: str) -> Execution:

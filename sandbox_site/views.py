@@ -139,7 +139,7 @@ def dashboard_context(request: HttpRequest) -> dict[str, Any]:
     failures += [
         {
             "kind": "session",
-            "id": session.id,
+            "id": session.client_id,
             "url": reverse("sessions:detail", args=[session.id]),
             "status": session.status,
             "when": session.completed_at or session.created_at,

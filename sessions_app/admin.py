@@ -13,6 +13,7 @@ from sessions_app.services import session_terminate
 class SandboxSessionAdmin(admin.ModelAdmin):
     list_display = (
         "id",
+        "client_id",
         "owner",
         "template",
         "status_badge",
@@ -21,12 +22,13 @@ class SandboxSessionAdmin(admin.ModelAdmin):
         "last_activity_at",
     )
     list_filter = ("status", "template", "runtime_type", "dependency_install_status")
-    search_fields = ("id", "owner__username", "container_id", "termination_reason")
+    search_fields = ("id", "client_id", "owner__username", "container_id", "termination_reason")
     date_hierarchy = "created_at"
     list_select_related = ("owner", "template")
     exclude = ("executor_token",)
     readonly_fields = (
         "id",
+        "client_id",
         "status",
         "termination_reason",
         "status_detail",

@@ -66,11 +66,11 @@ def clean_path(raw: str, *, allow_empty: bool = False) -> str:
 def _client(session: SandboxSession):
     if session.status != SessionStatus.RUNNING:
         raise SessionError(
-            "session_not_running", f"session {session.id} is {session.status}; its files are not live"
+            "session_not_running", f"session {session.client_id} is {session.status}; its files are not live"
         )
     handle = handle_for(session)
     if handle is None:
-        raise SessionError("session_not_running", f"session {session.id} has no sandbox")
+        raise SessionError("session_not_running", f"session {session.client_id} has no sandbox")
     session.touch()
     return runtime_for(session).executor(handle)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
 from sandbox_site.host_paths import public_text
@@ -65,6 +66,30 @@ class SandboxSessionQuerySet(models.QuerySet["SandboxSession"]):
             return self
         return self.filter(owner_id=user.pk)
 
+    def identified(self, user: Any, ident: str) -> SandboxSession | None:
+        """The session `user` means by `ident` in a URL or a request body, or None: the one lookup by id.
+
+        Client-chosen ids are unique per owner only (two owners may both have "build-1"), so an id means,
+        in this order: the caller's own session with that client id; a session the caller may see with
+        that internal id (the primary key, which console links use); for staff, who see everyone's
+        sessions, the one session of any owner with that client id when exactly one has it. Another
+        owner's session is never found by a non-staff caller, whichever of its ids is given: that is a
+        None, exactly like an id nobody has.
+        """
+        visible = self.for_owner(user)
+        candidates = list(visible.filter(Q(owner_id=user.pk, client_id=ident) | Q(pk=ident))[:2])
+        for session in candidates:
+            if session.owner_id == user.pk and session.client_id == ident:
+                return session
+        if candidates:
+            return candidates[0]
+        if getattr(user, "is_staff", False):
+            # Ambiguous between owners: staff name it by its internal id instead.
+            named = list(visible.filter(client_id=ident)[:2])
+            if len(named) == 1:
+                return named[0]
+        return None
+
     def live(self) -> SandboxSessionQuerySet:
         return self.filter(status__in=LIVE_SESSION_STATUSES)
 
@@ -84,10 +109,21 @@ class SandboxSession(models.Model):
     Resources, env and timeout are copied from the template at creation. Status changes go through
     `transition()`, a conditional UPDATE on the current status: two writers racing (an API terminate and a
     cleanup sweep) can never both win, and a terminal status is never left.
+
+    `id` is internal and server-generated: it names the sandbox, its directories and containers, its stored
+    workspace and its executions' references. `client_id` is the id the owner chose at create (or the
+    internal id when they chose none), unique per owner: it is what the API and the console show as the
+    session's id, so one tenant's choice of id never collides with, or reveals, another tenant's.
     """
 
     id = models.CharField(
         primary_key=True, max_length=64, default=new_session_id, validators=[CLIENT_ID_VALIDATOR]
+    )
+    client_id = models.CharField(
+        max_length=64,
+        blank=True,
+        validators=[CLIENT_ID_VALIDATOR],
+        help_text="The id its owner knows it by; unique per owner. Blank at create means the internal id.",
     )
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="sandbox_sessions"
@@ -152,9 +188,18 @@ class SandboxSession(models.Model):
             models.Index(fields=["status", "expires_at"], name="session_status_expiry_idx"),
             models.Index(fields=["status", "created_at"], name="session_status_created_idx"),
         ]
+        constraints = [
+            # The database, not a check-then-insert, settles two concurrent creates of the same id.
+            models.UniqueConstraint(fields=["owner", "client_id"], name="session_owner_client_id_uniq"),
+        ]
 
     def __str__(self) -> str:
         return self.id
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self.client_id:
+            self.client_id = self.id
+        super().save(*args, **kwargs)
 
     @property
     def is_live(self) -> bool:

@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from runtime import Resources, RuntimeFailure, SandboxHandle, SandboxSpec
@@ -80,7 +80,8 @@ def session_create(
     if not template.is_active:
         raise SessionError("template_inactive", f"template {template.id!r} is deactivated")
     if restore_from:
-        source = SandboxSession.objects.filter(pk=restore_from, owner_id=owner.pk).first()
+        # Client ids are per owner; the source is then recorded by its internal id, which keys its workspace.
+        source = SandboxSession.objects.filter(client_id=restore_from, owner_id=owner.pk).first()
         if source is None:
             raise SessionError("restore_source_not_found", f"no session {restore_from!r} to restore from")
         if source.is_live:
@@ -93,7 +94,8 @@ def session_create(
         admit_session(owner=owner, memory_mb=memory)
     except AdmissionRefused as exc:
         raise SessionError(exc.code, exc.message, retry_after=exc.retry_after) from None
-    if session_id and SandboxSession.objects.filter(pk=session_id).exists():
+    # Ids are per owner: only the owner's own sessions can collide, so nothing about another's is revealed.
+    if session_id and SandboxSession.objects.filter(owner_id=owner.pk, client_id=session_id).exists():
         raise SessionError("duplicate_id", f"a session with id {session_id!r} exists already")
     now = timezone.now()
     session_timeout = timeout if timeout is not None else template.default_timeout_sec
@@ -110,7 +112,7 @@ def session_create(
         "dependency_install_status": "pending" if dependencies else "completed",
         "python_package_index_url": python_package_index_url,
         "python_package_ca_bundle": python_package_ca_bundle,
-        "restore_from": restore_from or "",
+        "restore_from": source.pk if restore_from else "",
         "runtime_type": template.runtime_type or settings.SANDBOX_RUNTIME,
         "executor_token": secrets.token_urlsafe(32),
         "created_at": now,
@@ -120,8 +122,13 @@ def session_create(
         "expires_at": now + timedelta(seconds=max_lifetime or settings.SANDBOX_MAX_LIFETIME),
     }
     if session_id:
-        fields["id"] = session_id
-    return SandboxSession.objects.create(**fields)
+        fields["client_id"] = session_id
+    try:
+        with transaction.atomic():
+            return SandboxSession.objects.create(**fields)
+    except IntegrityError:
+        # Two creates of the same id raced past the check above; the unique (owner, client_id) decides.
+        raise SessionError("duplicate_id", f"a session with id {session_id!r} exists already") from None
 
 
 def _format_cpu(cores: Any) -> str:

@@ -64,8 +64,10 @@ FILE_ERRORS = (
 
 def owned_session(request: HtmxHttpRequest, session_id: str) -> SandboxSession:
     """The session if the user may see it; another owner's id is a 404 exactly like a missing one."""
-    sessions = SandboxSession.objects.for_owner(request.user).select_related("template", "owner")
-    return get_object_or_404(sessions, pk=session_id)
+    session = SandboxSession.objects.select_related("template", "owner").identified(request.user, session_id)
+    if session is None:
+        raise Http404("No such session.")
+    return session
 
 
 def stop_polling_unless(watching: bool, response: HttpResponse) -> HttpResponse:
@@ -273,7 +275,7 @@ def session_status(request: HtmxHttpRequest, session_id: str) -> HttpResponse:
 @console_login_required
 def session_terminate_view(request: HtmxHttpRequest, session_id: str) -> HttpResponse:
     session = session_terminate(session=owned_session(request, session_id), reason="user_request")
-    messages.success(request, f"Session {session.id} is {session.status}.")
+    messages.success(request, f"Session {session.client_id} is {session.status}.")
     if request.htmx:
         return HttpResponseClientRefresh()
     return redirect("sessions:detail", session.id)

@@ -67,7 +67,8 @@ class ArtifactSerializer(serializers.Serializer):
 
 
 class ExecutionSerializer(serializers.ModelSerializer):
-    session_id = serializers.CharField()
+    # The id its owner knows the session by (ids are per owner), not the internal key.
+    session_id = serializers.CharField(source="session.client_id")
     event = serializers.JSONField()
     return_value = serializers.JSONField(allow_null=True)
     metrics = MetricsSerializer()

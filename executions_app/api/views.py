@@ -72,7 +72,7 @@ class ExecuteView(APIView):
             enqueue_execution_run(execution.id)
         body = {
             "execution_id": execution.id,
-            "session_id": execution.session_id,
+            "session_id": execution.session.client_id,
             "status": execution.status,
             "created_at": execution.created_at,
         }
@@ -202,7 +202,9 @@ class SessionExecutionsView(APIView):
     )
     def get(self, request: Request, session_id: str) -> Response:
         session = owned_session(request, session_id)
-        executions = Execution.objects.filter(session=session).order_by("-created_at", "-id")
+        executions = (
+            Execution.objects.filter(session=session).select_related("session").order_by("-created_at", "-id")
+        )
         if request.query_params.get("status"):
             executions = executions.filter(status=request.query_params["status"])
         paginator = self.pagination_class()

@@ -117,7 +117,7 @@ class SessionFilesView(APIView):
             files = files_list(session=session, path=request.query_params.get("path", ""))
         except FILE_ERRORS as exc:
             raise _fail(exc) from None
-        return Response({"session_id": session.id, "files": files, "count": len(files)})
+        return Response({"session_id": session.client_id, "files": files, "count": len(files)})
 
 
 class SessionFileUploadView(APIView):
@@ -161,7 +161,7 @@ class SessionFileUploadView(APIView):
             raise _fail(exc) from None
         finally:
             upload.close()
-        return Response({"session_id": session.id, **result}, status=status.HTTP_201_CREATED)
+        return Response({"session_id": session.client_id, **result}, status=status.HTTP_201_CREATED)
 
 
 class SessionFileView(APIView):

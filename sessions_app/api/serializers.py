@@ -126,7 +126,12 @@ def validate_metadata(value: dict[str, str]) -> dict[str, str]:
 
 class SessionCreateSerializer(serializers.Serializer):
     template_id = serializers.CharField(max_length=64)
-    id = serializers.CharField(required=False, max_length=64, validators=[CLIENT_ID_VALIDATOR])
+    id = serializers.CharField(
+        required=False,
+        max_length=64,
+        validators=[CLIENT_ID_VALIDATOR],
+        help_text="Your id for it, unique among your own sessions (other owners may use the same).",
+    )
     timeout = serializers.IntegerField(required=False, min_value=10, max_value=86400)
     cpu = CpuField(required=False)
     memory = SizeField(min_mib=64, max_mib=8192, required=False)
@@ -201,6 +206,8 @@ class ResourceLimitSerializer(serializers.Serializer):
 
 
 class SessionSerializer(serializers.ModelSerializer):
+    # Ids are per owner: the id its owner chose (or was given), never the internal key.
+    id = serializers.CharField(source="client_id", help_text="Its owner's id for it; unique per owner.")
     template_id = serializers.CharField()
     resource_limit = serializers.SerializerMethodField()
     requested_dependencies = serializers.ListField(child=DependencySerializer())
@@ -256,9 +263,17 @@ class SessionSerializer(serializers.ModelSerializer):
     def to_representation(self, instance: SandboxSession) -> dict[str, Any]:
         data = super().to_representation(instance)
         data["termination_reason"] = instance.termination_reason or None
-        data["restore_from"] = instance.restore_from or None
+        data["restore_from"] = restore_source_id(instance)
         # Clients see the sandbox's own view: the workspace is /workspace whatever host dir backs it, and
         # install errors lose the host's paths (the full text is in the server log).
         data["workspace_path"] = WORKSPACE_ROOT if instance.workspace_path else ""
         data["dependency_install_error"] = public_text(instance.dependency_install_error)
         return data
+
+
+def restore_source_id(session: SandboxSession) -> str | None:
+    """The id its owner knows the restore source by: it is stored by internal id, which keys its workspace."""
+    if not session.restore_from:
+        return None
+    sources = SandboxSession.objects.filter(pk=session.restore_from, owner_id=session.owner_id)
+    return sources.values_list("client_id", flat=True).first() or session.restore_from

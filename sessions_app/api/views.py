@@ -51,9 +51,11 @@ def session_error(exc: SessionError) -> ApiError:
 
 
 def owned_session(request: Request, session_id: str, *, lock: bool = False) -> SandboxSession:
-    """The session if the caller may see it; another owner's id is a 404 exactly like a missing one."""
-    sessions = SandboxSession.objects.for_owner(request.user).select_related("template")
-    session = sessions.filter(pk=session_id).first()
+    """The session if the caller may see it; another owner's id is a 404 exactly like a missing one.
+
+    Ids are per owner (`SandboxSessionQuerySet.identified`): "build-1" is the caller's own "build-1".
+    """
+    session = SandboxSession.objects.select_related("template").identified(request.user, session_id)
     if session is None:
         raise ApiError(404, "session_not_found", f"no session {session_id!r}")
     return session
@@ -123,7 +125,7 @@ class SessionListCreateView(APIView):
                 503,
                 "runtime_unavailable",
                 f"the sandbox could not be created: {session.status_detail}",
-                session_id=session.id,
+                session_id=session.client_id,
             )
         return Response(SessionSerializer(session).data, status=status.HTTP_201_CREATED)
 

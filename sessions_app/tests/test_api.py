@@ -39,12 +39,14 @@ def test_create_takes_flat_resources_and_template_defaults(api):
     assert defaults["timeout"] == 300
 
 
-def test_create_honours_a_client_id_and_refuses_a_duplicate(api, other_api):
+def test_create_honours_a_client_id_and_refuses_a_duplicate_of_your_own(api, other_api):
     assert create(api, id="run-42").json()["id"] == "run-42"
-    response = create(other_api, id="run-42")
+    response = create(api, id="run-42")
     assert response.status_code == 409
     assert response.json()["error"] == "duplicate_id"
-    assert SandboxSession.objects.filter(pk="run-42").count() == 1
+    # Ids are per owner: another owner's "run-42" is a different session, not a collision.
+    assert create(other_api, id="run-42").status_code == 201
+    assert SandboxSession.objects.filter(client_id="run-42").count() == 2
 
 
 def test_create_keeps_env_metadata_and_dependencies(api):

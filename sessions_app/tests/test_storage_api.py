@@ -257,15 +257,18 @@ def test_restore_from_refuses_live_missing_and_other_owners_sessions(api, other_
 @pytest.mark.usefixtures("process_runtime")
 def test_delete_removes_the_stored_workspace(api, s3_storage):
     sid, neighbour = create(api, id="abc")["id"], create(api, id="abc2")["id"]
+    # Stored files are keyed by the internal id; "abc" is only its owner's name for it.
+    key = {s.client_id: s.pk for s in SandboxSession.objects.all()}
     upload(api, sid, "a.txt", b"a")
     upload(api, neighbour, "b.txt", b"b")
     api.post(f"/api/v1/sessions/{sid}/terminate")
-    assert stored_keys(s3_storage, sid) == ["a.txt"]
+    assert stored_keys(s3_storage, key[sid]) == ["a.txt"]
     assert api.delete(f"/api/v1/sessions/{sid}").status_code == 204
-    assert stored_keys(s3_storage, sid) == []
-    assert stored_keys(s3_storage, neighbour) == ["b.txt"]  # uploads are stored while the session runs
+    assert stored_keys(s3_storage, key[sid]) == []
+    # uploads are stored while the session runs
+    assert stored_keys(s3_storage, key[neighbour]) == ["b.txt"]
     assert api.delete(f"/api/v1/sessions/{neighbour}").status_code == 204
-    assert stored_keys(s3_storage, neighbour) == []
+    assert stored_keys(s3_storage, key[neighbour]) == []
 
 
 @pytest.mark.usefixtures("process_runtime")
