@@ -198,3 +198,33 @@ def test_two_owners_build_1_sandboxes_and_stored_files_stay_apart(
     assert restored["restore_from"] == "build-1"
     assert download(api, "build-2", "owner.txt") == b"alice"
     api.post("/api/v1/sessions/build-2/terminate")
+
+
+def test_the_database_refuses_one_owner_two_sessions_of_the_same_id(make_session, user, other_user):
+    """Two concurrent creates both past the service's check: the unique (owner, client_id) decides."""
+    from django.db import IntegrityError, transaction
+
+    make_session(user, client_id="build-1")
+    make_session(other_user, client_id="build-1")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        make_session(user, client_id="build-1")
+
+
+def test_existing_sessions_keep_their_id_as_their_client_id_after_the_migration(user, python_template):
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    before = [("sessions_app", "0004_workspace_restore_and_installs")]
+    after = [("sessions_app", "0005_client_id_per_owner")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    try:
+        old = executor.loader.project_state(before).apps.get_model("sessions_app", "SandboxSession")
+        old.objects.create(id="run-42", owner_id=user.pk, template_id=python_template.pk)
+        executor = MigrationExecutor(connection)
+        executor.migrate(after)
+        new = executor.loader.project_state(after).apps.get_model("sessions_app", "SandboxSession")
+        assert list(new.objects.values_list("pk", "client_id")) == [("run-42", "run-42")]
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
