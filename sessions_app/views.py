@@ -110,7 +110,9 @@ def filtered_sessions(request: HtmxHttpRequest) -> tuple[Any, dict[str, str]]:
                 search_key=value.strip()
             )
         else:
-            sessions = sessions.filter(Q(id__icontains=query) | Q(metadata__icontains=query))
+            sessions = sessions.filter(
+                Q(client_id__icontains=query) | Q(id__icontains=query) | Q(metadata__icontains=query)
+            )
     return sessions, filters
 
 

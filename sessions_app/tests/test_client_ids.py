@@ -147,6 +147,9 @@ def test_console_shows_client_ids_and_hides_other_owners_sessions(api, other_api
     assert console.get("/sessions/build-1/").status_code == 200
     assert console.get(f"/sessions/{theirs}/").status_code == 404
     assert console.get(f"/sessions/{theirs}/executions/").status_code in (404, 405)
+    # The list searches the ids its owner knows and links each by internal id, the owner's own only.
+    listing = console.get("/sessions/?q=build").content.decode()
+    assert f"/sessions/{mine}/" in listing and theirs not in listing
 
 
 def upload(api, session_id, path, content):
