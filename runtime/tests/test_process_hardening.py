@@ -135,6 +135,7 @@ def _host_uids(rt: ProcessRuntime, handle) -> dict[int, tuple[int, str]]:
     """host pid -> (real uid, uid_map as the host reads it) of every process of the sandbox but its
     supervisor shell (which joins the cgroups as root, then execs nothing of the sandbox's)."""
     meta = read_record(rt.session_dir(handle.session_id))
+    assert meta is not None
     found = {}
     for pid in _descendants(meta["pid"]):
         try:
