@@ -298,7 +298,9 @@ def _cancel_running_executions(session: SandboxSession) -> None:
 def session_keepalive(*, session: SandboxSession) -> SandboxSession:
     """Reset the idle clock of a live session."""
     if session.status != SessionStatus.RUNNING:
-        raise SessionError("session_not_running", f"session {session.id} is {session.status}, not running")
+        raise SessionError(
+            "session_not_running", f"session {session.client_id} is {session.status}, not running"
+        )
     session.touch()
     return session
 
@@ -333,7 +335,9 @@ def session_request_dependencies(
     from sessions_app import tasks
 
     if session.status != SessionStatus.RUNNING:
-        raise SessionError("session_not_running", f"session {session.id} is {session.status}, not running")
+        raise SessionError(
+            "session_not_running", f"session {session.client_id} is {session.status}, not running"
+        )
     with transaction.atomic():
         locked = SandboxSession.objects.select_for_update().get(pk=session.pk)
         started = locked.dependency_install_started_at
