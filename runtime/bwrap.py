@@ -120,6 +120,21 @@ def check_env(env: Mapping[str, str]) -> dict[str, str]:
     return clean
 
 
+def system_binds(etc_paths: tuple[str, ...] = ETC_PATHS) -> list[str]:
+    """bwrap options for the read-only system every confined process gets: /usr, the root links into it
+    (or real /bin, /lib ... directories) and those of `etc_paths` that exist."""
+    cmd = ["--ro-bind", "/usr", "/usr"]
+    for entry in ROOT_LINKS:
+        if os.path.islink(entry):
+            cmd += ["--symlink", os.readlink(entry), entry]
+        elif os.path.isdir(entry):
+            cmd += ["--ro-bind", entry, entry]
+    for path in etc_paths:
+        if os.path.exists(path):
+            cmd += ["--ro-bind", path, path]
+    return cmd
+
+
 def write_etc(directory: str, hostname: str = HOSTNAME) -> None:
     """Generate the identity files the sandbox gets instead of the host's."""
     files = {
@@ -195,15 +210,7 @@ def bwrap_command(
     ]
     for name, value in check_env(env).items():
         cmd += ["--setenv", name, value]
-    cmd += ["--ro-bind", "/usr", "/usr"]
-    for entry in ROOT_LINKS:
-        if os.path.islink(entry):
-            cmd += ["--symlink", os.readlink(entry), entry]
-        elif os.path.isdir(entry):
-            cmd += ["--ro-bind", entry, entry]
-    for path in ETC_PATHS + tuple(sorted(glob.glob("/etc/python3*"))):
-        if os.path.exists(path):
-            cmd += ["--ro-bind", path, path]
+    cmd += system_binds(ETC_PATHS + tuple(sorted(glob.glob("/etc/python3*"))))
     for name in ("passwd", "group", "hosts", "hostname", "nsswitch.conf"):
         cmd += ["--ro-bind", os.path.join(paths.etc, name), f"/etc/{name}"]
     for prefix in interpreter.prefixes:

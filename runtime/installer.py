@@ -212,15 +212,7 @@ def bwrap_command(
     # Directories bubblewrap makes on the way to a mount are 0700 when it runs as root: make them first.
     for directory in wheels.ancestors(["/etc/passwd", f"{PIP_ROOT}/pip", *interpreter.prefixes]):
         cmd += ["--perms", "0755", "--dir", directory]
-    cmd += ["--ro-bind", "/usr", "/usr"]
-    for entry in bw.ROOT_LINKS:
-        if os.path.islink(entry):
-            cmd += ["--symlink", os.readlink(entry), entry]
-        elif os.path.isdir(entry):
-            cmd += ["--ro-bind", entry, entry]
-    for path in bw.ETC_PATHS:
-        if os.path.exists(path):
-            cmd += ["--ro-bind", path, path]
+    cmd += bw.system_binds()
     cmd += ["--ro-bind", paths["passwd"], "/etc/passwd", "--ro-bind", paths["group"], "/etc/group"]
     for prefix in interpreter.prefixes:
         cmd += ["--ro-bind", prefix, prefix]

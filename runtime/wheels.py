@@ -269,15 +269,7 @@ def download_python(scratch: str, uid: int | None) -> list[str]:
         cmd += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     for directory in ancestors(["/etc/x", "/opt/pip/pip", *interpreter.prefixes, scratch]):
         cmd += ["--perms", "0755", "--dir", directory]
-    cmd += ["--setenv", "PYTHONPATH", "/opt/pip", "--ro-bind", "/usr", "/usr"]
-    for entry in bw.ROOT_LINKS:
-        if os.path.islink(entry):
-            cmd += ["--symlink", os.readlink(entry), entry]
-        elif os.path.isdir(entry):
-            cmd += ["--ro-bind", entry, entry]
-    for path in bw.ETC_PATHS:
-        if os.path.exists(path):
-            cmd += ["--ro-bind", path, path]
+    cmd += ["--setenv", "PYTHONPATH", "/opt/pip", *bw.system_binds()]
     for prefix in interpreter.prefixes:
         cmd += ["--ro-bind", prefix, prefix]
     cmd += ["--ro-bind", pip_dir, "/opt/pip/pip", "--proc", "/proc", "--dev", "/dev"]
