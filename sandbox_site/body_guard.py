@@ -8,7 +8,10 @@ front of Django and decides from the request line and headers alone:
 - under /api/, everything but the public health, schema and docs endpoints needs credentials: an API key
   (checked by `api_key_of`, the very function DRF's ApiKeyAuthentication calls) or a logged-in console
   session (checked by `django.contrib.auth.get_user`, as AuthenticationMiddleware and so DRF's
-  SessionAuthentication do); without them the answer is 401;
+  SessionAuthentication do); without them the answer is 401. A request with no credential header or cookie
+  at all is refused at once; present credentials are looked up here only when the body is worth refusing
+  early (over SMALL_BODY_BYTES, or chunked): a small body is read and Django's authentication, which calls
+  the same functions, gives the same 401;
 - the console's upload path needs a logged-in session; without one the answer is the login redirect the
   view itself would give;
 - a Content-Length over the path's limit is a 413 (uploads: SANDBOX_MAX_UPLOAD_REQUEST_BYTES, everything else:
@@ -51,6 +54,8 @@ Scope = dict[str, Any]
 Message = dict[str, Any]
 
 NO_CREDENTIALS_MESSAGE = "Authentication credentials were not provided."
+# Bodies up to this size cost less to read than a credential lookup: their credentials are left to Django.
+SMALL_BODY_BYTES = 64 * 1024
 # API paths anyone may read: /health and /health/detailed (probes), the schema and the docs.
 PUBLIC_API_PATHS = frozenset({"/api/v1/health", "/api/v1/health/detailed", "/api/v1/schema/"})
 PUBLIC_API_PREFIXES = ("/api/docs/",)
@@ -130,6 +135,14 @@ def credentials_refusal(meta: dict[str, str], *, api_key_allowed: bool) -> str |
     return None if logged_in(meta) else NO_CREDENTIALS_MESSAGE
 
 
+def small_body(meta: dict[str, str]) -> bool:
+    """Whether the request announces a body of at most SMALL_BODY_BYTES (or none: no length, not chunked)."""
+    announced = meta.get("CONTENT_LENGTH", "")
+    if announced:
+        return announced.isdigit() and int(announced) <= SMALL_BODY_BYTES
+    return "HTTP_TRANSFER_ENCODING" not in meta
+
+
 def carries_credentials(meta: dict[str, str], *, api_key_allowed: bool) -> bool:
     """Whether there is anything for `credentials_refusal` to look up (a key header or a session cookie)."""
     if api_key_allowed and ("HTTP_AUTHORIZATION" in meta or "HTTP_X_API_KEY" in meta):
@@ -162,10 +175,15 @@ class BodyGuard:
 
         if rule.access != "open":
             api_key_allowed = rule.access == "api"
-            if carries_credentials(meta, api_key_allowed=api_key_allowed):
-                refusal = await _check_credentials(meta, api_key_allowed=api_key_allowed)
-            else:
+            if not carries_credentials(meta, api_key_allowed=api_key_allowed):
                 refusal = NO_CREDENTIALS_MESSAGE  # nothing to look up: no thread hop, no query
+            elif small_body(meta):
+                # Nothing worth refusing early: Django judges the same credentials with the same function
+                # (DRF's authentication, the view's login check) after reading at most SMALL_BODY_BYTES, so
+                # the lookup and its thread hop are spared on every ordinary API call.
+                refusal = None
+            else:
+                refusal = await _check_credentials(meta, api_key_allowed=api_key_allowed)
             if refusal is not None:
                 if rule.access == "api":
                     await _send_error(send, 401, "unauthorized", refusal, request_id, _WWW_AUTHENTICATE)
