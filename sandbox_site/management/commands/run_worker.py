@@ -32,6 +32,8 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from sandbox_site.management.supervision import StopRequested, stop_children
+
 logger = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
@@ -94,14 +96,7 @@ class Command(BaseCommand):
             ),
             Child("executions", [python, MANAGE, "run_executions"], {}),
         ]
-        stopping = False
-
-        def stop(signum, frame):
-            nonlocal stopping
-            stopping = True
-
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
+        stopping = StopRequested()
         for child in children:
             child.start()
         exit_code = 0
@@ -114,21 +109,11 @@ class Command(BaseCommand):
                 child.quick_exits = child.quick_exits + 1 if quick else 0
                 if child.quick_exits >= QUICK_EXITS_ALLOWED:
                     self.stderr.write(f"{child.name} keeps exiting ({child.proc.returncode}); stopping")
-                    exit_code, stopping = 1, True
+                    exit_code = 1
+                    stopping.requested = True
                     break
                 logger.warning("%s exited with %s; restarting it", child.name, child.proc.returncode)
                 child.start()
             time.sleep(0.2)
-        for child in children:
-            if child.proc is not None and child.proc.poll() is None:
-                child.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for child in children:
-            if child.proc is None:
-                continue
-            try:
-                child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.proc.kill()
-                child.proc.wait()
+        stop_children([child.proc for child in children if child.proc is not None], grace)
         sys.exit(exit_code)

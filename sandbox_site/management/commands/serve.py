@@ -17,14 +17,14 @@ then SIGKILL if it has not exited within the grace period.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
+
+from sandbox_site.management.supervision import StopRequested, stop_children
 
 # Seconds uvicorn gives open requests and websockets to finish after SIGTERM before it cancels them; below
 # the default grace, so the web processes exit on their own before SIGKILL.
@@ -107,14 +107,7 @@ class Command(BaseCommand):
         # child once, instead of every process receiving SIGINT at the same moment.
         names = ["uvicorn", "worker"][: len(commands)]
         children = [subprocess.Popen(command, start_new_session=True) for command in commands]
-        stopping = False
-
-        def stop(signum, frame):
-            nonlocal stopping
-            stopping = True
-
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
+        stopping = StopRequested()
         self.stdout.write(
             f"Serving on http://{host}:{port} with {web_processes} web process(es)"
             "  (Ctrl-C stops the server and the workers)"
@@ -130,15 +123,5 @@ class Command(BaseCommand):
                 self.stderr.write(f"{name} exited with {child.returncode}; stopping the rest")
                 break
             time.sleep(0.2)
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for child in children:
-            try:
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                # The whole group: uvicorn's web processes and django-q2's cluster processes too.
-                os.killpg(child.pid, signal.SIGKILL)
-                child.wait()
+        stop_children(children, grace)
         sys.exit(exit_code)
