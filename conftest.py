@@ -179,6 +179,36 @@ def running_session(db, user, python_template):
     session_terminate(session=session)
 
 
+def at_once(actions: list) -> list:
+    """Call every action in its own thread, all released at the same instant; their results, in any order.
+
+    For races against the real database: each thread closes its own connection when done.
+    """
+    import threading
+
+    from django.db import connection
+
+    barrier = threading.Barrier(len(actions))
+    results: list = []
+    lock = threading.Lock()
+
+    def run(action) -> None:
+        try:
+            barrier.wait(timeout=30)
+            result = action()
+            with lock:
+                results.append(result)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(action,)) for action in actions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return results
+
+
 def database_url_of_test_db() -> str:
     """A DATABASE_URL that points another process at this test run's database."""
     from django.db import connection

@@ -156,3 +156,16 @@ def serve(database_url: str, secret_key: str, *, workers: bool, **env_overrides:
         stop(served)
         print(f"--- server log ---\n{log.read_text()[-4000:]}")
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@contextmanager
+def serve_test_database(django_db_blocker, *, workers: bool, **env_overrides: str) -> Iterator[Served]:
+    """`serve` against this test run's database, with its secret key (module-scoped fixtures use this)."""
+    from django.conf import settings
+
+    from conftest import database_url_of_test_db
+
+    with django_db_blocker.unblock():
+        database_url = database_url_of_test_db()
+    with serve(database_url, settings.SECRET_KEY, workers=workers, **env_overrides) as live:
+        yield live

@@ -21,9 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from served_process import Served, serve
-
-from conftest import database_url_of_test_db
+from served_process import Served, serve_test_database
 
 MIB = 1024 * 1024
 ANNOUNCED = 300 * MIB
@@ -38,13 +36,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture(scope="module")
 def served(django_db_setup, django_db_blocker) -> Iterator[Served]:
-    from django.conf import settings
-
-    with django_db_blocker.unblock():
-        database_url = database_url_of_test_db()
-    with serve(
-        database_url,
-        settings.SECRET_KEY,
+    with serve_test_database(
+        django_db_blocker,
         workers=False,
         SANDBOX_WEB_WORKERS=str(WEB_PROCESSES),
         SANDBOX_MAX_REQUEST_BYTES=str(REQUEST_LIMIT),

@@ -21,9 +21,7 @@ from typing import Any
 
 import pytest
 import websocket  # websocket-client (a dependency of the kubernetes client)
-from served_process import Served, children_of, command_line, serve, stop, wait_for_health
-
-from conftest import database_url_of_test_db
+from served_process import Served, children_of, command_line, serve_test_database, stop, wait_for_health
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -40,13 +38,8 @@ for i in range(6):
 
 @pytest.fixture(scope="module")
 def served(django_db_setup, django_db_blocker) -> Iterator[Served]:
-    from django.conf import settings
-
-    with django_db_blocker.unblock():
-        database_url = database_url_of_test_db()
-    with serve(
-        database_url,
-        settings.SECRET_KEY,
+    with serve_test_database(
+        django_db_blocker,
         workers=True,
         SANDBOX_WEB_WORKERS=str(WEB_PROCESSES),
         SANDBOX_WORKERS="2",
@@ -145,11 +138,7 @@ def test_a_web_process_that_dies_is_replaced(served):
 
 
 def test_one_sigterm_stops_every_process_of_serve(django_db_setup, django_db_blocker):
-    from django.conf import settings
-
-    with django_db_blocker.unblock():
-        database_url = database_url_of_test_db()
-    with serve(database_url, settings.SECRET_KEY, workers=True, SANDBOX_WEB_WORKERS="2") as live:
+    with serve_test_database(django_db_blocker, workers=True, SANDBOX_WEB_WORKERS="2") as live:
         pids = live.tree()
         assert len(pids) >= 4, [command_line(pid) for pid in pids]  # serve, uvicorn, 2 web, worker...
         os.killpg(live.process.pid, signal.SIGTERM)

@@ -7,11 +7,9 @@ this file with DATABASE_URL=mysql://... as well, where the row locks do the work
 
 from __future__ import annotations
 
-import threading
-
 import pytest
-from django.db import connection
 
+from conftest import at_once
 from sessions_app.models import SandboxSession
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fake_runtime")]
@@ -79,45 +77,14 @@ def test_concurrent_creates_never_admit_more_than_the_capacity(settings, make_ap
     settings.SANDBOX_HOST_MEMORY = 1024
     settings.SANDBOX_MEMORY_OVERCOMMIT = 1.5  # room for three sessions of 512 MiB
     clients = [make_api_client(django_user_model.objects.create_user(username=f"racer{i}")) for i in range(8)]
-    barrier = threading.Barrier(len(clients))
-    statuses: list[int] = []
-    lock = threading.Lock()
-
-    def race(client):
-        try:
-            barrier.wait(timeout=30)
-            status = create(client, "512Mi").status_code
-            with lock:
-                statuses.append(status)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=race, args=(client,)) for client in clients]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    statuses = at_once([lambda client=client: create(client, "512Mi").status_code for client in clients])
     assert sorted(statuses) == [201] * 3 + [503] * 5, statuses
     assert SandboxSession.objects.live().count() == 3
 
 
 def test_one_owner_racing_creates_gets_no_more_than_their_quota(settings, api):
     settings.SANDBOX_MAX_SESSION_MEMORY_PER_OWNER = 1024
-    barrier = threading.Barrier(6)
-    statuses: list[int] = []
-
-    def race():
-        try:
-            barrier.wait(timeout=30)
-            statuses.append(create(api, "512Mi").status_code)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=race) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    statuses = at_once([lambda: create(api, "512Mi").status_code] * 6)
     assert sorted(statuses) == [201] * 2 + [429] * 4, statuses
 
 
