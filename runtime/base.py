@@ -113,7 +113,7 @@ class PackageInstall:
     specifiers only, never paths, URLs or options). The whole set is installed every time into a fresh
     staging directory that replaces the package dir only when pip succeeds, so a failed install leaves the
     packages that were there working. `cache_dir` is the control plane's package store (wheels by sha256,
-    installed trees; wheels.py, package_cache.py), which no sandbox can write. `index_allow` is the
+    installed trees; wheels.py, packages/cache.py), which no sandbox can write. `index_allow` is the
     operator's SANDBOX_PACKAGE_INDEX_ALLOW list (index_policy.py), applied to every host the download reaches.
     """
 
@@ -123,7 +123,7 @@ class PackageInstall:
     extra_ca_pem: str = ""
     cache_dir: str = ""
     timeout: float = 600.0
-    reuse_ttl: float = 0.0  # seconds an installed tree may serve an identical request (package_cache.py)
+    reuse_ttl: float = 0.0  # seconds an installed tree may serve an identical request (packages/cache.py)
     index_allow: str = ""
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from runtime.index_policy import parse_allow as parse_index_allow
+from runtime.packages.index_policy import parse_allow as parse_index_allow
 from sandbox_site.data_dir import create_private_file
 from sandbox_site.env import Env, parse_database_url
 
@@ -353,7 +353,7 @@ SANDBOX_CA_BUNDLE = env.string("SANDBOX_CA_BUNDLE", "/etc/ssl/certs/ca-certifica
 # package store (wheels by sha256, sealed install trees; no sandbox writes it), and how long one install
 # may take.
 SANDBOX_PACKAGE_INDEX_URL = env.url("SANDBOX_PACKAGE_INDEX_URL", ("http", "https"))
-# Hosts, addresses or networks a package index may reach besides public addresses (runtime/index_policy.py):
+# Hosts, addresses or networks a package index may reach besides public addresses (runtime/packages/index_policy.py):
 # comma-separated `host`, `host:port`, `10.0.0.0/8`, `10.1.2.3:3141`, `[fd00::1]:3141`. Empty: public only.
 SANDBOX_PACKAGE_INDEX_ALLOW = env.string("SANDBOX_PACKAGE_INDEX_ALLOW", "")
 try:
@@ -417,7 +417,7 @@ SANDBOX_CAPACITY_RETRY_AFTER = env.integer("SANDBOX_CAPACITY_RETRY_AFTER", 30, m
 # Process runtime (docs/architecture.md, "The process runtime's boundaries"). With a root control plane every
 # session runs under its own host uid from this range (never uid 0, never two live sessions on one uid).
 try:
-    from runtime.host_uids import UidRangeError, parse_range
+    from runtime.process.host_uids import UidRangeError, parse_range
 
     SANDBOX_PROCESS_UID_RANGE = parse_range(env.string("SANDBOX_PROCESS_UID_RANGE", "200000-299999"))
 except UidRangeError as exc:

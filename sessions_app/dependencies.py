@@ -18,7 +18,8 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from runtime import PackageInstall, RuntimeFailure, index_policy
+from runtime import PackageInstall, RuntimeFailure
+from runtime.packages import index_policy
 from sessions_app.models import DependencyInstallStatus, SandboxSession, SessionStatus
 from sessions_app.sandboxes import handle_for, runtime_for
 
@@ -62,7 +63,7 @@ def index_allow() -> str:
 def index_url_refusal(url: str) -> str | None:
     """Why a tenant's index URL is refused (one message, whatever the reason), or None when it may be used.
 
-    The same policy is applied again at download time to every host pip contacts (runtime/egress_proxy.py);
+    The same policy is applied again at download time to every host pip contacts (runtime/packages/egress_proxy.py);
     this check only answers early, with a 400.
     """
     try:

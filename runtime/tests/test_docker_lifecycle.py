@@ -13,7 +13,7 @@ import pytest
 
 from runtime.base import Resources, RuntimeFailure, SandboxHandle
 from runtime.docker import DockerRuntime
-from runtime.docker_workspace import loop_device
+from runtime.docker.workspace import loop_device
 from runtime.tests.conftest import run_code
 from runtime.tests.test_docker_support import PYTHON_IMAGE, Sandboxes, engine, require
 

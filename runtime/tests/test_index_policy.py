@@ -1,5 +1,5 @@
-"""The package index policy (runtime/index_policy.py) and the egress proxy that enforces it on every host a
-download contacts (runtime/egress_proxy.py): real sockets on 127.0.0.1 only."""
+"""The package index policy (runtime/packages/index_policy.py) and the egress proxy that enforces it on every host a
+download contacts (runtime/packages/egress_proxy.py): real sockets on 127.0.0.1 only."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from runtime import egress_proxy
-from runtime import index_policy as ip
+from runtime.packages import egress_proxy
+from runtime.packages import index_policy as ip
 
 
 def rules(allow: str = "") -> ip.IndexPolicy:

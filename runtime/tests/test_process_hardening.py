@@ -19,10 +19,9 @@ import uuid
 import pytest
 
 from runtime import loop_workspace as lw
-from runtime import seccomp
 from runtime.base import Resources, RuntimeFailure, SandboxSpec
-from runtime.process import ProcessRuntime
-from runtime.process_record import read_record
+from runtime.process import ProcessRuntime, seccomp
+from runtime.process.record import read_record
 from runtime.tests.conftest import needs_bwrap, run_code
 
 pytestmark = needs_bwrap

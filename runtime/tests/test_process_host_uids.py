@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from runtime.host_uids import UidAllocator, UidRangeError, parse_range
+from runtime.process.host_uids import UidAllocator, UidRangeError, parse_range
 
 
 def _claim_many(directory: str, prefix: str, count: int, queue) -> None:

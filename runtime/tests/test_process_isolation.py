@@ -11,7 +11,7 @@ import socket
 
 import pytest
 
-from runtime.process_record import read_record
+from runtime.process.record import read_record
 from runtime.tests.conftest import needs_bwrap, run_code
 
 pytestmark = needs_bwrap

@@ -11,7 +11,7 @@ import pytest
 
 from runtime.base import Resources, RuntimeFailure, SandboxHandle, SandboxSpec
 from runtime.process import ProcessRuntime
-from runtime.process_record import alive, read_record
+from runtime.process.record import alive, read_record
 from runtime.tests.conftest import host_processes_mentioning, needs_bwrap, run_code
 
 

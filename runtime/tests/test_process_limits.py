@@ -15,7 +15,7 @@ import pytest
 
 from runtime.base import RuntimeFailure
 from runtime.client import ExecutorClient
-from runtime.process_record import read_record
+from runtime.process.record import read_record
 from runtime.tests.conftest import needs_bwrap, run_code
 
 pytestmark = needs_bwrap

@@ -9,9 +9,9 @@ import pytest
 
 from runtime import bwrap as bw
 from runtime.base import Resources
-from runtime.cgroups import PIDS_OVERHEAD, CgroupManager, SandboxCgroup, _v1_mounts
 from runtime.limits import address_space_bytes, executor_limit_args
-from runtime.process_record import alive, start_time
+from runtime.process.cgroups import PIDS_OVERHEAD, CgroupManager, SandboxCgroup, _v1_mounts
+from runtime.process.record import alive, start_time
 
 PATHS = bw.SandboxPaths(workspace="/data/s/ws", run="/data/s/run", packages="/data/s/pkg", etc="/data/s/etc")
 
@@ -160,7 +160,7 @@ def test_v2_discovery_enables_controllers_and_nests_sandboxes_below_our_cgroup(t
     # A stand-in for a delegated v2 hierarchy (plain files): this checks which files discovery reads and
     # writes, not the kernel's rules, which this cgroup-v1 machine cannot exercise.
     (tmp_path / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
-    monkeypatch.setattr("runtime.cgroups._own_cgroups", lambda: {"": "/"})
+    monkeypatch.setattr("runtime.process.cgroups._own_cgroups", lambda: {"": "/"})
     manager = CgroupManager(mount=str(tmp_path), group="scp")
     assert manager.available and manager.version == 2
     assert (tmp_path / "cgroup.subtree_control").read_text() == "+memory +pids +cpu"
@@ -172,6 +172,6 @@ def test_v2_discovery_enables_controllers_and_nests_sandboxes_below_our_cgroup(t
 
 def test_v2_without_delegated_memory_falls_back_to_rlimits(tmp_path, monkeypatch):
     (tmp_path / "cgroup.controllers").write_text("cpu pids\n")
-    monkeypatch.setattr("runtime.cgroups._own_cgroups", lambda: {"": "/"})
+    monkeypatch.setattr("runtime.process.cgroups._own_cgroups", lambda: {"": "/"})
     manager = CgroupManager(mount=str(tmp_path))
     assert not manager.available and "memory" in manager.reason

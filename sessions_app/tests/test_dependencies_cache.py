@@ -1,4 +1,4 @@
-"""The installer's plain parts: sealed, write-once install trees (runtime/package_cache.py), served only to
+"""The installer's plain parts: sealed, write-once install trees (runtime/packages/cache.py), served only to
 the identical request and never stale; how the offline pip is called and its outcome read (installer.py,
 wheels.py)."""
 
@@ -10,9 +10,10 @@ import time
 
 import pytest
 
-from runtime import PackageInstall, RuntimeFailure, installer, wheels
-from runtime import package_cache as pc
+from runtime import PackageInstall, RuntimeFailure
 from runtime.base import InstalledPackages
+from runtime.packages import cache as pc
+from runtime.packages import installer, wheels
 
 
 def request(tmp_path, *requirements: str, **fields) -> PackageInstall:

@@ -23,7 +23,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import docker
 import pytest
 
-from runtime import docker_installer, index_policy
+from runtime.docker import installer as docker_installer
+from runtime.packages import index_policy
 from sessions_app.models import SandboxSession
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -460,7 +461,9 @@ def test_the_docker_installer_containers_are_attached_to_no_network(api, hostile
 NON_ROOT_DOWNLOAD = """
 import sys
 sys.path.insert(0, sys.argv[1])
-from runtime import PackageInstall, RuntimeFailure, installer, wheels
+from runtime import PackageInstall, RuntimeFailure
+from runtime.packages import installer
+from runtime.packages import wheels
 tags = wheels._parse_probe(wheels.probe_host_interpreter(sys.executable, installer.pip_source_dir()))
 request = PackageInstall(
     requirements=(sys.argv[4],), index_url=sys.argv[2], cache_dir=sys.argv[3], index_allow=sys.argv[5]

@@ -14,7 +14,7 @@ from django.utils import timezone
 from executions_app.models import Execution
 from executions_app.services import execution_expire_leases, execution_run, execution_submit
 from runtime import SandboxSpec
-from runtime.process_record import read_record
+from runtime.process.record import read_record
 from sessions_app.lifecycle import sessions_probe, sessions_sweep, sessions_sync_state
 from sessions_app.models import SandboxSession, WarmSandbox
 from sessions_app.sandboxes import handle_for, runtime_for

@@ -16,7 +16,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
 from runtime import RuntimeFailure
-from runtime import process_record as pr
+from runtime.process import record as pr
 from runtime.registry import get_runtime
 from sessions_app.files import files_download, files_upload
 from sessions_app.lifecycle import sessions_probe, sessions_sweep

@@ -12,7 +12,7 @@ from django_q.tasks import async_task
 from executions_app.models import Execution
 from executions_app.services import execution_submit
 from runtime import SandboxSpec
-from runtime.process_record import read_record
+from runtime.process.record import read_record
 from sessions_app.models import SandboxSession
 from sessions_app.sandboxes import handle_for, runtime_named
 from sessions_app.services import session_create, session_keepalive, session_provision

@@ -4,7 +4,7 @@ Layout: `<data_dir>/sandboxes/<session_id>/` holds `workspace/` (the sandbox's /
 /run/sandbox: the executor's socket, and the token file until the executor has read it), `packages/` (its
 read-only /opt/packages), `etc/` (generated passwd, hosts ...), `executor.log` (the daemon's stderr) and
 `sandbox.json`, the record that lets a restarted control plane find, inspect and destroy the sandbox; who
-owns what, the workspace's loop image and the stage bwrap reads them through are in process_workspace.py.
+owns what, the workspace's loop image and the stage bwrap reads them through are in process/workspace.py.
 
 Identity: with a root control plane each session gets its own unprivileged host uid (host_uids.py); the
 supervisor joins the cgroups as root, then `setpriv` drops to that uid, so bubblewrap runs unprivileged
@@ -40,10 +40,7 @@ import time
 from typing import Any
 
 from runtime import bwrap as bw
-from runtime import host_uids, installer, seccomp
 from runtime import loop_workspace as lw
-from runtime import process_record as pr
-from runtime import process_workspace as pw
 from runtime.base import (
     SESSION_ID,
     InstalledPackages,
@@ -55,9 +52,13 @@ from runtime.base import (
     SandboxSpec,
     SandboxState,
 )
-from runtime.cgroups import CgroupManager, SandboxCgroup
 from runtime.client import ExecutorClient
 from runtime.limits import executor_limit_args
+from runtime.packages import installer
+from runtime.process import host_uids, seccomp
+from runtime.process import record as pr
+from runtime.process import workspace as pw
+from runtime.process.cgroups import CgroupManager, SandboxCgroup
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ SOCKET_NAME = "executor.sock"
 TOKEN_NAME = "token"
 LOG_NAME = "executor.log"
 UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
-EXECUTOR_PACKAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "executor")
+EXECUTOR_PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "executor")
 MIB = 1024 * 1024
 DEFAULT_TMP_MB = 64
 DEFAULT_STAGE_DIR = "/run/sandbox-control-plane"

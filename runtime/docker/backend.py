@@ -26,10 +26,6 @@ from typing import Any
 import docker
 import docker.errors
 
-from runtime import docker_installer
-from runtime import docker_spec as ds
-from runtime import docker_workspace as ws
-from runtime import installer as inst
 from runtime.base import (
     SESSION_ID,
     InstalledPackages,
@@ -43,7 +39,11 @@ from runtime.base import (
 )
 from runtime.bwrap import check_env
 from runtime.client import ExecutorClient
-from runtime.docker_engine import UsageSampler, engine_failure, logs_tail, remove_container, update_limits
+from runtime.docker import installer as docker_installer
+from runtime.docker import spec as ds
+from runtime.docker import workspace as ws
+from runtime.docker.engine import UsageSampler, engine_failure, logs_tail, remove_container, update_limits
+from runtime.packages import installer as inst
 
 logger = logging.getLogger(__name__)
 
@@ -349,7 +349,7 @@ class DockerRuntime(Runtime):
 
     def install_packages(self, handle: SandboxHandle, request: PackageInstall) -> InstalledPackages:
         """Wheels downloaded by the control plane, installed by a one-shot container from the sandbox's own
-        image with no network (docker_installer.py)."""
+        image with no network (docker/installer.py)."""
         client = self.docker()
         try:
             image = client.api.inspect_container(self._ref(handle))["Image"]

@@ -31,8 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from runtime import bwrap as bw
-from runtime import egress_proxy, index_policy
 from runtime.base import PackageInstall, RuntimeFailure
+from runtime.packages import egress_proxy, index_policy
 
 WHEELS = "wheels"
 PROBES = "probes"

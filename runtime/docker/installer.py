@@ -21,10 +21,11 @@ from typing import Any
 
 import docker.errors
 
-from runtime import docker_spec as ds
-from runtime import installer, package_cache, wheels
 from runtime.base import InstalledPackages, PackageInstall, RuntimeFailure
-from runtime.docker_engine import engine_failure
+from runtime.docker import spec as ds
+from runtime.docker.engine import engine_failure
+from runtime.packages import cache as package_cache
+from runtime.packages import installer, wheels
 
 LABEL_INSTALLER = "sandbox.installer"
 NAME_PREFIX = "sandbox-install-"

@@ -33,7 +33,7 @@ import shutil
 from dataclasses import dataclass
 
 from runtime import loop_workspace as lw
-from runtime import process_record as pr
+from runtime.process import record as pr
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
-from runtime import index_policy
+from runtime.packages import index_policy
 
 HEADER_LIMIT = 64 * 1024
 CONNECT_TIMEOUT = 15.0

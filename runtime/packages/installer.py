@@ -13,7 +13,7 @@ another tenant:
    bound read-only at /opt/pip; the interpreter is the sandbox's own, so bytecode matches.
 
 The finished staging tree is sealed (control plane's, no write bits) and kept as a content-addressed,
-write-once tree (package_cache.py); its files are hard-linked into the session's package dir, which the
+write-once tree (packages/cache.py); its files are hard-linked into the session's package dir, which the
 sandbox sees read-only at /opt/packages. When anything fails the package dir is untouched, so what was
 installed before keeps working.
 
@@ -36,8 +36,9 @@ import time
 from collections.abc import Callable, Iterator
 
 from runtime import bwrap as bw
-from runtime import package_cache, wheels
 from runtime.base import InstalledPackages, PackageInstall, RuntimeFailure
+from runtime.packages import cache as package_cache
+from runtime.packages import wheels
 
 TARGET = "/target"
 WHEELS = "/wheels"
@@ -162,9 +163,9 @@ def error_text(code: int | None, output: str) -> str:
 
 
 def seccomp_fd() -> int | None:
-    """The sandboxes' seccomp filter (runtime/seccomp.py) as an fd to pass on, when it can be built."""
+    """The sandboxes' seccomp filter (runtime/process/seccomp.py) as an fd to pass on, when it can be built."""
     try:
-        module = importlib.import_module("runtime.seccomp")
+        module = importlib.import_module("runtime.process.seccomp")
     except ImportError:
         return None
     make = getattr(module, "filter_fd", None)

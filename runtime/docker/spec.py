@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from runtime import docker_workspace as ws
 from runtime.base import SandboxSpec
+from runtime.docker import workspace as ws
 from runtime.limits import MIB, OPEN_FILES
 
 LABEL_MANAGED, LABEL_SESSION = "sandbox.managed", "sandbox.session"
