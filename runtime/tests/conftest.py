@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from runtime.base import ExecuteRequest, Resources, SandboxHandle, SandboxSpec
+from runtime.events import ExecutionEvent, ExecutionResult, OutputChunk
 from runtime.process import ProcessRuntime
 
 needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
@@ -25,16 +26,16 @@ needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewr
 
 @dataclass
 class Outcome:
-    """One execution as the tests look at it: the result event plus the concatenated streams."""
+    """One execution as the tests look at it: the result plus the concatenated streams."""
 
-    result: dict[str, Any]
+    result: ExecutionResult
     stdout: str = ""
     stderr: str = ""
-    events: list[dict[str, Any]] = field(default_factory=list)
+    events: list[ExecutionEvent] = field(default_factory=list)
 
     @property
     def status(self) -> str:
-        return self.result.get("status", "")
+        return self.result.status
 
 
 def run_code(
@@ -45,23 +46,27 @@ def run_code(
     language: str = "python",
     timeout: float = 20.0,
     event: Any = None,
+    env: dict[str, str] | None = None,
+    execution_id: str | None = None,
 ) -> Outcome:
     events = list(
         runtime.execute(
             handle,
             ExecuteRequest(
-                execution_id=uuid.uuid4().hex,
+                execution_id=execution_id or uuid.uuid4().hex,
                 language=language,
                 code=code,
                 event=event,
                 timeout=timeout,
+                env=env or {},
             ),
         )
     )
-    outcome = Outcome(result=events[-1], events=events)
-    outcome.stdout = "".join(e.get("data", "") for e in events if e.get("type") == "stdout")
-    outcome.stderr = "".join(e.get("data", "") for e in events if e.get("type") == "stderr")
-    assert outcome.result.get("type") == "result", events[-3:]
+    result = events[-1]
+    assert isinstance(result, ExecutionResult), events[-3:]
+    outcome = Outcome(result=result, events=events)
+    outcome.stdout = "".join(e.data for e in events if isinstance(e, OutputChunk) and e.stream == "stdout")
+    outcome.stderr = "".join(e.data for e in events if isinstance(e, OutputChunk) and e.stream == "stderr")
     return outcome
 
 
