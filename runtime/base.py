@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import abc
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from runtime.client import ExecutorClient
@@ -143,6 +143,11 @@ class Runtime(abc.ABC):
 
     name: str = ""
 
+    @classmethod
+    def config_from_settings(cls, settings: Any) -> dict[str, Any]:
+        """Constructor arguments from a settings object (read with getattr; runtime/ never imports Django)."""
+        return {}
+
     @abc.abstractmethod
     def create(self, spec: SandboxSpec) -> SandboxHandle:
         """Start a sandbox and return once its executor answers /health. Cleans up after itself on failure."""
@@ -172,6 +177,12 @@ class Runtime(abc.ABC):
         raise RuntimeFailure(
             f"the {self.name} runtime cannot change resources of a live sandbox", permanent=True
         )
+
+    def salvage_files(self, handle: SandboxHandle) -> Iterator[tuple[str, Callable[[], IO[bytes]]]] | None:
+        """The workspace's regular files as (relative path, opener) for a sandbox whose executor is gone, or
+        None when this backend cannot read it from here. Symlinks are never followed; call each opener
+        before advancing the iterator."""
+        return None
 
     def install_packages(self, handle: SandboxHandle, request: PackageInstall) -> InstalledPackages:
         """Install Python packages for the sandbox, from outside it; it sees them read-only in /opt/packages.

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import glob
 import os
-import re
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from runtime.environment import check_env
 
 WORKSPACE = "/workspace"
 RUN_DIR = "/run/sandbox"
@@ -52,11 +53,6 @@ ETC_PATHS = (
 )
 # Top-level entries that are either symlinks into /usr (merged-/usr systems) or real directories.
 ROOT_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# The daemon starts with the session's variables (its executions inherit its environment), so nothing may
-# steer how the daemon itself loads: the dynamic linker's LD_* and glibc's module paths. PYTHON* variables are
-# allowed for executions; the daemon ignores them (-E).
-RESERVED_ENV = frozenset({"SANDBOX_EXECUTOR_TOKEN", "HOME", "PATH", "GCONV_PATH", "LOCPATH", "HOSTALIASES"})
 
 
 @dataclass(frozen=True)
@@ -105,19 +101,6 @@ def resolve_interpreter(python_path: str) -> Interpreter:
     if not real.startswith(prefix + os.sep) or prefix.count(os.sep) < 2:
         raise ValueError(f"python interpreter {python_path} has an unusable prefix {prefix!r}")
     return Interpreter(real, (prefix,))
-
-
-def check_env(env: Mapping[str, str]) -> dict[str, str]:
-    """The session's variables, refused if a name is malformed or would subvert the sandbox's setup."""
-    clean: dict[str, str] = {}
-    for name, value in env.items():
-        if not ENV_NAME.match(name) or name in RESERVED_ENV or name.startswith("LD_"):
-            raise ValueError(f"environment variable {name!r} is not allowed")
-        value = str(value)
-        if "\0" in value:
-            raise ValueError(f"environment variable {name!r} contains a NUL byte")
-        clean[name] = value
-    return clean
 
 
 def system_binds(etc_paths: tuple[str, ...] = ETC_PATHS) -> list[str]:

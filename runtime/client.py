@@ -12,11 +12,11 @@ import http.client
 import json
 import os
 import socket
-import time
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 from urllib.parse import quote, urlsplit
 
+from runtime import readiness
 from runtime.base import ExecuteRequest, RuntimeFailure
 
 CHUNK = 64 * 1024
@@ -97,21 +97,7 @@ class ExecutorClient:
 
     def wait_healthy(self, timeout: float) -> dict[str, Any]:
         """Poll /health until it answers; RuntimeFailure if it has not within `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        pause = 0.01
-        while True:
-            try:
-                return self.health()
-            except RuntimeFailure as exc:
-                if exc.permanent or time.monotonic() + pause > deadline:
-                    if exc.permanent:
-                        raise
-                    raise RuntimeFailure(
-                        f"executor at {self.endpoint} did not become healthy within {timeout:g} s: "
-                        + exc.message
-                    ) from exc
-            time.sleep(pause)
-            pause = min(pause * 2, 0.2)
+        return readiness.wait_healthy(self, timeout)
 
     def execute(self, request: ExecuteRequest) -> Iterator[dict[str, Any]]:
         """Start an execution and return an iterator over its events; the last one has type `result`.

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
+from runtime.base import RuntimeFailure
 from runtime.packages.index_policy import parse_allow as parse_index_allow
+from runtime.registry import DEFAULT_RUNTIME, available_runtimes
+from runtime.registry import config_from_settings as runtime_config_from_settings
 from sandbox_site.data_dir import create_private_file
 from sandbox_site.env import Env, parse_database_url
 
@@ -342,8 +346,8 @@ SANDBOX_FORWARDED_ALLOW_IPS = ",".join(env.items("SANDBOX_FORWARDED_ALLOW_IPS", 
 
 # --- the product ----------------------------------------------------------------------------------------
 
-RUNTIME_CHOICES = ("process", "docker", "kubernetes", "fake")
-SANDBOX_RUNTIME = env.choice("SANDBOX_RUNTIME", "process", RUNTIME_CHOICES)
+RUNTIME_CHOICES = tuple(available_runtimes())  # the backends runtime/registry.py lists
+SANDBOX_RUNTIME = env.choice("SANDBOX_RUNTIME", DEFAULT_RUNTIME, RUNTIME_CHOICES)
 SANDBOX_ALLOW_UNISOLATED = env.boolean("SANDBOX_ALLOW_UNISOLATED", False)
 SANDBOX_DOCKER_URL = env.url("SANDBOX_DOCKER_URL", ("unix", "tcp", "http", "https", "ssh"))
 SANDBOX_MAX_SESSIONS_PER_KEY = env.integer("SANDBOX_MAX_SESSIONS_PER_KEY", 20, minimum=1)
@@ -416,16 +420,17 @@ SANDBOX_CAPACITY_RETRY_AFTER = env.integer("SANDBOX_CAPACITY_RETRY_AFTER", 30, m
 
 # Process runtime (docs/architecture.md, "The process runtime's boundaries"). With a root control plane every
 # session runs under its own host uid from this range (never uid 0, never two live sessions on one uid).
-try:
-    from runtime.process.host_uids import UidRangeError, parse_range
-
-    SANDBOX_PROCESS_UID_RANGE = parse_range(env.string("SANDBOX_PROCESS_UID_RANGE", "200000-299999"))
-except UidRangeError as exc:
-    raise ImproperlyConfigured(f"SANDBOX_PROCESS_UID_RANGE: {exc}") from None
+SANDBOX_PROCESS_UID_RANGE = env.string("SANDBOX_PROCESS_UID_RANGE", "200000-299999")
 # Size of each process sandbox's /tmp (a tmpfs, charged to the session's memory).
 SANDBOX_TMP_SIZE = _size_mib("SANDBOX_TMP_SIZE", "64Mi")
 # Development only: start process sandboxes without the seccomp filter when libseccomp is missing.
 SANDBOX_ALLOW_NO_SECCOMP = env.boolean("SANDBOX_ALLOW_NO_SECCOMP", False)
+# Each backend reads and checks its own settings (Runtime.config_from_settings); the default backend's are
+# checked now, so a malformed value (a uid range, say) stops start-up instead of failing every session.
+try:
+    runtime_config_from_settings(SANDBOX_RUNTIME, sys.modules[__name__])
+except RuntimeFailure as _exc:
+    raise ImproperlyConfigured(f"SANDBOX_RUNTIME={SANDBOX_RUNTIME}: {_exc.message}") from None
 
 # --- logging --------------------------------------------------------------------------------------------
 

@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.conf import settings
 
 from runtime import Runtime, SandboxHandle, get_runtime
+from runtime.registry import config_from_settings
 from sessions_app.models import SandboxSession
 
 
-def runtime_config(name: str) -> dict[str, Any]:
-    """Constructor settings for backend `name`, from Django settings."""
-    if name == "process":
-        return {
-            "data_dir": str(settings.DATA_DIR),
-            "allow_unisolated": settings.SANDBOX_ALLOW_UNISOLATED,
-            "uid_range": settings.SANDBOX_PROCESS_UID_RANGE,
-            "tmp_size_mb": settings.SANDBOX_TMP_SIZE,
-            "allow_no_seccomp": settings.SANDBOX_ALLOW_NO_SECCOMP,
-        }
-    if name == "docker":
-        return {"data_dir": str(settings.DATA_DIR), "docker_url": settings.SANDBOX_DOCKER_URL or None}
-    return {}
-
-
 def runtime_named(name: str) -> Runtime:
-    return get_runtime(name, runtime_config(name))
+    """The live backend `name`, configured from Django settings by the backend itself (its
+    `config_from_settings`); the one way the apps reach a backend by name."""
+    return get_runtime(name, config_from_settings(name, settings))
 
 
 def runtime_for(session: SandboxSession) -> Runtime:

@@ -2,9 +2,8 @@
 
 Saving reads the workspace through the sandbox's executor, which refuses any path that resolves outside the
 workspace, so a symlink planted by sandboxed code (`ln -s /etc/shadow x`) is skipped rather than followed.
-When the executor is already dead (a crashed sandbox) and the workspace directory is on this host, it is
-read directly instead, with every component opened O_NOFOLLOW relative to its parent's descriptor: symlinks
-and anything that is not a regular file are skipped, so no host file can be pulled in either way.
+When the executor is already dead (a crashed sandbox), the backend salvages what it can reach
+(`Runtime.salvage_files`: regular files only, no symlink followed), so no host file can be pulled in either way.
 """
 
 from __future__ import annotations
@@ -14,8 +13,6 @@ import functools
 import io
 import logging
 import os
-import socket
-import stat
 from collections.abc import Callable, Iterator
 from typing import IO, Any, BinaryIO, cast
 
@@ -38,8 +35,6 @@ logger = logging.getLogger(__name__)
 
 Opener = Callable[[], IO[bytes]]
 WORKSPACE_ROOT = "/workspace"
-DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 def workspace_save(*, session: SandboxSession) -> int | None:
@@ -53,17 +48,16 @@ def workspace_save(*, session: SandboxSession) -> int | None:
         return None
     target = store()
     target.ensure_bucket()
+    runtime = runtime_for(session)
     try:
-        saved, complete = _copy_all(session.id, _executor_files(runtime_for(session).executor(handle)))
+        saved, complete = _copy_all(session.id, _executor_files(runtime.executor(handle)))
     except RuntimeFailure as exc:
-        local = _local_workspace(handle.workspace_path, handle.node)
-        if local is None:
+        salvaged = runtime.salvage_files(handle)
+        if salvaged is None:
             logger.warning("workspace of %s not saved: %s", session.id, exc.message)
             return None
-        logger.info(
-            "executor of %s is gone (%s); saving its workspace from %s", session.id, exc.message, local
-        )
-        saved, complete = _copy_all(session.id, _host_files(local))
+        logger.info("executor of %s is gone (%s); salvaging its workspace", session.id, exc.message)
+        saved, complete = _copy_all(session.id, salvaged)
     if complete:
         prefix = workspace_key(session.id)
         for key, _ in list(target.keys(prefix)):
@@ -201,47 +195,3 @@ def _download(client: ExecutorClient, path: str) -> IO[bytes]:
     # Buffered, so read(n) returns n bytes until the end (a raw read returns one chunk): boto3 reads a
     # non-seekable stream in 8 MiB parts and takes a short read for the last one.
     return cast(IO[bytes], io.BufferedReader(ChunkReader(client.download(path)), CHUNK))
-
-
-def _local_workspace(path: str, node: str) -> str | None:
-    if not path or (node and node != socket.gethostname()):
-        return None
-    return path if os.path.isdir(path) else None
-
-
-def _host_files(root: str) -> Iterator[tuple[str, Opener]]:
-    """Regular files under `root`, walked by descriptor with O_NOFOLLOW: no symlink is ever followed.
-
-    Each opener must be called before the walk goes on (it opens relative to the current directory's fd).
-    """
-    stack = [("", os.open(root, DIR_FLAGS))]
-    try:
-        while stack:
-            rel, dir_fd = stack.pop()
-            try:
-                for name in os.listdir(dir_fd):
-                    path = f"{rel}/{name}" if rel else name
-                    try:
-                        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-                        if stat.S_ISDIR(st.st_mode):
-                            stack.append((path, os.open(name, DIR_FLAGS, dir_fd=dir_fd)))
-                    except OSError:
-                        continue  # gone, or swapped for a symlink (ELOOP) since it was listed
-                    if stat.S_ISREG(st.st_mode):
-                        yield path, functools.partial(_open_regular, name, dir_fd)
-            finally:
-                os.close(dir_fd)
-    finally:
-        for _, dir_fd in stack:
-            os.close(dir_fd)
-
-
-def _open_regular(name: str, dir_fd: int) -> IO[bytes]:
-    try:
-        fd = os.open(name, FILE_FLAGS, dir_fd=dir_fd)
-    except OSError as exc:  # ELOOP: it became a symlink; ENOENT: it went away
-        raise FileNotFoundError(name) from exc
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise FileNotFoundError(name)
-    return os.fdopen(fd, "rb")

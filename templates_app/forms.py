@@ -7,6 +7,7 @@ from typing import Any
 
 from django import forms
 
+from runtime import available_runtimes
 from sandbox_site.forms import parse_lines, parse_pairs
 from templates_app.models import RuntimeType, SandboxTemplate
 
@@ -58,6 +59,12 @@ class TemplateForm(forms.Form):
             }
         super().__init__(*args, **kwargs)
         self.instance = instance
+        # Only backends this installation has (the model's choices name every one the product knows).
+        runtime = self.fields["runtime_type"]
+        assert isinstance(runtime, forms.ChoiceField)
+        runtime.choices = [
+            (v, label) for v, label in RuntimeType.choices if not v or v in available_runtimes()
+        ]
         if instance is not None:
             self.fields["id"].disabled = True
 

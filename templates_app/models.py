@@ -4,13 +4,33 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
+
+from runtime import available_runtimes, environment
 
 TEMPLATE_ID_VALIDATOR = RegexValidator(
     r"^[a-z0-9][a-z0-9._-]{0,63}$",
     "Template ids are 1-64 characters of lowercase letters, digits, '.', '_' and '-', starting alphanumeric.",
 )
+
+
+def validate_env_vars(value: object) -> None:
+    """A sandbox environment every backend accepts (runtime/environment.py): the API, the console and
+    the admin refuse the rest here rather than leaving sessions to fail at provisioning."""
+    problem = environment.refusal(value)  # type: ignore[arg-type]
+    if problem:
+        raise ValidationError(problem, code="env_vars")
+
+
+def validate_runtime_name(value: str) -> None:
+    """Blank (SANDBOX_RUNTIME) or a backend the registry has."""
+    if value and value not in available_runtimes():
+        raise ValidationError(
+            f"no {value!r} runtime here; choose one of {', '.join(available_runtimes())} or leave it blank",
+            code="runtime",
+        )
 
 
 class RuntimeType(models.TextChoices):
@@ -43,6 +63,7 @@ class SandboxTemplate(models.Model):
         choices=RuntimeType.choices,
         blank=True,
         default=RuntimeType.DEFAULT,
+        validators=[validate_runtime_name],
         help_text="Blank uses SANDBOX_RUNTIME.",
     )
     default_cpu_cores = models.DecimalField(
@@ -60,7 +81,7 @@ class SandboxTemplate(models.Model):
     default_timeout_sec = models.PositiveIntegerField(
         default=300, validators=[MinValueValidator(10), MaxValueValidator(86400)]
     )
-    default_env_vars = models.JSONField(default=dict, blank=True)
+    default_env_vars = models.JSONField(default=dict, blank=True, validators=[validate_env_vars])
     pre_installed_packages = models.JSONField(default=list, blank=True)
     warm_pool_size = models.PositiveIntegerField(default=0, validators=[MaxValueValidator(50)])
     is_active = models.BooleanField(default=True)

@@ -20,12 +20,13 @@ import logging
 import os
 import socket
 import threading
-import time
+from collections.abc import Iterator
 from typing import Any
 
 import docker
 import docker.errors
 
+from runtime import host_files, readiness
 from runtime.base import (
     SESSION_ID,
     InstalledPackages,
@@ -37,12 +38,12 @@ from runtime.base import (
     SandboxSpec,
     SandboxState,
 )
-from runtime.bwrap import check_env
 from runtime.client import ExecutorClient
 from runtime.docker import installer as docker_installer
 from runtime.docker import spec as ds
 from runtime.docker import workspace as ws
 from runtime.docker.engine import UsageSampler, engine_failure, logs_tail, remove_container, update_limits
+from runtime.environment import check_env
 from runtime.packages import installer as inst
 
 logger = logging.getLogger(__name__)
@@ -100,6 +101,15 @@ class DockerRuntime(Runtime):
         self._client: Any = None
         self._lock = threading.Lock()
         self._usage = UsageSampler()
+
+    @classmethod
+    def config_from_settings(cls, settings: Any) -> dict[str, Any]:
+        """DATA_DIR and SANDBOX_DOCKER_URL (empty: DOCKER_HOST, else the local engine's socket)."""
+        data_dir = getattr(settings, "DATA_DIR", None)
+        return {
+            "data_dir": str(data_dir) if data_dir else None,
+            "docker_url": getattr(settings, "SANDBOX_DOCKER_URL", "") or None,
+        }
 
     # -- paths and names --
 
@@ -314,6 +324,12 @@ class DockerRuntime(Runtime):
             read_timeout=self.read_timeout,
         )
 
+    def salvage_files(self, handle: SandboxHandle) -> Iterator[tuple[str, host_files.Opener]] | None:
+        """A loop workspace stays mounted on this host until destroy: its regular files, no symlink followed.
+        A tmpfs workspace lived in the container and is gone with it."""
+        root = host_files.local_directory(handle.workspace_path, handle.node)
+        return host_files.regular_files(root) if root else None
+
     def update_resources(self, handle: SandboxHandle, resources: Resources) -> None:
         """New cpu, memory and process limits for a live container (a claimed warm sandbox).
 
@@ -379,35 +395,26 @@ class DockerRuntime(Runtime):
     # -- internals --
 
     def _wait_healthy(self, handle: SandboxHandle, container: Any) -> None:
-        """Poll /health on the host socket; fail fast when the container exits (bad image, executor crash)."""
-        client = ExecutorClient(handle.endpoint, handle.token, connect_timeout=1.0, read_timeout=5.0)
-        started = time.monotonic()
-        next_status = started + 0.25
-        while True:
-            if os.path.exists(handle.endpoint):
-                try:
-                    client.health()
-                    return
-                except RuntimeFailure as exc:
-                    if exc.permanent:
-                        raise
-            now = time.monotonic()
-            if now >= next_status:  # an engine round trip: not on every poll
-                container.reload()
-                if container.status not in ("created", "running"):
-                    code = (container.attrs.get("State") or {}).get("ExitCode")
-                    raise RuntimeFailure(
-                        f"sandbox {handle.session_id}: the container exited (status {code}) "
-                        "before its executor was ready"
-                    )
-                next_status = now + 0.25
-            if now - started > self.startup_timeout:
+        """Wait for /health on the host socket; fail fast when the container exits (bad image, executor crash)."""
+
+        def alive() -> None:
+            container.reload()
+            if container.status not in ("created", "running"):
+                code = (container.attrs.get("State") or {}).get("ExitCode")
                 raise RuntimeFailure(
-                    f"sandbox {handle.session_id}: the executor did not become healthy "
-                    f"within {self.startup_timeout:g} s"
+                    f"sandbox {handle.session_id}: the container exited (status {code}) "
+                    "before its executor was ready"
                 )
-            # A stat every few ms costs next to nothing and answers the moment the executor listens.
-            time.sleep(0.003)
+
+        client = ExecutorClient(handle.endpoint, handle.token, connect_timeout=1.0, read_timeout=5.0)
+        # The container's state is an engine round trip: asked every quarter second, not on every poll.
+        readiness.wait_healthy(
+            client,
+            self.startup_timeout,
+            alive=alive,
+            alive_every=0.25,
+            what=f"sandbox {handle.session_id}: the executor",
+        )
 
     def _clear_leftover(self, client: Any, session_id: str, name: str, dirs: ds.HostDirs) -> None:
         """Refuse to replace a live sandbox or a stranger's container; sweep a dead sandbox's remains."""

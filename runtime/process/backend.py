@@ -26,7 +26,6 @@ sandboxed process ever runs outside its limits (no race between spawn and a late
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import logging
 import os
@@ -37,9 +36,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from runtime import bwrap as bw
+from runtime import host_files, readiness
 from runtime import loop_workspace as lw
 from runtime.base import (
     SESSION_ID,
@@ -53,29 +54,20 @@ from runtime.base import (
     SandboxState,
 )
 from runtime.client import ExecutorClient
-from runtime.limits import executor_limit_args
-from runtime.packages import installer
-from runtime.process import host_uids, seccomp
+from runtime.environment import check_env
+from runtime.packages.installer import install_lock
+from runtime.process import host_uids, launch, seccomp
+from runtime.process import installer as process_installer
 from runtime.process import record as pr
 from runtime.process import workspace as pw
 from runtime.process.cgroups import CgroupManager, SandboxCgroup
+from runtime.process.launch import LOG_NAME, SOCKET_NAME, TOKEN_NAME
 
 logger = logging.getLogger(__name__)
 
-SOCKET_NAME = "executor.sock"
-TOKEN_NAME = "token"
-LOG_NAME = "executor.log"
 UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
-EXECUTOR_PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "executor")
-MIB = 1024 * 1024
 DEFAULT_TMP_MB = 64
 DEFAULT_STAGE_DIR = "/run/sandbox-control-plane"
-# Joins every cgroup listed in $SANDBOX_CGROUP_PROCS (':'-separated), then runs the sandbox and waits for it.
-# `exit $?` after the command keeps the shell from exec-ing it: the shell must stay as bwrap's parent.
-SUPERVISOR = (
-    'set -f; IFS=:; for f in $SANDBOX_CGROUP_PROCS; do echo $$ > "$f" || exit 97; done; '
-    'unset IFS SANDBOX_CGROUP_PROCS; set +f; "$@"; exit $?'
-)
 
 
 class ProcessRuntime(Runtime):
@@ -133,6 +125,25 @@ class ProcessRuntime(Runtime):
         self._children: dict[str, subprocess.Popen] = {}
         self._lock = threading.Lock()
 
+    @classmethod
+    def config_from_settings(cls, settings: Any) -> dict[str, Any]:
+        """DATA_DIR, SANDBOX_ALLOW_UNISOLATED, SANDBOX_PROCESS_UID_RANGE ("200000-299999"), SANDBOX_TMP_SIZE
+        (MiB) and SANDBOX_ALLOW_NO_SECCOMP; a malformed uid range is a permanent RuntimeFailure."""
+        uid_range = getattr(settings, "SANDBOX_PROCESS_UID_RANGE", host_uids.DEFAULT_RANGE)
+        if isinstance(uid_range, str):
+            try:
+                uid_range = host_uids.parse_range(uid_range)
+            except host_uids.UidRangeError as exc:
+                raise RuntimeFailure(f"SANDBOX_PROCESS_UID_RANGE: {exc}", permanent=True) from exc
+        data_dir = getattr(settings, "DATA_DIR", None)
+        return {
+            "data_dir": str(data_dir) if data_dir else None,
+            "allow_unisolated": bool(getattr(settings, "SANDBOX_ALLOW_UNISOLATED", False)),
+            "uid_range": tuple(uid_range),
+            "tmp_size_mb": int(getattr(settings, "SANDBOX_TMP_SIZE", DEFAULT_TMP_MB)),
+            "allow_no_seccomp": bool(getattr(settings, "SANDBOX_ALLOW_NO_SECCOMP", False)),
+        }
+
     # -- paths --
 
     def session_dir(self, session_id: str) -> str:
@@ -165,8 +176,8 @@ class ProcessRuntime(Runtime):
                 f"bubblewrap is not available ({self.bwrap_path or 'bwrap not on PATH'})", permanent=True
             )
         if self.isolated:
-            self._resolve_interpreter()
-            filter_fd = self._seccomp_fd()  # compiles (and caches) the filter, or names the setting
+            self.resolve_interpreter()
+            filter_fd = self.seccomp_fd()  # compiles (and caches) the filter, or names the setting
             if filter_fd is not None:
                 os.close(filter_fd)
         try:
@@ -209,7 +220,7 @@ class ProcessRuntime(Runtime):
                 f"socket path {sock} is too long for a Unix socket; use a shorter data dir", permanent=True
             )
         try:
-            env = bw.check_env(spec.env)
+            env = check_env(spec.env)
         except ValueError as exc:
             raise RuntimeFailure(str(exc), permanent=True) from exc
         self._clear_leftover(spec.session_id)
@@ -233,8 +244,10 @@ class ProcessRuntime(Runtime):
         cgroup: SandboxCgroup | None = None
         meta: dict[str, Any] = {}
         try:
-            cgroup, meta = self._prepare(spec, root)
-            proc = self._spawn(spec, root, env, cgroup, meta)
+            cgroup, meta = launch.prepare(self, spec, root)
+            proc = launch.spawn(self, spec, root, env, cgroup, meta)
+            with self._lock:
+                self._children[spec.session_id] = proc
             self._wait_healthy(handle, proc, root, meta)
         except BaseException as exc:
             # Nothing may outlive a failed create: no process, no cgroup, no mount, no uid, no directory.
@@ -317,6 +330,11 @@ class ProcessRuntime(Runtime):
             read_timeout=self.read_timeout,
         )
 
+    def salvage_files(self, handle: SandboxHandle) -> Iterator[tuple[str, host_files.Opener]] | None:
+        """The workspace directory's regular files, read on this host without following any symlink."""
+        root = host_files.local_directory(handle.workspace_path, handle.node)
+        return host_files.regular_files(root) if root else None
+
     def update_resources(self, handle: SandboxHandle, resources: Resources) -> None:
         session_id = handle.sandbox_id or handle.session_id
         meta = pr.read_record(self.session_dir(session_id))
@@ -356,214 +374,38 @@ class ProcessRuntime(Runtime):
             raise RuntimeFailure("bubblewrap is not available to confine the installer", permanent=True)
         cgroup = SandboxCgroup.from_json(meta.get("cgroup"))
         procs = cgroup.procs_files() if cgroup is not None and cgroup.exists() else []
-        interpreter = self._resolve_interpreter() if self.isolated else bw.Interpreter(self.python_path)
-        with installer.install_lock(root):
-            return installer.install_local(
+        interpreter = self.resolve_interpreter() if self.isolated else bw.Interpreter(self.python_path)
+        with install_lock(root):
+            return process_installer.install(
                 request,
                 root=root,
                 packages=self.packages_dir(session_id),
                 bwrap=self.bwrap_path if self.isolated else None,
                 interpreter=interpreter,
-                prefix=["/bin/sh", "-c", SUPERVISOR, f"install-{session_id}"],
+                prefix=["/bin/sh", "-c", launch.SUPERVISOR, f"install-{session_id}"],
                 prefix_env={"SANDBOX_CGROUP_PROCS": ":".join(procs)},
             )
 
     # -- internals --
 
-    def _prepare(self, spec: SandboxSpec, root: str) -> tuple[SandboxCgroup | None, dict[str, Any]]:
-        """The session's uid, directories, token file, cgroup and stage, recorded as they come into being.
-
-        The record is written right after the uid is claimed and again at the end, so a control plane
-        that dies anywhere in between leaves enough behind for destroy to undo it all.
-        """
-        uid, gid = os.geteuid(), os.getegid()
-        if self.uids is not None and self.isolated:
-            try:
-                uid = gid = self.uids.claim(spec.session_id)
-            except OSError as exc:
-                raise RuntimeFailure(f"no host uid for sandbox {spec.session_id}: {exc}") from exc
-        loop = self.disk_limit_reason is None
-        meta: dict[str, Any] = {
-            "session_id": spec.session_id,
-            "created": dt.datetime.now(dt.UTC).isoformat(),
-            "node": self.node,
-            "isolated": self.isolated,
-            "uid": uid,
-            "gid": gid,
-            "disk": "loop" if loop else "per-file",
-            "stage": "",
-            "cgroup": None,
-            "resources": {
-                "cpu": spec.resources.cpu,
-                "memory_mb": spec.resources.memory_mb,
-                "disk_mb": spec.resources.disk_mb,
-                "max_processes": spec.resources.max_processes,
-            },
-            "labels": dict(spec.labels),
-            "pid": None,
-            "pgid": None,
-            "start_time": None,
-        }
-        pr.write_record(root, meta)
-        dirs = pw.SessionDirs(root)
-        pw.make(
-            dirs,
-            uid=uid,
-            gid=gid,
-            disk_mb=int(spec.resources.disk_mb),
-            loop=loop,
-            template_dir=os.path.join(self.data_dir, "sandbox-images"),
-        )
-        bw.write_etc(dirs.etc)
-        token = os.path.join(dirs.run, TOKEN_NAME)
-        fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(spec.token)
-        pw.give_token(token, uid=uid, gid=gid)
-        cgroup = None
-        if self.cgroups is not None and self.cgroups.available:
-            cgroup = self.cgroups.create(self._cgroup_name(spec.session_id), spec.resources)
-            meta["cgroup"] = cgroup.to_json()
-            pr.write_record(root, meta)  # before the stage, so a crash from here on still finds the cgroup
-        if uid != os.geteuid():
-            meta["stage"] = self._stage_path(spec.session_id)
-            pr.write_record(root, meta)
-            pw.mount_stage(pw.SessionDirs(root, meta["stage"]))
-        return cgroup, meta
-
-    def _spawn(
-        self,
-        spec: SandboxSpec,
-        root: str,
-        env: dict[str, str],
-        cgroup: SandboxCgroup | None,
-        meta: dict[str, Any],
-    ) -> subprocess.Popen:
-        resources = spec.resources
-        limit_args = executor_limit_args(
-            resources, memory_cgroup=cgroup is not None, disk_total=meta.get("disk") == "loop"
-        )
-        common = ["--session-id", spec.session_id, "--memory-mb", str(int(resources.memory_mb)), *limit_args]
-        if self.max_output is not None:
-            common += ["--max-output", str(int(self.max_output))]
-        supervisor_env = {
-            "PATH": bw.PATH,
-            "LANG": bw.LANG,
-            "SANDBOX_CGROUP_PROCS": ":".join(cgroup.procs_files()) if cgroup else "",
-        }
-        fds: list[int] = []
-        cwd = "/"  # the supervisor's PWD is visible in the sandbox (/proc/1/environ); do not name host paths
-        if self.isolated:
-            inside = [
-                "--socket",
-                f"{bw.RUN_DIR}/{SOCKET_NAME}",
-                "--workspace",
-                bw.WORKSPACE,
-                "--token-file",
-                f"{bw.RUN_DIR}/{TOKEN_NAME}",
-                "--packages",
-                bw.PACKAGES,
-                *common,
-            ]
-            dirs = pw.SessionDirs(root, meta.get("stage") or "")
-            filter_fd = self._seccomp_fd()
-            if filter_fd is not None:
-                fds.append(filter_fd)
-            options, inner = bw.bwrap_command(
-                paths=bw.SandboxPaths(
-                    workspace=dirs.reachable("workspace"),
-                    run=dirs.reachable("run"),
-                    packages=dirs.reachable("packages"),
-                    etc=dirs.reachable("etc"),
-                ),
-                interpreter=self._resolve_interpreter(),
-                executor_package=EXECUTOR_PACKAGE,
-                executor_args=inside,
-                env=env,
-                tmp_size_bytes=self.tmp_size_mb * MIB,
-                seccomp_fd=filter_fd,
-            )
-            fds.append(bw.args_fd(options))
-            command = [str(self.bwrap_path), "--args", str(fds[-1]), "--", *inner]
-            uid, gid = int(meta["uid"]), int(meta["gid"])
-            if uid != os.geteuid():
-                command = [*host_uids.drop_command(uid, gid), *command]
-        else:
-            # Unconfined: the daemon's cwd is the package's parent, so `-m executor` imports it without a
-            # PYTHONPATH its executions would inherit; executions still run in the workspace (the executor
-            # chdirs each child there), and HOME points at it.
-            command = [
-                self.python_path,
-                "-E",
-                "-s",
-                "-m",
-                "executor",
-                "--socket",
-                self.socket_path(spec.session_id),
-                "--workspace",
-                os.path.join(root, "workspace"),
-                "--token-file",
-                os.path.join(root, "run", TOKEN_NAME),
-                "--packages",
-                os.path.join(root, "packages"),
-                *common,
-            ]
-            supervisor_env.update({"HOME": os.path.join(root, "workspace"), **env})
-            cwd = os.path.dirname(EXECUTOR_PACKAGE)
-        log_fd = os.open(
-            os.path.join(root, LOG_NAME), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600
-        )
-        try:
-            proc = subprocess.Popen(
-                ["/bin/sh", "-c", SUPERVISOR, f"sandbox-{spec.session_id}", *command],
-                stdin=subprocess.DEVNULL,
-                stdout=log_fd,
-                stderr=log_fd,
-                env=supervisor_env,
-                cwd=cwd,
-                start_new_session=True,
-                close_fds=True,
-                pass_fds=tuple(fds),
-            )
-        finally:
-            os.close(log_fd)
-            for fd in fds:
-                os.close(fd)
-        with self._lock:
-            self._children[spec.session_id] = proc
-        meta.update(pid=proc.pid, pgid=proc.pid, start_time=pr.start_time(proc.pid))
-        pr.write_record(root, meta)
-        return proc
-
     def _wait_healthy(
         self, handle: SandboxHandle, proc: subprocess.Popen, root: str, meta: dict[str, Any]
     ) -> None:
-        """Poll /health, failing fast if the supervisor exits (bad bind, bwrap refused, executor crashed)."""
-        client = ExecutorClient(handle.endpoint, handle.token, connect_timeout=1.0, read_timeout=5.0)
-        deadline = time.monotonic() + self.startup_timeout
-        pause = 0.005
-        while True:
+        """Wait for /health, failing fast if the supervisor exits (bad bind, bwrap refused, executor crashed);
+        then take the token file and the run dir away from the sandbox."""
+
+        def alive() -> None:
             code = proc.poll()
             if code is not None:
                 raise RuntimeFailure(
                     f"sandbox {handle.session_id}: the executor exited with status {code} before it was ready"
                 )
-            if os.path.exists(handle.endpoint):
-                try:
-                    client.health()
-                    break
-                except RuntimeFailure as exc:
-                    if exc.permanent:
-                        raise
-            if time.monotonic() > deadline:
-                raise RuntimeFailure(
-                    f"sandbox {handle.session_id}: the executor did not become healthy "
-                    f"within {self.startup_timeout:g} s"
-                )
-            time.sleep(pause)
-            pause = min(pause * 2, 0.1)
-        run = os.path.join(root, "run")
-        token_file = os.path.join(run, TOKEN_NAME)
+
+        client = ExecutorClient(handle.endpoint, handle.token, connect_timeout=1.0, read_timeout=5.0)
+        readiness.wait_healthy(
+            client, self.startup_timeout, alive=alive, what=f"sandbox {handle.session_id}: the executor"
+        )
+        token_file = os.path.join(root, "run", TOKEN_NAME)
         if os.path.lexists(token_file):  # the executor deletes it; never leave it for sandboxed code
             os.unlink(token_file)
         # The run dir had to be writable for the executor to make its socket; from now on it is root's alone.
@@ -571,7 +413,7 @@ class ProcessRuntime(Runtime):
         # /workspace and /tmp.
         pw.seal_run(pw.SessionDirs(root), uid=int(meta.get("uid", os.geteuid())))
 
-    def _resolve_interpreter(self) -> bw.Interpreter:
+    def resolve_interpreter(self) -> bw.Interpreter:
         if self._interpreter is None:
             try:
                 interpreter = bw.resolve_interpreter(self.python_path)
@@ -587,7 +429,7 @@ class ProcessRuntime(Runtime):
             self._interpreter = interpreter
         return self._interpreter
 
-    def _seccomp_fd(self) -> int | None:
+    def seccomp_fd(self) -> int | None:
         """A memfd with the compiled filter for bwrap; None only when the operator allowed running without."""
         try:
             return seccomp.filter_fd()
@@ -599,16 +441,16 @@ class ProcessRuntime(Runtime):
                 logger.warning("process sandboxes run WITHOUT a seccomp filter: %s", exc.message)
             return None
 
-    def _stage_path(self, session_id: str) -> str:
+    def stage_path(self, session_id: str) -> str:
         return os.path.join(self.stage_parent, session_id)
 
-    def _cgroup_name(self, session_id: str) -> str:
+    def cgroup_name(self, session_id: str) -> str:
         return f"{self._cgroup_tag}-{session_id}"
 
     def _known_cgroup(self, session_id: str) -> SandboxCgroup | None:
         if self.cgroups is None or not self.cgroups.available:
             return None
-        name = self._cgroup_name(session_id)
+        name = self.cgroup_name(session_id)
         cgroup = SandboxCgroup(
             self.cgroups.version, {k: os.path.join(b, name) for k, b in self.cgroups.bases.items()}
         )
@@ -663,7 +505,7 @@ class ProcessRuntime(Runtime):
                 cgroup.remove()
             except OSError as exc:
                 errors.append(f"cgroup: {exc}")
-        stage = (meta or {}).get("stage") or (self._stage_path(session_id) if self.privileged else "")
+        stage = (meta or {}).get("stage") or (self.stage_path(session_id) if self.privileged else "")
         errors += pw.remove(pw.SessionDirs(root, stage))
         if self.uids is not None and not errors:
             # Only now: every process of the uid is gone (the cgroup was emptied), so a new session may

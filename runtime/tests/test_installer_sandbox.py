@@ -1,4 +1,4 @@
-"""The process backend's offline installer sandbox (runtime/packages/installer.py), entered for real: whatever runs
+"""The process backend's offline installer sandbox (runtime/process/installer.py), entered for real: whatever runs
 where pip runs has no network, is host uid 65534 with no capabilities, and can write only its staging dir."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 from runtime import bwrap as bw
-from runtime.packages import installer
+from runtime.process import installer
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("bwrap") or not shutil.which("setpriv"),

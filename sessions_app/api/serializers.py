@@ -8,7 +8,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from runtime.bwrap import RESERVED_ENV
+from runtime import environment
 from sandbox_site.api.fields import StrictCharField
 from sandbox_site.host_paths import public_text
 from sandbox_site.ids import CLIENT_ID_VALIDATOR
@@ -16,7 +16,6 @@ from sessions_app.api.fields import CpuField, SizeField, format_mib
 from sessions_app.dependencies import index_url_refusal, merge_dependencies
 from sessions_app.models import SandboxSession
 
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 METADATA_KEY = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")
 # PEP 508 names, and version specifiers without spaces, options, URLs or paths.
 PACKAGE_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,98}[A-Za-z0-9])?$")
@@ -103,15 +102,9 @@ class ResourcesSerializer(serializers.Serializer):
 
 
 def validate_env_vars(value: dict[str, str]) -> dict[str, str]:
-    if len(value) > 100:
-        raise serializers.ValidationError("at most 100 variables")
-    bad = [
-        name for name in value if not ENV_NAME.match(name) or name in RESERVED_ENV or name.startswith("LD_")
-    ]
-    if bad:
-        raise serializers.ValidationError(f"not allowed as variable names: {', '.join(sorted(bad)[:5])}")
-    if any("\x00" in v for v in value.values()):
-        raise serializers.ValidationError("values may not contain NUL")
+    problem = environment.refusal(value)
+    if problem:
+        raise serializers.ValidationError(problem)
     return value
 
 

@@ -173,7 +173,7 @@ def test_the_host_fallback_walk_skips_fifos_sockets_and_symlinks_without_blockin
     import os
     import socket
 
-    from sessions_app.workspaces import _host_files
+    from runtime.host_files import regular_files
 
     (tmp_path / "kept.txt").write_text("kept")
     (tmp_path / "sub").mkdir()
@@ -183,7 +183,7 @@ def test_the_host_fallback_walk_skips_fifos_sockets_and_symlinks_without_blockin
     server.bind(str(tmp_path / "sock"))
     (tmp_path / "link").symlink_to("/etc/passwd")
     try:
-        read = {path: opener().read() for path, opener in _host_files(str(tmp_path))}
+        read = {path: opener().read() for path, opener in regular_files(str(tmp_path))}
     finally:
         server.close()
     assert read == {"kept.txt": b"kept", "sub/deep.txt": b"deep"}

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from rest_framework import serializers
 
-from templates_app.models import SandboxTemplate
-
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+from templates_app.models import SandboxTemplate, validate_env_vars
 
 
 class SandboxTemplateSerializer(serializers.ModelSerializer):
     id = serializers.RegexField(r"^[a-z0-9][a-z0-9._-]{0,63}$", max_length=64)
     default_env_vars = serializers.DictField(
-        child=serializers.CharField(max_length=32768, allow_blank=True), required=False
+        child=serializers.CharField(max_length=32768, allow_blank=True),
+        required=False,
+        validators=[validate_env_vars],  # the model field's rule; a declared field does not inherit it
     )
     pre_installed_packages = serializers.ListField(
         child=serializers.CharField(max_length=200), required=False, max_length=200
@@ -42,12 +41,6 @@ class SandboxTemplateSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = ["created_at", "updated_at"]
         extra_kwargs = {"default_cpu_cores": {"coerce_to_string": False}}
-
-    def validate_default_env_vars(self, value: dict[str, str]) -> dict[str, str]:
-        bad = [name for name in value if not ENV_NAME.match(name)]
-        if bad:
-            raise serializers.ValidationError(f"not valid variable names: {', '.join(sorted(bad)[:5])}")
-        return value
 
     def validate_id(self, value: str) -> str:
         if self.instance is not None and value != self.instance.id:
