@@ -25,6 +25,7 @@ import uuid
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from runtime.base import ExecuteRequest, SandboxSpec  # noqa: E402
+from runtime.events import ExecutionResult  # noqa: E402
 from runtime.process import ProcessRuntime  # noqa: E402
 
 HANDLER = "def handler(event, context):\n    return 1\n"
@@ -71,7 +72,11 @@ def measure_round_trip(runs: int, warmup: int) -> tuple[list[float], ProcessRunt
             )
         ):
             result = event
-        if not result or result.get("status") != "completed" or result.get("return_value") != 1:
+        if (
+            not isinstance(result, ExecutionResult)
+            or result.status != "completed"
+            or result.return_value != 1
+        ):
             raise SystemExit(f"unexpected result: {result}")
 
     try:

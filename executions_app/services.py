@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import posixpath
 import socket
 import threading
 import time
@@ -18,7 +17,7 @@ from django.utils import timezone
 
 from executions_app.models import Execution, ExecutionStatus
 from executions_app.output import OutputRecorder, broadcast
-from runtime import ExecuteRequest, RuntimeFailure
+from runtime import ExecuteRequest, ExecutionResult, FileChange, OutputChunk, RuntimeFailure
 from sessions_app.models import InvalidTransition, SandboxSession, SessionStatus
 from sessions_app.sandboxes import handle_for, runtime_for
 
@@ -28,15 +27,6 @@ logger = logging.getLogger(__name__)
 def worker_id() -> str:
     # Computed per call: django-q2 forks workers after this module may have been imported.
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-RESULT_STATUSES = {
-    "completed": ExecutionStatus.COMPLETED,
-    "failed": ExecutionStatus.FAILED,
-    "timeout": ExecutionStatus.TIMEOUT,
-    "crashed": ExecutionStatus.CRASHED,
-    "cancelled": ExecutionStatus.CANCELLED,
-}
 
 
 class ExecutionError(Exception):
@@ -133,16 +123,15 @@ def _run_claimed(execution_id: str, release_connection: bool = False) -> Executi
         env={str(k): str(v) for k, v in session.env_vars.items()},
         entrypoint=execution.entrypoint or None,
     )
-    result: dict[str, Any] | None = None
+    result: ExecutionResult | None = None
     failure = ""
     if release_connection and not connection.in_atomic_block:
         connection.close()
     try:
         for event in runtime_for(session).execute(handle, request):
-            kind = event.get("type")
-            if kind in ("stdout", "stderr"):
-                recorder.add(kind, str(event.get("data", "")))
-            elif kind == "result":
+            if isinstance(event, OutputChunk):
+                recorder.add(event.stream, event.data)
+            elif isinstance(event, ExecutionResult):
                 result = event
     except RuntimeFailure as exc:
         failure = exc.message
@@ -164,21 +153,22 @@ def _run_claimed(execution_id: str, release_connection: bool = False) -> Executi
             recorder,
             error_message=f"lost the sandbox's executor: {failure}",
         )
+    metrics = result.metrics
     return _finish(
         execution,
-        RESULT_STATUSES.get(str(result.get("status")), ExecutionStatus.CRASHED),
+        ExecutionStatus(result.status),
         recorder,
-        exit_code=result.get("exit_code"),
-        return_value=result.get("return_value"),
-        error_message=str(result.get("error") or ""),
-        stdout_truncated=bool(result.get("stdout_truncated")),
-        stderr_truncated=bool(result.get("stderr_truncated")),
+        exit_code=result.exit_code,
+        return_value=result.return_value,
+        error_message=result.error or "",
+        stdout_truncated=metrics.stdout_truncated,
+        stderr_truncated=metrics.stderr_truncated,
         metrics={
-            "duration_ms": result.get("duration_ms"),
-            "cpu_time_ms": result.get("cpu_time_ms"),
-            "peak_memory_mb": result.get("peak_memory_mb"),
+            "duration_ms": metrics.duration_ms,
+            "cpu_time_ms": metrics.cpu_time_ms,
+            "peak_memory_mb": metrics.peak_memory_mb,
         },
-        artifacts=_artifacts(result.get("files") or {}, _artifact_sizes(session, result.get("files") or {})),
+        artifacts=_artifacts(result.files),
     )
 
 
@@ -288,49 +278,10 @@ def _worker_alive(worker: str) -> bool:
     return True
 
 
-# Sizes are looked up one directory listing at a time; an execution that scattered files over more
-# directories than this gets sizes for the first ones only (null for the rest).
-MAX_ARTIFACT_DIRS = 50
-
-
-def _artifacts(files: dict[str, list[Any]], sizes: dict[str, int] | None = None) -> list[dict[str, Any]]:
-    """The execution's changed files as [{path, size, change}]; deleted files have no size."""
-    sizes = sizes or {}
-    artifacts = []
-    for change in ("created", "modified", "deleted"):
-        for entry in files.get(change) or []:
-            if isinstance(entry, dict):
-                artifacts.append({"path": entry.get("path"), "size": entry.get("size"), "change": change})
-            else:
-                size = sizes.get(str(entry)) if change != "deleted" else None
-                artifacts.append({"path": str(entry), "size": size, "change": change})
-    return artifacts
-
-
-def _artifact_sizes(session: SandboxSession, files: dict[str, list[Any]]) -> dict[str, int]:
-    """Sizes of the created and modified files, from listings of their directories right after the run.
-
-    The executor reports paths only; one listing per directory (not one request per file) keeps this cheap
-    for executions that write many files into one place.
-    """
-    paths = [
-        str(p) for change in ("created", "modified") for p in files.get(change) or [] if isinstance(p, str)
-    ]
-    handle = handle_for(session)
-    if not paths or handle is None:
-        return {}
-    directories = sorted({posixpath.dirname(path) for path in paths})[:MAX_ARTIFACT_DIRS]
-    client = runtime_for(session).executor(handle)
-    sizes: dict[str, int] = {}
-    for directory in directories:
-        try:
-            entries = client.list_files(directory)
-        except (RuntimeFailure, FileNotFoundError, ValueError):
-            continue  # removed meanwhile, or the sandbox is going away: those sizes stay unknown
-        for entry in entries:
-            if not entry.get("is_dir") and isinstance(entry.get("size"), int):
-                sizes[str(entry.get("path"))] = entry["size"]
-    return sizes
+def _artifacts(files: tuple[FileChange, ...]) -> list[dict[str, Any]]:
+    """The execution's changed files as stored and served: [{path, size, change}], in the executor's order
+    (created, modified, deleted, each by path); a deleted file has no size."""
+    return [{"path": f.path, "size": f.size, "change": f.change} for f in files]
 
 
 def _finish(

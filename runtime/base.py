@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
+from runtime.events import ExecutionEvent
+
 if TYPE_CHECKING:
     from runtime.client import ExecutorClient
 
@@ -191,6 +193,6 @@ class Runtime(abc.ABC):
         """
         raise RuntimeFailure(f"the {self.name} runtime cannot install packages", permanent=True)
 
-    def execute(self, handle: SandboxHandle, request: ExecuteRequest) -> Iterator[dict[str, Any]]:
-        """Run one execution and yield its NDJSON events; the last one has type `result`."""
+    def execute(self, handle: SandboxHandle, request: ExecuteRequest) -> Iterator[ExecutionEvent]:
+        """Run one execution and yield its events (runtime.events): started, output, then one result."""
         return self.executor(handle).execute(request)

@@ -18,6 +18,7 @@ from urllib.parse import quote, urlsplit
 
 from runtime import readiness
 from runtime.base import ExecuteRequest, RuntimeFailure
+from runtime.events import ExecutionEvent, ExecutionResult, parse_event
 
 CHUNK = 64 * 1024
 # The stream may be silent for as long as the execution runs; allow this much more for the result.
@@ -99,10 +100,11 @@ class ExecutorClient:
         """Poll /health until it answers; RuntimeFailure if it has not within `timeout` seconds."""
         return readiness.wait_healthy(self, timeout)
 
-    def execute(self, request: ExecuteRequest) -> Iterator[dict[str, Any]]:
-        """Start an execution and return an iterator over its events; the last one has type `result`.
+    def execute(self, request: ExecuteRequest) -> Iterator[ExecutionEvent]:
+        """Start an execution and return an iterator over its typed events; the last one is the result.
 
-        Refusals (400 bad request, 409 duplicate id, 401) raise here, before iteration starts.
+        Refusals (400 bad request, 409 duplicate id, 401) raise here, before iteration starts; a malformed
+        event, or a stream that ends without a result, raises RuntimeFailure during iteration.
         """
         body = json.dumps(request.as_json()).encode("utf-8")
         read_timeout = max(self.read_timeout, float(request.timeout) + EXECUTE_MARGIN)
@@ -299,7 +301,7 @@ class ExecutorClient:
 
     def _events(
         self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[ExecutionEvent]:
         try:
             while True:
                 try:
@@ -311,13 +313,15 @@ class ExecutorClient:
                 if not line.strip():
                     continue
                 try:
-                    event = json.loads(line)
+                    event = parse_event(json.loads(line))
                 except ValueError as exc:
                     raise RuntimeFailure(
                         f"executor at {self.endpoint} sent a malformed event: {exc}"
                     ) from exc
+                if event is None:
+                    continue  # a kind of event this control plane does not know
                 yield event
-                if event.get("type") == "result":
+                if isinstance(event, ExecutionResult):
                     return
         finally:
             conn.close()

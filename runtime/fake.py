@@ -1,22 +1,19 @@
-"""An in-memory runtime for control-plane unit tests: no processes, with scripting and failure injection.
+"""An in-memory runtime for control-plane unit tests: sandboxes are dictionary entries and nothing runs.
 
-It keeps the promises of the real backends that the control plane relies on (create returns a handle or
-raises RuntimeFailure, destroy is idempotent, inspect and list_managed agree with what was created, an
-execution streams `started`, output, then exactly one `result`), so services can be tested without a sandbox.
-It never runs the code it is given: a few obvious forms are understood (`print(<literal>)`,
-`console.log(<literal>)`, `echo words`, `raise Error("...")`, a handler returning a literal or the event);
-anything else completes silently unless a test scripts the outcome with `script()`.
+It keeps the promises of the real backends that the control plane relies on: create returns a handle or
+raises RuntimeFailure, destroy is idempotent, inspect and list_managed agree with what was created, the file
+calls work on an in-memory workspace, and an execution yields ExecutionStarted, its output, then exactly one
+ExecutionResult. It never runs the code it is given. An execution ends as the test said it would, with
+`queue_outcome()`; with nothing queued it completes with exit code 0, no output and no return value. Tests
+about what code does belong on a real backend (the `process_runtime` fixture).
 """
 
 from __future__ import annotations
 
-import ast
 import datetime as dt
-import re
 import threading
-import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -32,14 +29,41 @@ from runtime.base import (
     SandboxState,
 )
 from runtime.client import ExecutorClient
+from runtime.events import (
+    ExecutionEvent,
+    ExecutionMetrics,
+    ExecutionResult,
+    ExecutionStarted,
+    FileChange,
+    OutputChunk,
+    ResultStatus,
+)
 
-_JS_LOG = re.compile(r"^\s*console\.log\((.*)\);?\s*$")
-_ECHO = re.compile(r"^\s*echo\s+(.*)$")
+
+@dataclass(frozen=True)
+class FakeOutcome:
+    """How one execution ends, as a test states it.
+
+    `files` maps workspace paths to the bytes the execution leaves there (None: it deleted the file); they
+    are written to the fake workspace and reported in the result with their sizes. `failure` is raised by
+    execute() before any event (an executor that refuses or cannot be reached); `breaks` ends the stream
+    after the output without a result, as the real client does when it loses the executor.
+    """
+
+    stdout: str = ""
+    stderr: str = ""
+    status: ResultStatus = "completed"
+    exit_code: int | None = None  # by default 0 when completed, -9 when timed out or crashed, else 1
+    return_value: Any = None
+    error: str | None = None
+    files: Mapping[str, bytes | None] = field(default_factory=dict)
+    failure: RuntimeFailure | None = None
+    breaks: bool = False
 
 
 @dataclass
 class FakeSandbox:
-    """One fake sandbox: its spec, state and workspace (path -> bytes)."""
+    """One fake sandbox: its spec, state, workspace (path -> bytes) and the executions it was sent."""
 
     spec: SandboxSpec
     handle: SandboxHandle
@@ -50,51 +74,32 @@ class FakeSandbox:
     packages: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass
-class _Script:
-    events: list[dict[str, Any]] | None = None
-    failure: BaseException | None = None
-    result: dict[str, Any] = field(default_factory=dict)
-    stdout: str = ""
-    stderr: str = ""
-
-
 class FakeRuntime(Runtime):
-    """Sandboxes as dictionary entries. Inject failures with `fail_next_create`, `lose`, `script`."""
+    """Sandboxes as dictionary entries; outcomes and failures are injected by the test."""
 
     name = "fake"
 
     def __init__(self, **config: Any) -> None:
         self.config = config
         self.sandboxes: dict[str, FakeSandbox] = {}
-        self.created: list[str] = []
-        self.destroyed: list[str] = []
         self._create_failures: deque[RuntimeFailure] = deque()
-        self._scripts: dict[str | None, deque[_Script]] = {}
+        self._outcomes: dict[str | None, deque[FakeOutcome]] = {}
         self._lock = threading.Lock()
 
-    # -- failure injection and scripting --
+    # -- what the test states --
 
-    @property
-    def fail_next_create(self) -> Callable[..., None]:
-        """Make the next create(s) raise: `rt.fail_next_create = "engine down"` (or a RuntimeFailure; None
-        clears), or `rt.fail_next_create("engine down", permanent=True, times=2)`."""
-        return self._schedule_create_failure
-
-    @fail_next_create.setter
-    def fail_next_create(self, failure: str | RuntimeFailure | None) -> None:
-        if failure is None:
-            self._create_failures.clear()
-        elif isinstance(failure, RuntimeFailure):
-            self._create_failures.append(failure)
-        else:
-            self._schedule_create_failure(str(failure))
-
-    def _schedule_create_failure(
+    def fail_next_create(
         self, message: str = "fake runtime: create failed", *, permanent: bool = False, times: int = 1
     ) -> None:
-        for _ in range(times):
-            self._create_failures.append(RuntimeFailure(message, permanent=permanent))
+        """Make the next `times` creates raise RuntimeFailure(message)."""
+        with self._lock:
+            self._create_failures.extend(RuntimeFailure(message, permanent=permanent) for _ in range(times))
+
+    def queue_outcome(self, session_id: str | None = None, **outcome: Any) -> None:
+        """Decide how the next execution of `session_id` (None: of any session) ends; keyword arguments are
+        FakeOutcome's fields. A session's own queue is served before the shared one."""
+        with self._lock:
+            self._outcomes.setdefault(session_id, deque()).append(FakeOutcome(**outcome))
 
     def lose(self, handle_or_id: SandboxHandle | str, *, vanish: bool = False) -> None:
         """The sandbox dies behind the control plane's back: stopped, or (vanish=True) gone entirely."""
@@ -104,27 +109,6 @@ class FakeRuntime(Runtime):
                 self.sandboxes.pop(session_id, None)
             elif session_id in self.sandboxes:
                 self.sandboxes[session_id].running = False
-
-    def script(
-        self,
-        *,
-        session_id: str | None = None,
-        events: list[dict[str, Any]] | None = None,
-        failure: BaseException | None = None,
-        stdout: str = "",
-        stderr: str = "",
-        **result: Any,
-    ) -> None:
-        """Decide the outcome of the next execution (of `session_id`, or of any session).
-
-        `events` replaces the stream entirely (send your own `result`, or leave it out to simulate a stream
-        that breaks); `failure` is raised by execute(); otherwise `stdout`/`stderr` and result fields such as
-        status="failed", error="...", return_value=... shape a normal stream.
-        """
-        with self._lock:
-            self._scripts.setdefault(session_id, deque()).append(
-                _Script(events=events, failure=failure, result=result, stdout=stdout, stderr=stderr)
-            )
 
     # -- Runtime --
 
@@ -147,13 +131,11 @@ class FakeRuntime(Runtime):
                 workspace_path=f"/fake/{spec.session_id}/workspace",
             )
             self.sandboxes[spec.session_id] = FakeSandbox(spec=spec, handle=handle, resources=spec.resources)
-            self.created.append(spec.session_id)
             return handle
 
     def destroy(self, handle: SandboxHandle) -> None:
         with self._lock:
-            if self.sandboxes.pop(handle.session_id, None) is not None:
-                self.destroyed.append(handle.session_id)
+            self.sandboxes.pop(handle.session_id, None)
 
     def inspect(self, handle: SandboxHandle) -> SandboxState:
         sandbox = self.sandboxes.get(handle.session_id)
@@ -161,13 +143,7 @@ class FakeRuntime(Runtime):
             return SandboxState(exists=False, running=False, detail="no such sandbox")
         if not sandbox.running:
             return SandboxState(exists=True, running=False, detail="the executor process has exited")
-        return SandboxState(
-            exists=True,
-            running=True,
-            detail="running",
-            cpu_percent=0.0,
-            memory_mb=float(min(24, sandbox.resources.memory_mb)),
-        )
+        return SandboxState(exists=True, running=True, detail="running", cpu_percent=0.0, memory_mb=24.0)
 
     def list_managed(self) -> list[SandboxHandle]:
         return [sandbox.handle for sandbox in list(self.sandboxes.values())]
@@ -176,15 +152,11 @@ class FakeRuntime(Runtime):
         return FakeExecutorClient(self, handle)
 
     def update_resources(self, handle: SandboxHandle, resources: Resources) -> None:
-        sandbox = self._live(handle)
-        sandbox.resources = resources
-
-    def check(self) -> None:
-        return None
+        self._live(handle).resources = resources
 
     def install_packages(self, handle: SandboxHandle, request: PackageInstall) -> InstalledPackages:
-        """Pretend-installs each requirement at its pinned version (else 1.0.0); a pin to 0.0.0 fails as pip
-        would, leaving the earlier set in place."""
+        """Installs each requirement at its pinned version (else 1.0.0); a pin to 0.0.0 fails as pip would,
+        leaving the earlier set in place."""
         sandbox = self._live(handle)
         wanted: dict[str, str] = {}
         for requirement in request.requirements:
@@ -207,13 +179,13 @@ class FakeRuntime(Runtime):
             raise RuntimeFailure(f"executor at {handle.endpoint} rejected the token (401)", permanent=True)
         return sandbox
 
-    def _next_script(self, session_id: str) -> _Script | None:
+    def _next_outcome(self, session_id: str) -> FakeOutcome:
         with self._lock:
             for key in (session_id, None):
-                queue = self._scripts.get(key)
+                queue = self._outcomes.get(key)
                 if queue:
                     return queue.popleft()
-        return None
+        return FakeOutcome()
 
 
 class FakeExecutorClient(ExecutorClient):
@@ -233,32 +205,52 @@ class FakeExecutorClient(ExecutorClient):
     def wait_healthy(self, timeout: float) -> dict[str, Any]:
         return self.health()
 
-    def execute(self, request: ExecuteRequest) -> Iterator[dict[str, Any]]:
+    def execute(self, request: ExecuteRequest) -> Iterator[ExecutionEvent]:
+        # Refusals raise here, before iteration, as the real client's do.
         sandbox = self.runtime._live(self.handle)
         if any(r.execution_id == request.execution_id for r in sandbox.executions):
             raise RuntimeFailure(
-                f"executor at {self.endpoint}: execution {request.execution_id} exists", permanent=True
+                f"executor at {self.endpoint}: execute answered 409: execution {request.execution_id} exists",
+                permanent=True,
             )
         sandbox.executions.append(request)
-        script = self.runtime._next_script(self.handle.session_id)
-        if script is not None and script.failure is not None:
-            raise script.failure
-        if script is not None and script.events is not None:
-            return iter([dict(event) for event in script.events])
-        if script is not None:
-            outcome = {
-                "stdout": script.stdout,
-                "stderr": script.stderr,
-                "status": "completed",
-                **script.result,
-            }
-        else:
-            outcome = _interpret(request)
-        return iter(_stream(request, outcome))
+        outcome = self.runtime._next_outcome(self.handle.session_id)
+        if outcome.failure is not None:
+            raise outcome.failure
+        return self._stream(sandbox, request, outcome)
+
+    def _stream(
+        self, sandbox: FakeSandbox, request: ExecuteRequest, outcome: FakeOutcome
+    ) -> Iterator[ExecutionEvent]:
+        yield ExecutionStarted(execution_id=request.execution_id, pid=2)
+        if outcome.stdout:
+            yield OutputChunk(stream="stdout", data=outcome.stdout)
+        if outcome.stderr:
+            yield OutputChunk(stream="stderr", data=outcome.stderr)
+        if outcome.breaks:
+            raise RuntimeFailure(f"executor at {self.endpoint} ended the stream without a result")
+        exit_code = outcome.exit_code
+        if exit_code is None:
+            exit_code = {"completed": 0, "timeout": -9, "crashed": -9}.get(outcome.status, 1)
+        yield ExecutionResult(
+            execution_id=request.execution_id,
+            status=outcome.status,
+            exit_code=exit_code,
+            return_value=outcome.return_value,
+            error=outcome.error,
+            metrics=ExecutionMetrics(
+                duration_ms=1.0,
+                cpu_time_ms=1.0,
+                peak_memory_mb=10.0,
+                stdout_bytes=len(outcome.stdout.encode()),
+                stderr_bytes=len(outcome.stderr.encode()),
+            ),
+            files=_apply(sandbox.files, outcome.files),
+        )
 
     def cancel(self, execution_id: str) -> bool:
         self.runtime._live(self.handle)
-        return False  # fake executions finish before execute() returns
+        return False  # fake executions have ended by the time anyone could cancel them
 
     def list_files(self, path: str = "") -> list[dict[str, Any]]:
         sandbox = self.runtime._live(self.handle)
@@ -269,14 +261,12 @@ class FakeExecutorClient(ExecutorClient):
             if not name.startswith(prefix):
                 continue
             head, _, rest = name[len(prefix) :].partition("/")
-            is_dir = bool(rest)
-            size = 0 if is_dir else len(data)
             entries[head] = {
                 "name": head,
                 "path": prefix + head,
-                "size": size,
+                "size": 0 if rest else len(data),
                 "modified_time": now,
-                "is_dir": is_dir,
+                "is_dir": bool(rest),
             }
         if prefix and not entries:
             raise FileNotFoundError(path)
@@ -306,120 +296,17 @@ class FakeExecutorClient(ExecutorClient):
             del sandbox.files[name]
 
 
-def _stream(request: ExecuteRequest, outcome: dict[str, Any]) -> list[dict[str, Any]]:
-    stdout, stderr = outcome.pop("stdout", ""), outcome.pop("stderr", "")
-    events: list[dict[str, Any]] = [{"type": "started", "execution_id": request.execution_id, "pid": 2}]
-    if stdout:
-        events.append({"type": "stdout", "data": stdout})
-    if stderr:
-        events.append({"type": "stderr", "data": stderr})
-    status = outcome.get("status", "completed")
-    result = {
-        "type": "result",
-        "execution_id": request.execution_id,
-        "status": status,
-        "exit_code": 0 if status == "completed" else (-9 if status in ("timeout", "crashed") else 1),
-        "return_value": None,
-        "error": None,
-        "duration_ms": 1.0,
-        "cpu_time_ms": 1.0,
-        "peak_memory_mb": 10.0,
-        "stdout_truncated": False,
-        "stderr_truncated": False,
-        "files": {"created": [], "modified": [], "deleted": []},
-        "stdout_bytes": len(stdout.encode()),
-        "stderr_bytes": len(stderr.encode()),
-    }
-    result.update(outcome)
-    events.append(result)
-    return events
-
-
-def _interpret(request: ExecuteRequest) -> dict[str, Any]:
-    """Understand a few obvious programs; everything else completes with no output."""
-    if request.language == "python":
-        return _interpret_python(request)
-    out = []
-    for line in request.code.splitlines():
-        match = (_JS_LOG if request.language == "javascript" else _ECHO).match(line)
-        if match and request.language == "javascript":
-            try:
-                out.append(str(_literal(match.group(1))))
-            except ValueError:
-                continue
-        elif match:
-            out.append(match.group(1).strip().strip("'\""))
-    return {"stdout": "".join(line + "\n" for line in out)}
-
-
-def _interpret_python(request: ExecuteRequest) -> dict[str, Any]:
-    try:
-        tree = ast.parse(request.code)
-    except SyntaxError as exc:
-        return {"status": "failed", "error": f"SyntaxError: {exc.msg}", "stderr": f"SyntaxError: {exc.msg}\n"}
-    stdout: list[str] = []
-    handler = None
-    for node in tree.body:
-        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and _called(node.value) == "print":
-            try:
-                stdout.append(" ".join(str(_literal(arg)) for arg in node.value.args) + "\n")
-            except ValueError:
-                continue
-        elif isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call):
-            name = _called(node.exc) or "Exception"
-            message = " ".join(str(_literal(a)) for a in node.exc.args if isinstance(a, ast.Constant))
-            error = f"{name}: {message}" if message else name
-            return {
-                "stdout": "".join(stdout),
-                "status": "failed",
-                "error": error,
-                "stderr": f"Traceback (most recent call last):\n{error}\n",
-            }
-        elif isinstance(node, ast.While) and isinstance(node.test, ast.Constant) and node.test.value:
-            time.sleep(0)  # an endless loop: the real executor would stop it at the timeout
-            return {
-                "stdout": "".join(stdout),
-                "status": "timeout",
-                "error": f"execution exceeded its timeout of {request.timeout:g} s",
-            }
-        elif isinstance(node, ast.FunctionDef) and node.name in (
-            request.entrypoint or "handler",
-            "lambda_handler",
-        ):
-            handler = node
-    result: dict[str, Any] = {"stdout": "".join(stdout)}
-    if handler is not None:
-        for statement in handler.body:
-            if isinstance(statement, ast.Return) and statement.value is not None:
-                result["return_value"] = _returned(statement.value, request.event)
-                break
-    return result
-
-
-def _called(call: ast.Call) -> str | None:
-    return call.func.id if isinstance(call.func, ast.Name) else None
-
-
-def _literal(node: Any) -> Any:
-    text = node if isinstance(node, str) else None
-    try:
-        return ast.literal_eval(text.strip() if text is not None else node)
-    except (ValueError, SyntaxError, TypeError) as exc:
-        raise ValueError("not a literal") from exc
-
-
-def _returned(node: ast.expr, event: Any) -> Any:
-    event = event if event is not None else {}
-    if isinstance(node, ast.Name) and node.id == "event":
-        return event
-    if (
-        isinstance(node, ast.Subscript)
-        and isinstance(node.value, ast.Name)
-        and node.value.id == "event"
-        and isinstance(node.slice, ast.Constant)
-    ):
-        return event.get(node.slice.value) if isinstance(event, dict) else None
-    try:
-        return _literal(node)
-    except ValueError:
-        return None
+def _apply(workspace: dict[str, bytes], writes: Mapping[str, bytes | None]) -> tuple[FileChange, ...]:
+    """Write an outcome's files into the workspace; the changes in the executor's order and with its sizes."""
+    changes: dict[str, list[FileChange]] = {"created": [], "modified": [], "deleted": []}
+    for path in sorted(writes):
+        data, existed = writes[path], path in workspace
+        if data is None:
+            if existed:
+                del workspace[path]
+                changes["deleted"].append(FileChange(path, "deleted"))
+            continue
+        workspace[path] = data
+        change = FileChange(path, "modified" if existed else "created", len(data))
+        changes[change.change].append(change)
+    return (*changes["created"], *changes["modified"], *changes["deleted"])

@@ -6,6 +6,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from executions_app.services import _artifacts
+from runtime import FileChange
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -19,9 +20,14 @@ os.remove("gone.txt")
 """
 
 
-def test_deleted_files_have_no_size_and_unknown_sizes_stay_null():
-    files = {"created": ["a.txt", "b.txt"], "modified": ["c.txt"], "deleted": ["a.txt.bak"]}
-    assert _artifacts(files, {"a.txt": 3, "c.txt": 7, "a.txt.bak": 9}) == [
+def test_artifacts_keep_the_executors_order_and_unknown_sizes_stay_null():
+    files = (
+        FileChange("a.txt", "created", 3),
+        FileChange("b.txt", "created", None),  # from an executor that reports no sizes
+        FileChange("c.txt", "modified", 7),
+        FileChange("a.txt.bak", "deleted"),
+    )
+    assert _artifacts(files) == [
         {"path": "a.txt", "size": 3, "change": "created"},
         {"path": "b.txt", "size": None, "change": "created"},
         {"path": "c.txt", "size": 7, "change": "modified"},

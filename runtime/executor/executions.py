@@ -306,7 +306,7 @@ class Execution:
             "peak_memory_mb": None,
             "stdout_truncated": False,
             "stderr_truncated": False,
-            "files": {"created": [], "modified": [], "deleted": []},
+            "files": {"created": [], "modified": [], "deleted": [], "sizes": {}},
         }
 
 

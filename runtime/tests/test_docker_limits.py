@@ -81,7 +81,7 @@ def test_a_memory_hog_is_killed_and_the_session_survives(sbx, code):
     handle = sbx.make(memory_mb=256)
     out = run_code(sbx.runtime, handle, code, timeout=30)
     assert "allocated" not in out.stdout
-    error = out.result["error"] or ""
+    error = out.result.error or ""
     if out.status == "failed":  # the allocation itself was refused
         assert "MemoryError" in error, out.result
     else:  # the cgroup's OOM killer ended it, and the result says so
@@ -112,7 +112,7 @@ def test_fifty_mebibytes_of_output_is_truncated_and_the_executor_stays_responsiv
         timeout=60,
     )
     assert out.status == "completed", out.result
-    assert out.result["stdout_truncated"] is True
+    assert out.result.metrics.stdout_truncated is True
     assert 0 < len(out.stdout) <= 1024 * 1024
     assert time.monotonic() - started < 20
     health_started = time.monotonic()
@@ -154,7 +154,7 @@ def test_a_request_without_the_token_gets_401(sbx):
 def test_writing_past_the_disk_limit_fails_with_enospc_and_the_session_survives(sbx, language, code):
     handle = sbx.make(disk_mb=64, memory_mb=256)
     out = run_code(sbx.runtime, handle, code, language=language, timeout=30)
-    assert "No space left on device" in out.stdout + out.stderr + (out.result["error"] or ""), out.result
+    assert "No space left on device" in out.stdout + out.stderr + (out.result.error or ""), out.result
     assert out.status == ("failed" if language == "python" else "completed"), out.result
     cleanup = run_code(
         sbx.runtime,

@@ -47,13 +47,13 @@ def test_nodejs_basic_reports_javascript_python_and_shell(node):
 
 def test_an_exports_handler_gets_the_event_and_returns_a_value(node):
     out = _js(node, "exports.handler = (event, context) => ({doubled: event.n * 2});", event={"n": 21})
-    assert out.status == "completed" and out.result["return_value"] == {"doubled": 42}, out.result
+    assert out.status == "completed" and out.result.return_value == {"doubled": 42}, out.result
     assert out.stdout == ""  # the value travels on its own channel, never through stdout
 
 
 def test_an_async_handler_is_awaited(node):
     code = "exports.handler = async (e) => { await new Promise(r => setTimeout(r, 20)); return e.x + 1; };"
-    assert _js(node, code, event={"x": 1}).result["return_value"] == 2
+    assert _js(node, code, event={"x": 1}).result.return_value == 2
 
 
 def test_a_top_level_handler_and_the_context_fields(node):
@@ -63,9 +63,9 @@ def test_a_top_level_handler_and_the_context_fields(node):
         " mem: context.memoryLimitInMB, left: context.getRemainingTimeInMillis()}; }"
     )
     out = _js(node, code, timeout=5)
-    value = out.result["return_value"]
+    value = out.result.return_value
     assert value["fn"] == handle.session_id and value["mem"] == 512
-    assert value["id"] == out.events[0]["execution_id"]
+    assert value["id"] == out.events[0].execution_id
     assert 3000 < value["left"] <= 5000
 
 
@@ -73,20 +73,20 @@ def test_a_script_without_handler_prints_and_a_throw_fails(node):
     out = _js(node, "console.log('hello from node'); console.error('warn');")
     assert (out.status, out.stdout, out.stderr) == ("completed", "hello from node\n", "warn\n")
     failed = _js(node, "exports.handler = async () => { throw new TypeError('async boom'); };")
-    assert failed.status == "failed" and failed.result["error"] == "TypeError: async boom"
+    assert failed.status == "failed" and failed.result.error == "TypeError: async boom"
 
 
 @pytest.mark.parametrize("value", [0, "", [], False, {}])
 def test_falsy_javascript_returns_are_preserved(node, value):
     out = _js(node, f"exports.handler = () => ({json.dumps(value)});")
-    assert out.status == "completed" and out.result["return_value"] == value
-    assert type(out.result["return_value"]) is type(value)
+    assert out.status == "completed" and out.result.return_value == value
+    assert type(out.result.return_value) is type(value)
 
 
 def test_a_javascript_busy_loop_times_out_and_the_sandbox_still_serves(node):
     out = _js(node, "while (true) {}", timeout=2)
     assert out.status == "timeout", out.result
-    assert _js(node, "exports.handler = () => 'alive';").result["return_value"] == "alive"
+    assert _js(node, "exports.handler = () => 'alive';").result.return_value == "alive"
 
 
 def test_node_is_absent_from_python_basic(data_dir):
@@ -116,11 +116,10 @@ def handler(event, context):
         event = {"cities": ["a", "b", "a", "b"], "temps": [10.0, 20.0, 14.0, 26.0]}
         out = run_code(sbx.runtime, handle, code, event=event, timeout=120)
         assert out.status == "completed", (out.result, out.stderr)
-        value = out.result["return_value"]
+        value = out.result.return_value
         assert value["means"] == {"a": 12.0, "b": 23.0}
         assert value["std"] == pytest.approx(6.0622, abs=1e-4) and value["z"] == pytest.approx(
             -1.2247, abs=1e-4
         )
-        assert out.result["files"]["created"] == [
-            "plot.png"
-        ]  # matplotlib's cache stayed out of the workspace
+        created = [f.path for f in out.result.files if f.change == "created"]
+        assert created == ["plot.png"]  # matplotlib's cache stayed out of the workspace

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from runtime.events import FileChange
 from runtime.tests.test_executor_support import TOKEN, run, running_daemon
 
 
@@ -200,8 +201,11 @@ def test_an_execution_reports_files_created_modified_and_deleted(executor):
         "os.remove('old.txt')\n"
     )
     try:
-        files = run(executor.client, source).result["files"]
-        assert files == {"created": ["out/deep/new.json"], "modified": ["keep.txt"], "deleted": ["old.txt"]}
+        assert run(executor.client, source).result.files == (
+            FileChange("out/deep/new.json", "created", size=2),
+            FileChange("keep.txt", "modified", size=len("v1 and v2")),
+            FileChange("old.txt", "deleted", size=None),
+        )
     finally:
         for name in ("keep.txt", "untouched.txt"):
             (executor.workspace / name).unlink()
@@ -212,15 +216,17 @@ def test_a_replaced_file_counts_as_modified(executor):
     (executor.workspace / "swap.txt").write_text("abc")
     source = "import os\nopen('swap.tmp', 'w').write('xyz')\nos.replace('swap.tmp', 'swap.txt')"
     try:
-        assert run(executor.client, source, language="python").result["files"]["modified"] == ["swap.txt"]
+        assert run(executor.client, source, language="python").result.files == (
+            FileChange("swap.txt", "modified", size=3),
+        )
     finally:
         (executor.workspace / "swap.txt").unlink()
 
 
 def test_a_shell_execution_reports_its_files(executor):
-    files = run(executor.client, "echo data > from_shell.txt", language="shell").result["files"]
+    files = run(executor.client, "echo data > from_shell.txt", language="shell").files("created")
     try:
-        assert files["created"] == ["from_shell.txt"]
+        assert files == ["from_shell.txt"]
     finally:
         (executor.workspace / "from_shell.txt").unlink()
 
@@ -233,7 +239,7 @@ def test_a_huge_workspace_is_not_walked_in_full():
             (many / f"f{i}").touch()
         result = run(daemon.client, "open('after.txt', 'w').write('x')")
         assert result.status == "completed"
-        assert result.result["files"] == {"created": [], "modified": [], "deleted": [], "truncated": True}
+        assert (result.result.files, result.result.files_truncated) == ((), True)
 
 
 def test_the_raw_file_listing_shape(executor):

@@ -106,7 +106,7 @@ def test_script_without_handler(executor):
 @needs_node
 def test_script_exit_code_decides(executor):
     result = run(executor.client, "process.exit(4)", "javascript")
-    assert (result.status, result.result["exit_code"], result.error) == ("failed", 4, "exit status 4")
+    assert (result.status, result.exit_code, result.error) == ("failed", 4, "exit status 4")
 
 
 @needs_node
@@ -125,7 +125,7 @@ def test_thrown_errors_fail(executor, code, error):
     result = run(executor.client, code, "javascript")
     assert result.status == "failed"
     assert result.error == error
-    assert result.result["exit_code"] == 1
+    assert result.exit_code == 1
     assert error.split(": ", 1)[1] in result.stderr
 
 
@@ -198,9 +198,9 @@ def test_shell_gets_the_event_on_stdin_and_in_the_environment(executor):
 
 def test_shell_exit_code_decides_the_status(executor):
     ok = run(executor.client, "echo fine", "shell")
-    assert (ok.status, ok.result["exit_code"]) == ("completed", 0)
+    assert (ok.status, ok.exit_code) == ("completed", 0)
     bad = run(executor.client, "echo oops >&2\nexit 7", "shell")
-    assert (bad.status, bad.result["exit_code"], bad.error) == ("failed", 7, "exit status 7")
+    assert (bad.status, bad.exit_code, bad.error) == ("failed", 7, "exit status 7")
     assert bad.stderr == "oops\n"
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from runtime.base import ExecuteRequest, RuntimeFailure
 from runtime.client import ExecutorClient
+from runtime.events import ExecutionResult, ExecutionStarted, OutputChunk
 from runtime.tests.test_executor_support import (
     TOKEN,
     Run,
@@ -149,12 +150,13 @@ def test_a_duplicate_running_execution_id_gets_409(executor):
     events = executor.client.execute(
         ExecuteRequest(execution_id=execution_id, language="python", code="import time\ntime.sleep(5)")
     )
-    assert next(events)["type"] == "started"
+    started = next(events)
+    assert isinstance(started, ExecutionStarted)
     with pytest.raises(RuntimeFailure) as info:
         executor.client.execute(ExecuteRequest(execution_id=execution_id, language="python", code="print(1)"))
     assert "409" in info.value.message
     assert executor.client.cancel(execution_id)
-    assert Run([{"type": "started"}, *events]).status == "cancelled"
+    assert Run([started, *events]).status == "cancelled"
 
 
 # -- streaming --
@@ -169,16 +171,16 @@ def test_output_streams_live_before_the_result(executor):
     arrivals = []
     for event in executor.client.execute(request):
         arrivals.append((time.monotonic(), event))
-    first_stdout = next(t for t, e in arrivals if e["type"] == "stdout")
+    first_stdout = next(t for t, e in arrivals if isinstance(e, OutputChunk))
     result_at = arrivals[-1][0]
-    assert arrivals[-1][1]["type"] == "result"
+    assert isinstance(arrivals[-1][1], ExecutionResult)
     assert result_at - first_stdout > 0.3  # 'first' arrived while the code slept
-    assert "".join(e["data"] for _, e in arrivals if e["type"] == "stdout") == "first\nsecond\n"
+    assert Run([e for _, e in arrivals]).stdout == "first\nsecond\n"
 
 
 def test_many_small_writes_are_coalesced(executor):
     result = run(executor.client, "for i in range(5000):\n    print(i)")
-    chunks = [e for e in result.events if e["type"] == "stdout"]
+    chunks = [e for e in result.events if isinstance(e, OutputChunk) and e.stream == "stdout"]
     assert result.stdout == "".join(f"{i}\n" for i in range(5000))
     assert len(chunks) < 100
 
@@ -204,10 +206,10 @@ def test_output_past_the_cap_is_counted_dropped_and_never_blocks(executor):
     result = run(executor.client, source, timeout=30)
     elapsed = time.monotonic() - started
     assert result.status == "completed"
-    assert result.result["stdout_truncated"] is True
-    assert result.result["stderr_truncated"] is False
+    assert result.result.metrics.stdout_truncated is True
+    assert result.result.metrics.stderr_truncated is False
     assert len(result.stdout) == 1 << 20
-    assert result.result["stdout_bytes"] == 50 << 20
+    assert result.result.metrics.stdout_bytes == 50 << 20
     assert result.stderr == "err\n"
     assert elapsed < 20, elapsed  # generous; it takes well under a second
     assert executor.client.health()["status"] == "ok"
@@ -223,7 +225,7 @@ def test_a_busy_loop_times_out_promptly_and_leaves_no_process(executor):
     assert result.status == "timeout"
     assert "timeout" in result.error
     assert elapsed < 3.5, elapsed
-    assert wait_gone(result.events[0]["pid"])
+    assert wait_gone(result.started.pid)
 
 
 def test_timeout_kills_the_whole_group_including_grandchildren(executor):
@@ -238,7 +240,7 @@ def test_timeout_kills_the_whole_group_including_grandchildren(executor):
     assert result.status == "timeout"
     grandchild = int(result.stdout.split()[0])
     assert wait_gone(grandchild)
-    assert wait_gone(result.events[0]["pid"])
+    assert wait_gone(result.started.pid)
 
 
 def test_background_processes_do_not_outlive_a_completed_execution(executor):
@@ -254,13 +256,13 @@ def test_cancel_kills_a_running_execution(executor):
     request = ExecuteRequest(execution_id=execution_id, language="python", code="import time\ntime.sleep(30)")
     events = executor.client.execute(request)
     started = next(events)
-    assert started["type"] == "started"
+    assert isinstance(started, ExecutionStarted)
     t0 = time.monotonic()
     assert executor.client.cancel(execution_id) is True
     rest = list(events)
-    assert rest[-1]["status"] == "cancelled"
+    assert Run([started, *rest]).status == "cancelled"
     assert time.monotonic() - t0 < 2
-    assert wait_gone(started["pid"])
+    assert wait_gone(started.pid)
     assert executor.client.cancel(execution_id) is False  # no longer running
 
 
@@ -276,7 +278,7 @@ def test_abandoning_the_stream_kills_the_execution(executor):
             code="import time\nprint('x', flush=True)\ntime.sleep(30)",
         )
     )
-    pid = next(events)["pid"]
+    pid = next(events).pid
     events.close()  # the client goes away mid-stream
     assert wait_gone(pid)
     deadline = time.monotonic() + 3
@@ -394,11 +396,11 @@ def test_an_execution_whose_zygote_dies_ends_crashed_and_is_killed(executor):
     events = executor.client.execute(
         ExecuteRequest(execution_id=new_id(), language="python", code="import time\ntime.sleep(30)")
     )
-    pid = next(events)["pid"]
+    pid = next(events).pid
     os.kill(executor.client.health()["zygote"]["pid"], signal.SIGKILL)
     result = list(events)[-1]
-    assert result["status"] == "crashed"
-    assert "zygote died" in result["error"]
+    assert isinstance(result, ExecutionResult) and result.status == "crashed"
+    assert "zygote died" in result.error
     assert wait_gone(pid)
 
 
@@ -411,7 +413,7 @@ def test_without_the_zygote_executions_spawn_fresh_interpreters():
         assert "Traceback" in failed.stderr
         timed_out = run(daemon.client, "while True:\n    pass", timeout=1)
         assert timed_out.status == "timeout"
-        assert wait_gone(timed_out.events[0]["pid"])
+        assert wait_gone(timed_out.started.pid)
 
 
 def test_the_zygote_does_not_import_modules_from_the_workspace(executor):
@@ -446,7 +448,7 @@ def test_file_size_limit_applies_to_children():
         shell = run(daemon.client, "head -c 200000 /dev/zero > big2.bin", language="shell")
         # head dies of SIGXFSZ (restored to its default for programs the executor starts), bash reports it.
         assert shell.status == "failed"
-        assert shell.result["exit_code"] == 128 + signal.SIGXFSZ
+        assert shell.exit_code == 128 + signal.SIGXFSZ
         direct = run(daemon.client, "exec head -c 200000 /dev/zero > big3.bin", language="shell")
         assert direct.status == "crashed"
         assert "SIGXFSZ" in direct.error
@@ -466,7 +468,7 @@ def test_sigterm_kills_running_executions_and_exits_zero():
         events = daemon.client.execute(
             ExecuteRequest(execution_id=new_id(), language="python", code="import time\ntime.sleep(60)")
         )
-        pid = next(events)["pid"]
+        pid = next(events).pid
         zygote = daemon.client.health()["zygote"]["pid"]
         started = time.monotonic()
         daemon.proc.send_signal(signal.SIGTERM)

@@ -25,7 +25,7 @@ def test_two_argument_handler_gets_event_and_context(executor):
     )
     assert result.status == "completed"
     assert result.value == {"got": 42}
-    assert result.result["exit_code"] == 0
+    assert result.exit_code == 0
     assert result.error is None
 
 
@@ -109,7 +109,7 @@ def test_an_exception_fails_with_type_message_and_traceback(executor):
     result = run(executor.client, source)
     assert result.status == "failed"
     assert result.error == "ValueError: bad input here"
-    assert result.result["exit_code"] == 1
+    assert result.exit_code == 1
     assert "Traceback (most recent call last)" in result.stderr
     assert 'File "<handler>", line 2, in helper' in result.stderr
     assert 'raise ValueError("bad input here")' in result.stderr  # the source line, via linecache
@@ -125,7 +125,7 @@ def test_a_syntax_error_fails(executor):
 def test_sys_exit_with_a_code_fails_with_that_code(executor):
     result = run(executor.client, "import sys\nprint('bye')\nsys.exit(3)")
     assert result.status == "failed"
-    assert result.result["exit_code"] == 3
+    assert result.exit_code == 3
     assert "3" in result.error
     assert result.stdout == "bye\n"
 
@@ -133,7 +133,7 @@ def test_sys_exit_with_a_code_fails_with_that_code(executor):
 def test_sys_exit_zero_completes(executor):
     result = run(executor.client, "import sys\ndef handler(event, context):\n    sys.exit(0)")
     assert result.status == "completed"
-    assert result.result["exit_code"] == 0
+    assert result.exit_code == 0
 
 
 def test_context_has_the_lambda_fields(executor):
@@ -228,14 +228,14 @@ def test_killed_by_a_signal_is_crashed(executor):
     result = run(executor.client, "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
     assert result.status == "crashed"
     assert "SIGKILL" in result.error
-    assert result.result["exit_code"] == -9
+    assert result.exit_code == -9
 
 
 def test_result_reports_usage(executor):
     result = run(executor.client, "def handler(e, c):\n    return sum(range(200000))")
-    assert result.result["cpu_time_ms"] > 0
-    assert result.result["peak_memory_mb"] > 1
-    assert result.result["duration_ms"] > 0
+    assert result.result.metrics.cpu_time_ms > 0
+    assert result.result.metrics.peak_memory_mb > 1
+    assert result.result.metrics.duration_ms > 0
 
 
 def test_packages_dir_comes_first_on_sys_path(tmp_path):

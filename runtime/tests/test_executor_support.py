@@ -22,6 +22,7 @@ from typing import Any
 
 from runtime.base import ExecuteRequest
 from runtime.client import ExecutorClient
+from runtime.events import ExecutionEvent, ExecutionResult, ExecutionStarted, OutputChunk
 
 RUNTIME_DIR = Path(__file__).resolve().parents[1]  # holds executor/
 TOKEN = "test-token-5f0c2a9e"
@@ -118,28 +119,37 @@ def running_daemon(
 
 
 class Run:
-    """Everything one execution streamed back."""
+    """Everything one execution streamed back: started first, exactly one result last."""
 
-    def __init__(self, events: list[dict[str, Any]]) -> None:
+    def __init__(self, events: list[ExecutionEvent]) -> None:
         self.events = events
-        self.result = events[-1]
-        assert self.result["type"] == "result", events
-        assert [e["type"] for e in events].count("result") == 1
-        assert events[0]["type"] == "started"
-        self.stdout = "".join(e["data"] for e in events if e["type"] == "stdout")
-        self.stderr = "".join(e["data"] for e in events if e["type"] == "stderr")
+        started, result = events[0], events[-1]
+        assert isinstance(started, ExecutionStarted), events
+        assert isinstance(result, ExecutionResult), events
+        assert sum(isinstance(e, ExecutionResult) for e in events) == 1, events
+        self.started, self.result = started, result
+        self.stdout = "".join(e.data for e in events if isinstance(e, OutputChunk) and e.stream == "stdout")
+        self.stderr = "".join(e.data for e in events if isinstance(e, OutputChunk) and e.stream == "stderr")
 
     @property
     def status(self) -> str:
-        return self.result["status"]
+        return self.result.status
 
     @property
     def value(self) -> Any:
-        return self.result["return_value"]
+        return self.result.return_value
 
     @property
     def error(self) -> str | None:
-        return self.result["error"]
+        return self.result.error
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.result.exit_code
+
+    def files(self, change: str) -> list[str]:
+        """Paths of the files the execution created, modified or deleted, in the executor's order."""
+        return [f.path for f in self.result.files if f.change == change]
 
 
 def new_id() -> str:

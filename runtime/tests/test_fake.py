@@ -1,4 +1,4 @@
-"""FakeRuntime keeps the runtime contract the control plane relies on, and its injected failures are real."""
+"""FakeRuntime keeps the runtime contract the control plane relies on, and what a test states is what happens."""
 
 from __future__ import annotations
 
@@ -7,21 +7,18 @@ import io
 import pytest
 
 from runtime.base import ExecuteRequest, Resources, RuntimeFailure, SandboxSpec
+from runtime.events import ExecutionResult, ExecutionStarted, FileChange, OutputChunk
 from runtime.fake import FakeRuntime
 from runtime.registry import get_runtime, reset_runtimes
 
 
-def _spec(session_id: str = "s1", **kw) -> SandboxSpec:
-    return SandboxSpec(session_id=session_id, image="python-basic", token="tok", **kw)
+def _spec(session_id: str = "s1") -> SandboxSpec:
+    return SandboxSpec(session_id=session_id, image="python-basic", token="tok")
 
 
-def _run(runtime, handle, code, language="python", **kw):
-    return list(
-        runtime.execute(
-            handle,
-            ExecuteRequest(execution_id=kw.pop("execution_id", "e1"), language=language, code=code, **kw),
-        )
-    )
+def _run(runtime, handle, execution_id="e1"):
+    request = ExecuteRequest(execution_id=execution_id, language="python", code="anything at all")
+    return list(runtime.execute(handle, request))
 
 
 def test_create_inspect_list_and_destroy_agree():
@@ -30,75 +27,92 @@ def test_create_inspect_list_and_destroy_agree():
     assert handle.backend == "fake" and handle.session_id == "s1" and handle.token == "tok"
     assert runtime.inspect(handle).running
     assert runtime.list_managed() == [handle]
+    with pytest.raises(RuntimeFailure) as info:
+        runtime.create(_spec())  # a second sandbox for a running session
+    assert info.value.permanent
     runtime.destroy(handle)
     runtime.destroy(handle)  # idempotent
-    assert runtime.inspect(handle).exists is False
-    assert runtime.list_managed() == [] and runtime.destroyed == ["s1"]
+    assert runtime.inspect(handle).exists is False and runtime.list_managed() == []
 
 
-def test_it_refuses_a_second_sandbox_for_a_running_session():
+def test_with_nothing_queued_an_execution_completes_silently():
     runtime = FakeRuntime()
-    runtime.create(_spec())
-    with pytest.raises(RuntimeFailure) as info:
-        runtime.create(_spec())
-    assert info.value.permanent
+    events = _run(runtime, runtime.create(_spec()))
+    assert events == [
+        ExecutionStarted(execution_id="e1", pid=2),
+        ExecutionResult(execution_id="e1", status="completed", exit_code=0, metrics=events[-1].metrics),
+    ]
+    assert runtime.sandboxes["s1"].executions[0].code == "anything at all"
 
 
-def test_print_streams_stdout_then_one_result():
-    runtime = FakeRuntime()
-    handle = runtime.create(_spec())
-    events = _run(runtime, handle, "print('x')\nprint(1, 2)")
-    assert [e["type"] for e in events] == ["started", "stdout", "result"]
-    assert events[1]["data"] == "x\n1 2\n"
-    assert events[-1]["status"] == "completed" and events[-1]["exit_code"] == 0
-
-
-def test_handlers_return_literals_or_the_event_and_errors_fail():
+def test_queued_outcomes_are_served_in_order_the_sessions_own_first():
     runtime = FakeRuntime()
     handle = runtime.create(_spec())
-    echo = _run(runtime, handle, "def handler(event, context):\n    return event", event={"a": 1})
-    assert echo[-1]["return_value"] == {"a": 1}
-    zero = _run(runtime, handle, "def handler(event, context):\n    return 0", execution_id="e2")
-    assert zero[-1]["return_value"] == 0
-    failed = _run(runtime, handle, "raise ValueError('bad input')", execution_id="e3")
-    assert failed[-1]["status"] == "failed" and failed[-1]["error"] == "ValueError: bad input"
-    looped = _run(runtime, handle, "while True:\n    pass", execution_id="e4", timeout=2)
-    assert looped[-1]["status"] == "timeout"
-    js = _run(runtime, handle, "console.log('hi');", language="javascript", execution_id="e5")
-    shell = _run(runtime, handle, "echo hello there", language="shell", execution_id="e6")
-    assert js[1]["data"] == "hi\n" and shell[1]["data"] == "hello there\n"
+    runtime.queue_outcome(
+        stdout="out\n", stderr="Killed\n", status="crashed", error="killed by signal SIGKILL"
+    )
+    runtime.queue_outcome("s1", return_value=0)
+    runtime.queue_outcome("other-session", return_value="not for s1")
+
+    first = _run(runtime, handle, "a")
+    assert isinstance(first[-1], ExecutionResult) and first[-1].return_value == 0
+    second = _run(runtime, handle, "b")
+    assert second[1:3] == [OutputChunk("stdout", "out\n"), OutputChunk("stderr", "Killed\n")]
+    assert (second[-1].status, second[-1].exit_code, second[-1].error) == (
+        "crashed",
+        -9,
+        "killed by signal SIGKILL",
+    )
+    assert _run(runtime, handle, "c")[-1].return_value is None  # the other session's outcome stays queued
 
 
-def test_scripted_outcomes_and_failures_are_served_in_order():
+def test_an_outcomes_files_land_in_the_workspace_and_in_the_result_with_sizes():
     runtime = FakeRuntime()
     handle = runtime.create(_spec())
-    runtime.script(status="crashed", stderr="Killed\n", error="killed by signal SIGKILL")
-    runtime.script(session_id="s1", events=[{"type": "started"}, {"type": "stdout", "data": "partial"}])
-    runtime.script(failure=RuntimeFailure("executor vanished"))
-    first = _run(runtime, handle, "anything", execution_id="a")  # the session's own script goes first
-    assert first[-1] == {"type": "stdout", "data": "partial"}  # a stream that breaks before its result
-    second = _run(runtime, handle, "anything", execution_id="b")
-    assert second[-1]["status"] == "crashed" and second[1] == {"type": "stderr", "data": "Killed\n"}
+    client = runtime.executor(handle)
+    client.upload("keep.txt", io.BytesIO(b"v1"), 2)
+    client.upload("old.txt", io.BytesIO(b"bye"), 3)
+    runtime.queue_outcome(files={"out/new.json": b"{}", "keep.txt": b"v1 and v2", "old.txt": None})
+    assert _run(runtime, handle)[-1].files == (
+        FileChange("out/new.json", "created", 2),
+        FileChange("keep.txt", "modified", 9),
+        FileChange("old.txt", "deleted", None),
+    )
+    assert b"".join(client.download("keep.txt")) == b"v1 and v2"
+    with pytest.raises(FileNotFoundError):
+        client.download("old.txt")
+
+
+def test_refusals_raise_at_execute_and_a_broken_stream_raises_mid_way():
+    runtime = FakeRuntime()
+    handle = runtime.create(_spec())
+    runtime.queue_outcome(failure=RuntimeFailure("executor vanished"))
     with pytest.raises(RuntimeFailure, match="vanished"):
-        _run(runtime, handle, "anything", execution_id="c")
-    assert _run(runtime, handle, "print('back')", execution_id="d")[1]["data"] == "back\n"
+        runtime.execute(handle, ExecuteRequest(execution_id="a", language="python", code="x"))
+    with pytest.raises(RuntimeFailure, match="exists") as duplicate:
+        runtime.execute(handle, ExecuteRequest(execution_id="a", language="python", code="x"))
+    assert duplicate.value.permanent
+
+    runtime.queue_outcome(stdout="partial", breaks=True)
+    events = runtime.execute(handle, ExecuteRequest(execution_id="b", language="python", code="x"))
+    assert [next(events), next(events)] == [ExecutionStarted("b", 2), OutputChunk("stdout", "partial")]
+    with pytest.raises(RuntimeFailure, match="without a result"):
+        next(events)
 
 
 def test_injected_create_failures_and_lost_sandboxes():
     runtime = FakeRuntime()
-    runtime.fail_next_create("no capacity", permanent=False)
-    with pytest.raises(RuntimeFailure, match="no capacity") as info:
-        runtime.create(_spec())
-    assert not info.value.permanent and runtime.list_managed() == []
-    runtime.fail_next_create = "engine down"  # the attribute form: one failure
-    with pytest.raises(RuntimeFailure, match="engine down"):
-        runtime.create(_spec())
+    runtime.fail_next_create("no capacity", times=2)
+    for _ in range(2):
+        with pytest.raises(RuntimeFailure, match="no capacity") as info:
+            runtime.create(_spec())
+        assert not info.value.permanent
     handle = runtime.create(_spec())
     runtime.lose(handle)
     state = runtime.inspect(handle)
     assert state.exists and not state.running
-    with pytest.raises(RuntimeFailure):
-        runtime.executor(handle).health()
+    with pytest.raises(RuntimeFailure, match="unreachable"):
+        _run(runtime, handle)
     runtime.lose(handle, vanish=True)
     assert runtime.inspect(handle).exists is False and runtime.list_managed() == []
 
@@ -116,7 +130,7 @@ def test_files_round_trip_through_the_fake_client():
     runtime = FakeRuntime()
     client = runtime.executor(runtime.create(_spec()))
     assert client.upload("data/in.csv", io.BytesIO(b"a,b\n"), 4) == {"path": "data/in.csv", "size": 4}
-    assert [f["name"] for f in client.list_files()] == ["data"]
+    assert [(f["name"], f["is_dir"]) for f in client.list_files()] == [("data", True)]
     assert client.list_files("data")[0]["size"] == 4
     assert b"".join(client.download("data/in.csv")) == b"a,b\n"
     client.delete("data")

@@ -282,7 +282,7 @@ print(open("/proc/self/status").read().count("Seccomp:\\t2"))
         "const fs = require('fs'); console.log(fs.readdirSync('/').length > 3)",
         language="javascript",
     )
-    if node.status != "failed" or "not available" not in (node.result.get("error") or ""):
+    if node.status != "failed" or "not available" not in (node.result.error or ""):
         assert node.stdout.strip() == "true", node
 
 

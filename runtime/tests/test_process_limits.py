@@ -80,7 +80,7 @@ def test_a_memory_hog_is_killed_and_the_session_survives(process_runtime, make_s
     )
     assert "allocated" not in out.stdout
     assert out.status == "crashed" or (
-        out.status == "failed" and "MemoryError" in (out.result["error"] or "")
+        out.status == "failed" and "MemoryError" in (out.result.error or "")
     ), out.result
     peak = _cgroup_file(process_runtime, handle, "memory", "memory.max_usage_in_bytes")
     if peak is not None:
@@ -119,7 +119,7 @@ def test_fifty_mebibytes_of_output_is_truncated_and_the_executor_stays_responsiv
         timeout=60,
     )
     assert out.status == "completed", out.result
-    assert out.result["stdout_truncated"] is True
+    assert out.result.metrics.stdout_truncated is True
     assert 0 < len(out.stdout) <= 1024 * 1024
     assert time.monotonic() - started < 20
     health_started = time.monotonic()

@@ -8,6 +8,7 @@ import tempfile
 import pytest
 
 from runtime.base import ExecuteRequest, SandboxSpec
+from runtime.events import ExecutionResult, OutputChunk
 from runtime.process import ProcessRuntime
 from runtime.tests.conftest import needs_bwrap
 
@@ -22,8 +23,8 @@ def test_a_socket_path_past_the_unix_limit_is_reachable():
         events = list(
             runtime.execute(handle, ExecuteRequest(execution_id="e1", language="python", code="print(7)"))
         )
-        assert events[-1]["status"] == "completed"
-        assert "".join(e["data"] for e in events if e["type"] == "stdout") == "7\n"
+        assert isinstance(events[-1], ExecutionResult) and events[-1].status == "completed"
+        assert [e.data for e in events if isinstance(e, OutputChunk)] == ["7\n"]
     finally:
         runtime.destroy(handle)
         shutil.rmtree(data_dir, ignore_errors=True)

@@ -23,9 +23,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 NOBODY = 65534
 
 SCRIPT = r"""
-import json, os, sys, uuid
+import dataclasses, json, os, sys, uuid
 sys.path.insert(0, sys.argv[2])
 from runtime.base import ExecuteRequest, SandboxSpec
+from runtime.events import OutputChunk
 from runtime.process import ProcessRuntime
 
 runtime = ProcessRuntime(data_dir=sys.argv[1])
@@ -49,8 +50,8 @@ events = list(runtime.executor(handle).execute(
 made = os.stat(os.path.join(runtime.workspace_dir(handle.session_id), "made.txt")).st_uid
 runtime.destroy(handle)
 print(json.dumps({
-    "result": events[-1],
-    "stdout": "".join(e.get("data", "") for e in events if e.get("type") == "stdout"),
+    "result": dataclasses.asdict(events[-1]),
+    "stdout": "".join(e.data for e in events if isinstance(e, OutputChunk) and e.stream == "stdout"),
     "made_uid": made,
     "gone": not os.path.exists(runtime.session_dir(handle.session_id)),
     "cgroups": bool(runtime.cgroups and runtime.cgroups.available),

@@ -24,6 +24,7 @@ import json, sys
 sys.modules["pyseccomp"] = None  # import fails, as it does when libseccomp.so.2 is missing
 sys.path.insert(0, sys.argv[3])
 from runtime.base import ExecuteRequest, RuntimeFailure, SandboxSpec
+from runtime.events import OutputChunk
 from runtime.process import ProcessRuntime
 
 runtime = ProcessRuntime(data_dir=sys.argv[1], allow_no_seccomp=sys.argv[2] == "allow")
@@ -37,7 +38,7 @@ events = list(runtime.executor(handle).execute(ExecuteRequest(
     event={}, timeout=20,
 )))
 runtime.destroy(handle)
-print(json.dumps({"stdout": "".join(e.get("data", "") for e in events if e.get("type") == "stdout")}))
+print(json.dumps({"stdout": "".join(e.data for e in events if isinstance(e, OutputChunk) and e.stream == "stdout")}))
 """
 
 

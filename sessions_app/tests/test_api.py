@@ -228,7 +228,7 @@ def test_staff_see_every_session(api, staff_api):
 def test_a_provisioning_failure_answers_503_and_keeps_the_failed_session(api):
     from runtime.registry import get_runtime
 
-    get_runtime("fake").fail_next_create = "engine down"
+    get_runtime("fake").fail_next_create("engine down")
     response = create(api)
     assert response.status_code == 503
     body = response.json()
