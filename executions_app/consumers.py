@@ -177,7 +177,7 @@ class ExecutionStreamConsumer(AsyncJsonWebsocketConsumer):
 
     @database_sync_to_async
     def _visible(self, user: Any) -> bool:
-        return Execution.objects.for_owner(user).filter(pk=self.execution_id).exists()
+        return Execution.objects.visible_to(user).filter(pk=self.execution_id).exists()
 
     @database_sync_to_async
     def _status(self) -> str | None:

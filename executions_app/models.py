@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from sandbox_site.host_paths import public_text
 from sandbox_site.ids import new_execution_id
-from sessions_app.models import InvalidTransition, SandboxSession
+from sessions_app.models import InvalidTransition, NotVisible, SandboxSession, visible_to_filter
 
 
 class ExecutionStatus(models.TextChoices):
@@ -46,10 +46,16 @@ class Language(models.TextChoices):
 
 
 class ExecutionQuerySet(models.QuerySet["Execution"]):
-    def for_owner(self, user: Any) -> ExecutionQuerySet:
-        if getattr(user, "is_staff", False):
-            return self
-        return self.filter(session__owner_id=user.pk)
+    def visible_to(self, user: Any) -> ExecutionQuerySet:
+        """The executions of the sessions `user` may see: one rule with `SandboxSession.objects.visible_to`."""
+        return self.filter(visible_to_filter(user, through="session__"))
+
+    def get_visible(self, user: Any, execution_id: str) -> Execution:
+        """The execution if `user` may see it, else NotVisible (a 404 in the API and the console alike)."""
+        execution = self.visible_to(user).select_related("session").filter(pk=execution_id).first()
+        if execution is None:
+            raise NotVisible("execution_not_found", f"no execution {execution_id!r}")
+        return execution
 
     def unfinished(self) -> ExecutionQuerySet:
         return self.filter(status__in=(ExecutionStatus.PENDING, ExecutionStatus.RUNNING))

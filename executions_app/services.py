@@ -80,6 +80,30 @@ def execution_submit(
     return execution
 
 
+def execution_start(
+    *,
+    session: SandboxSession,
+    language: str,
+    code: str,
+    event: Any = None,
+    timeout: int = 30,
+    entrypoint: str = "",
+) -> Execution:
+    """Submit an execution and hand it to the stream pool once the submit commits.
+
+    The one way the API and the console start an asynchronous execution. The hand-over waits for the
+    commit (`transaction.on_commit`): a pool that woke earlier would not find the pending row.
+    """
+    from executions_app.tasks import enqueue_execution_run  # tasks imports this module
+
+    with transaction.atomic():
+        execution = execution_submit(
+            session=session, language=language, code=code, event=event, timeout=timeout, entrypoint=entrypoint
+        )
+        enqueue_execution_run(execution.id)
+    return execution
+
+
 def execution_run(execution_id: str, *, release_connection: bool = False) -> Execution | None:
     """Run a pending execution to its end and record everything. Safe to call twice: only one claim wins.
 

@@ -1,7 +1,7 @@
 """Console pages of executions: a session's code runner and history, execution detail, result fragments.
 
-Submitting goes through execution_submit + enqueue_execution_run, as the REST API does; output reaches the
-browser over the websocket (executions_app/consumers.py), and these views render what is stored.
+Submitting goes through execution_start and lookups through `get_visible`, as in the REST API; output
+reaches the browser over the websocket (executions_app/consumers.py), and these views render what is stored.
 """
 
 from __future__ import annotations
@@ -9,37 +9,21 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.paginator import Paginator
-from django.db import transaction
 from django.db.models import Count
-from django.http import Http404, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.http import HttpResponse
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HTMX_STOP_POLLING, reswap, retarget, trigger_client_event
 
 from executions_app.api.serializers import ExecuteSerializer
 from executions_app.forms import EXAMPLE_CODE, ExecuteForm
 from executions_app.models import Execution, ExecutionOutputChunk
-from executions_app.services import ExecutionError, execution_cancel, execution_submit
-from executions_app.tasks import enqueue_execution_run
+from executions_app.services import ExecutionError, execution_cancel, execution_start
 from sandbox_site.forms import add_serializer_errors
 from sandbox_site.views import HtmxHttpRequest, console_login_required
 from sessions_app.models import SandboxSession
 
 HISTORY_PAGE = 15
-
-
-def owned_session(request: HtmxHttpRequest, session_id: str) -> SandboxSession:
-    """The session if the user may see it, by the same lookup as everywhere (ids are per owner)."""
-    session = SandboxSession.objects.select_related("template").identified(request.user, session_id)
-    if session is None:
-        raise Http404("No such session.")
-    return session
-
-
-def owned_execution(request: HtmxHttpRequest, execution_id: str) -> Execution:
-    """The execution if the user may see it; another owner's id is a 404 exactly like a missing one."""
-    executions = Execution.objects.for_owner(request.user).select_related("session")
-    return get_object_or_404(executions, pk=execution_id)
 
 
 def pane_context(execution: Execution) -> dict[str, Any]:
@@ -78,7 +62,7 @@ def history_context(request: HtmxHttpRequest, session: SandboxSession) -> dict[s
 def session_executions(request: HtmxHttpRequest, session_id: str) -> HttpResponse:
     """The code runner and execution history of one session: loaded into the session page by htmx, or a page
     of its own without JavaScript. The history fragment polls while an execution on it is unfinished."""
-    session = owned_session(request, session_id)
+    session = SandboxSession.objects.get_visible(request.user, session_id)
     context = {**history_context(request, session), "form": runner_form()}
     if request.htmx and request.htmx.target == "execution-history":
         response = render(request, "executions_app/session_executions.html#history", context)
@@ -94,24 +78,14 @@ def session_executions(request: HtmxHttpRequest, session_id: str) -> HttpRespons
 @console_login_required
 def execution_create(request: HtmxHttpRequest, session_id: str) -> HttpResponse:
     """Submit code from the runner. htmx gets the live output pane; a plain post goes to the execution page."""
-    session = owned_session(request, session_id)
+    session = SandboxSession.objects.get_visible(request.user, session_id)
     form = runner_form(request.POST)
     execution = None
     if form.is_valid():
         serializer = ExecuteSerializer(data=form.api_data())
         if serializer.is_valid():
-            data = serializer.validated_data
             try:
-                with transaction.atomic():
-                    execution = execution_submit(
-                        session=session,
-                        language=data["language"],
-                        code=data["code"],
-                        event=data.get("event"),
-                        timeout=data["timeout"],
-                        entrypoint=data.get("entrypoint") or "",
-                    )
-                    enqueue_execution_run(execution.id)
+                execution = execution_start(session=session, **serializer.validated_data)
             except ExecutionError as exc:
                 form.add_error(None, exc.message)
         else:
@@ -132,7 +106,7 @@ def execution_create(request: HtmxHttpRequest, session_id: str) -> HttpResponse:
 @console_login_required
 def execution_detail(request: HtmxHttpRequest, execution_id: str) -> HttpResponse:
     """Code, event, output (stored, then live while it runs), result, metrics and changed files."""
-    execution = owned_execution(request, execution_id)
+    execution = Execution.objects.get_visible(request.user, execution_id)
     return render(request, "executions_app/execution_detail.html", pane_context(execution))
 
 
@@ -140,7 +114,7 @@ def execution_detail(request: HtmxHttpRequest, execution_id: str) -> HttpRespons
 @console_login_required
 def execution_result(request: HtmxHttpRequest, execution_id: str) -> HttpResponse:
     """The result block, polled (and fetched when the websocket reports the end); 286 once finished."""
-    execution = owned_execution(request, execution_id)
+    execution = Execution.objects.get_visible(request.user, execution_id)
     if not request.htmx:
         return redirect("executions:detail", execution.id)
     response = render(request, "executions_app/_pane.html#result", {"execution": execution})
@@ -152,7 +126,7 @@ def execution_result(request: HtmxHttpRequest, execution_id: str) -> HttpRespons
 @require_POST
 @console_login_required
 def execution_cancel_view(request: HtmxHttpRequest, execution_id: str) -> HttpResponse:
-    execution = execution_cancel(execution=owned_execution(request, execution_id))
+    execution = execution_cancel(execution=Execution.objects.get_visible(request.user, execution_id))
     execution.refresh_from_db()
     if request.htmx:
         return render(

@@ -112,8 +112,8 @@ def warm_ready_counts() -> dict[str, int]:
 
 def dashboard_context(request: HttpRequest) -> dict[str, Any]:
     now = timezone.now()
-    sessions = SandboxSession.objects.for_owner(request.user)
-    executions = Execution.objects.for_owner(request.user)
+    sessions = SandboxSession.objects.visible_to(request.user)
+    executions = Execution.objects.visible_to(request.user)
     counts = dict(sessions.order_by().values_list("status").annotate(count=Count("id")))
     by_status = [(status, counts.get(status, 0)) for status in SessionStatus.values]
     ready = warm_ready_counts()

@@ -5,12 +5,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.fields.json import KeyTransform
+from django.http import Http404
 from django.utils import timezone
 
 from sandbox_site.host_paths import public_text
@@ -59,12 +62,33 @@ class DependencyInstallStatus(models.TextChoices):
     FAILED = "failed"
 
 
+class NotVisible(Http404):
+    """No such object for this user. Another owner's object is answered exactly like a missing one.
+
+    A 404 in the console as any Http404 is; the API answers it in its error shape with `code`.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def visible_to_filter(user: Any, *, through: str = "") -> Q:
+    """The one visibility rule: staff see every session, everyone else only their own.
+
+    `through` is the path from another model to its session (`"session__"` for executions), so every
+    model hanging off a session is visible exactly when its session is.
+    """
+    if getattr(user, "is_staff", False):
+        return Q()
+    return Q(**{f"{through}owner_id": user.pk})
+
+
 class SandboxSessionQuerySet(models.QuerySet["SandboxSession"]):
-    def for_owner(self, user: Any) -> SandboxSessionQuerySet:
-        """What `user` may see: staff see every session, everyone else only their own."""
-        if getattr(user, "is_staff", False):
-            return self
-        return self.filter(owner_id=user.pk)
+    def visible_to(self, user: Any) -> SandboxSessionQuerySet:
+        """What `user` may see (API, console, websocket): see `visible_to_filter`."""
+        return self.filter(visible_to_filter(user))
 
     def identified(self, user: Any, ident: str) -> SandboxSession | None:
         """The session `user` means by `ident` in a URL or a request body, or None: the one lookup by id.
@@ -76,7 +100,7 @@ class SandboxSessionQuerySet(models.QuerySet["SandboxSession"]):
         owner's session is never found by a non-staff caller, whichever of its ids is given: that is a
         None, exactly like an id nobody has.
         """
-        visible = self.for_owner(user)
+        visible = self.visible_to(user)
         candidates = list(visible.filter(Q(owner_id=user.pk, client_id=ident) | Q(pk=ident))[:2])
         for session in candidates:
             if session.owner_id == user.pk and session.client_id == ident:
@@ -89,6 +113,42 @@ class SandboxSessionQuerySet(models.QuerySet["SandboxSession"]):
             if len(named) == 1:
                 return named[0]
         return None
+
+    def get_visible(self, user: Any, ident: str) -> SandboxSession:
+        """`identified`, with its template and owner, or NotVisible (a 404 in the API and the console alike).
+
+        The one lookup of a session named in a URL: API, console and executions all call it.
+        """
+        session = self.select_related("template", "owner").identified(user, ident)
+        if session is None:
+            raise NotVisible("session_not_found", f"no session {ident!r}")
+        return session
+
+    def matching(
+        self,
+        *,
+        status: str = "",
+        template_id: str = "",
+        metadata: Iterable[tuple[str, str]] = (),
+        search: str = "",
+    ) -> SandboxSessionQuerySet:
+        """Sessions with that status, of that template, with these metadata values and matching `search`
+        (a substring of an id or of the metadata); blank arguments do not filter. The API's and the
+        console's session lists both filter here."""
+        sessions = self
+        if status:
+            sessions = sessions.filter(status=status)
+        if template_id:
+            sessions = sessions.filter(template_id=template_id)
+        for index, (key, value) in enumerate(metadata):
+            # KeyTransform takes the key literally: a "__" or a lookup name inside it is not parsed.
+            alias = f"metadata_filter_{index}"
+            sessions = sessions.alias(**{alias: KeyTransform(key, "metadata")}).filter(**{alias: value})
+        if search:
+            sessions = sessions.filter(
+                Q(client_id__icontains=search) | Q(id__icontains=search) | Q(metadata__icontains=search)
+            )
+        return sessions
 
     def live(self) -> SandboxSessionQuerySet:
         return self.filter(status__in=LIVE_SESSION_STATUSES)

@@ -232,6 +232,21 @@ def session_wait_started(*, session: SandboxSession, timeout: float) -> SandboxS
     return session
 
 
+def session_open(*, owner: Any, template: SandboxTemplate, **create_arguments: Any) -> SandboxSession:
+    """Create a session, start it once the row is committed, and wait until it leaves `creating`.
+
+    The one way the API and the console open a session, with one bounded wait (SANDBOX_CREATE_WAIT): agents
+    and people get a usable session back, as from E2B or Lambda, while a worker builds it. A session still
+    `creating` after the wait is returned as such (poll it); one that `failed` is returned for the caller
+    to report. Call it outside a transaction: the provisioning task runs in another process and must find
+    the committed row. `create_arguments` are `session_create`'s.
+    """
+    with transaction.atomic():
+        session = session_create(owner=owner, template=template, **create_arguments)
+    session = session_start(session=session)
+    return session_wait_started(session=session, timeout=settings.SANDBOX_CREATE_WAIT)
+
+
 def session_release_sandbox(*, session: SandboxSession) -> None:
     """Destroy the session's sandbox, if it has one. Failures are logged: state sync removes leftovers."""
     handle = handle_for(session)

@@ -1,8 +1,8 @@
 """Console pages of sessions (list, create, detail with files) and API keys.
 
 Function views; htmx requests get a template partial. Every workflow goes through sessions_app.services and
-sessions_app.files, the functions the REST API calls. Ownership is `for_owner`, so another owner's session
-is a 404 exactly like a missing one.
+sessions_app.files, the functions the REST API calls. Sessions are looked up as the API does
+(`SandboxSession.objects.get_visible`), so another owner's session is a 404 exactly like a missing one.
 """
 
 from __future__ import annotations
@@ -13,9 +13,6 @@ from urllib.parse import quote, urlencode
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.db import transaction
-from django.db.models import Q
-from django.db.models.fields.json import KeyTransform
 from django.http import Http404, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -42,16 +39,13 @@ from sessions_app.models import ApiKey, SandboxSession, SessionStatus
 from sessions_app.sandboxes import handle_for, runtime_for
 from sessions_app.services import (
     SessionError,
-    session_create,
     session_keepalive,
-    session_start,
+    session_open,
     session_terminate,
-    session_wait_started,
 )
 from templates_app.models import SandboxTemplate
 
 PAGE_SIZE = 20
-CREATE_WAIT_SECONDS = 3
 FILE_ERRORS = (
     BadPath,
     FileNotFoundError,
@@ -60,14 +54,6 @@ FILE_ERRORS = (
     SessionError,
     RuntimeFailure,
 )
-
-
-def owned_session(request: HtmxHttpRequest, session_id: str) -> SandboxSession:
-    """The session if the user may see it; another owner's id is a 404 exactly like a missing one."""
-    session = SandboxSession.objects.select_related("template", "owner").identified(request.user, session_id)
-    if session is None:
-        raise Http404("No such session.")
-    return session
 
 
 def stop_polling_unless(watching: bool, response: HttpResponse) -> HttpResponse:
@@ -93,26 +79,24 @@ def describe_error(exc: Exception) -> str:
 
 
 def filtered_sessions(request: HtmxHttpRequest) -> tuple[Any, dict[str, str]]:
-    sessions = SandboxSession.objects.for_owner(request.user).select_related("template", "owner")
+    """The list's filters as the user gave them, and the sessions they select (the API's list filters by the
+    same `matching`). A search "key=value" matches a metadata value exactly, as the API's metadata.<key> does.
+    """
     filters = {name: request.GET.get(name, "").strip() for name in ("status", "template", "q")}
-    if filters["status"] in SessionStatus.values:
-        sessions = sessions.filter(status=filters["status"])
-    else:
+    if filters["status"] not in SessionStatus.values:
         filters["status"] = ""
-    if filters["template"]:
-        sessions = sessions.filter(template_id=filters["template"])
-    query = filters["q"]
-    if query:
-        key, separator, value = query.partition("=")
-        if separator and key.strip():
-            # "team=blue" matches a metadata value exactly, as the API's metadata.<key> filter does.
-            sessions = sessions.alias(search_key=KeyTransform(key.strip(), "metadata")).filter(
-                search_key=value.strip()
-            )
-        else:
-            sessions = sessions.filter(
-                Q(client_id__icontains=query) | Q(id__icontains=query) | Q(metadata__icontains=query)
-            )
+    key, separator, value = filters["q"].partition("=")
+    metadata = [(key.strip(), value.strip())] if separator and key.strip() else []
+    sessions = (
+        SandboxSession.objects.visible_to(request.user)
+        .select_related("template", "owner")
+        .matching(
+            status=filters["status"],
+            template_id=filters["template"],
+            metadata=metadata,
+            search="" if metadata else filters["q"],
+        )
+    )
     return sessions, filters
 
 
@@ -167,17 +151,14 @@ def start_session(
         form.add_error("template_id", "That template is not available.")
         return None
     try:
-        with transaction.atomic():
-            session = session_create(
-                owner=request.user, template=template, **SessionCreateSerializer.service_arguments(data)
-            )
+        # The API's create, with its wait (SANDBOX_CREATE_WAIT): most users skip the `creating` page; a slower
+        # start shows it, and the page polls until the session runs or fails.
+        session = session_open(
+            owner=request.user, template=template, **SessionCreateSerializer.service_arguments(data)
+        )
     except SessionError as exc:
         form.add_error(None, exc.message)
         return None
-    # After the commit: a warm sandbox is claimed, or a worker builds one. A short wait spares most users the
-    # `creating` page; a slower start shows it, and the page polls until the session runs or fails.
-    session = session_start(session=session)
-    session = session_wait_started(session=session, timeout=CREATE_WAIT_SECONDS)
     if session.status == SessionStatus.FAILED:
         messages.error(request, f"The sandbox could not be created: {session.status_detail}")
     return session
@@ -248,7 +229,7 @@ def status_context(session: SandboxSession) -> dict[str, Any]:
 @console_login_required
 def session_detail(request: HtmxHttpRequest, session_id: str) -> HttpResponse:
     """Status, resources, env, dependencies, files; executions load from executions_app into the page."""
-    session = owned_session(request, session_id)
+    session = SandboxSession.objects.get_visible(request.user, session_id)
     context = {
         **status_context(session),
         **files_context(session, request.GET.get("path", "")),
@@ -263,7 +244,7 @@ def session_detail(request: HtmxHttpRequest, session_id: str) -> HttpResponse:
 def session_status(request: HtmxHttpRequest, session_id: str) -> HttpResponse:
     """The status panel, polled: a changed status reloads the page (its sections depend on it); 286 once the
     session has ended."""
-    session = owned_session(request, session_id)
+    session = SandboxSession.objects.get_visible(request.user, session_id)
     if not request.htmx:
         return redirect("sessions:detail", session.id)
     shown = request.GET.get("shown")
@@ -276,7 +257,9 @@ def session_status(request: HtmxHttpRequest, session_id: str) -> HttpResponse:
 @require_POST
 @console_login_required
 def session_terminate_view(request: HtmxHttpRequest, session_id: str) -> HttpResponse:
-    session = session_terminate(session=owned_session(request, session_id), reason="user_request")
+    session = session_terminate(
+        session=SandboxSession.objects.get_visible(request.user, session_id), reason="user_request"
+    )
     messages.success(request, f"Session {session.client_id} is {session.status}.")
     if request.htmx:
         return HttpResponseClientRefresh()
@@ -286,7 +269,7 @@ def session_terminate_view(request: HtmxHttpRequest, session_id: str) -> HttpRes
 @require_POST
 @console_login_required
 def session_keepalive_view(request: HtmxHttpRequest, session_id: str) -> HttpResponse:
-    session = owned_session(request, session_id)
+    session = SandboxSession.objects.get_visible(request.user, session_id)
     try:
         session = session_keepalive(session=session)
         note = "Idle clock reset."
@@ -326,7 +309,7 @@ def files_response(
 @require_GET
 @console_login_required
 def session_files(request: HtmxHttpRequest, session_id: str) -> HttpResponse:
-    session = owned_session(request, session_id)
+    session = SandboxSession.objects.get_visible(request.user, session_id)
     return files_response(request, session, request.GET.get("path", ""))
 
 
@@ -342,7 +325,7 @@ def file_upload(request: HtmxHttpRequest, session_id: str) -> HttpResponse:
 
 @csrf_protect
 def _file_upload(request: HtmxHttpRequest, session_id: str) -> HttpResponse:
-    session = owned_session(request, session_id)
+    session = SandboxSession.objects.get_visible(request.user, session_id)
     directory = request.POST.get("directory", "")
     length = request.META.get("CONTENT_LENGTH") or "0"
     limit = f"Files are limited to {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB."
@@ -369,7 +352,7 @@ def _file_upload(request: HtmxHttpRequest, session_id: str) -> HttpResponse:
 @require_GET
 @console_login_required
 def file_download(request: HtmxHttpRequest, session_id: str) -> HttpResponse:
-    session = owned_session(request, session_id)
+    session = SandboxSession.objects.get_visible(request.user, session_id)
     path = request.GET.get("path", "")
     try:
         chunks = files_download(session=session, path=path)
@@ -393,7 +376,7 @@ def file_download(request: HtmxHttpRequest, session_id: str) -> HttpResponse:
 @require_POST
 @console_login_required
 def file_delete(request: HtmxHttpRequest, session_id: str) -> HttpResponse:
-    session = owned_session(request, session_id)
+    session = SandboxSession.objects.get_visible(request.user, session_id)
     path = request.POST.get("path", "")
     directory = posixpath.dirname(path)
     try:

@@ -1,52 +1,69 @@
+"""Routes of the execution endpoints, each mapping its methods to a viewset action.
+
+Execute and the execution list are served at /sessions/{id}/... and again at /executions/sessions/{id}/...,
+and an execution is read at three paths: those routes name their OpenAPI operations (`operation_ids`, see
+sandbox_site/api/viewsets.py), one id per path.
+"""
+
 from __future__ import annotations
 
 from django.urls import path
-from drf_spectacular.utils import extend_schema, extend_schema_view
 
-from executions_app.api import views
+from executions_app.api.views import ExecutionViewSet, SessionExecutionViewSet
 
-
-# The second path family (/executions/sessions/...) serves the same views; distinct classes give each
-# operation its own id in the OpenAPI schema.
-@extend_schema_view(post=extend_schema(operation_id="executions_sessions_execute"))
-class ExecuteAltView(views.ExecuteView):
-    pass
-
-
-@extend_schema_view(post=extend_schema(operation_id="executions_sessions_execute_sync"))
-class ExecuteSyncAltView(views.ExecuteSyncView):
-    pass
-
-
-@extend_schema_view(get=extend_schema(operation_id="executions_sessions_executions_list"))
-class SessionExecutionsAltView(views.SessionExecutionsView):
-    pass
-
+execute = SessionExecutionViewSet.as_view({"post": "execute"}, operation_ids={"post": "executions_create"})
+execute_sync = SessionExecutionViewSet.as_view(
+    {"post": "execute_sync"}, operation_ids={"post": "executions_create_sync"}
+)
+executions = SessionExecutionViewSet.as_view(
+    {"get": "list"}, operation_ids={"get": "sessions_executions_list"}
+)
 
 urlpatterns = [
-    path("sessions/<str:session_id>/execute", views.ExecuteView.as_view(), name="session-execute"),
+    path("sessions/<str:session_id>/execute", execute, name="session-execute"),
+    path("sessions/<str:session_id>/execute-sync", execute_sync, name="session-execute-sync"),
+    path("sessions/<str:session_id>/executions", executions, name="session-executions"),
     path(
-        "sessions/<str:session_id>/execute-sync", views.ExecuteSyncView.as_view(), name="session-execute-sync"
+        "executions/sessions/<str:session_id>/execute",
+        SessionExecutionViewSet.as_view(
+            {"post": "execute"}, operation_ids={"post": "executions_sessions_execute"}
+        ),
     ),
     path(
-        "sessions/<str:session_id>/executions",
-        views.SessionExecutionsView.as_view(),
-        name="session-executions",
-    ),
-    path("executions/sessions/<str:session_id>/execute", ExecuteAltView.as_view()),
-    path("executions/sessions/<str:session_id>/execute-sync", ExecuteSyncAltView.as_view()),
-    path("executions/sessions/<str:session_id>/executions", SessionExecutionsAltView.as_view()),
-    path("executions/<str:execution_id>", views.ExecutionDetailView.as_view(), name="execution-detail"),
-    path(
-        "executions/<str:execution_id>/status", views.ExecutionStatusView.as_view(), name="execution-status"
+        "executions/sessions/<str:session_id>/execute-sync",
+        SessionExecutionViewSet.as_view(
+            {"post": "execute_sync"}, operation_ids={"post": "executions_sessions_execute_sync"}
+        ),
     ),
     path(
-        "executions/<str:execution_id>/result", views.ExecutionResultView.as_view(), name="execution-result"
+        "executions/sessions/<str:session_id>/executions",
+        SessionExecutionViewSet.as_view(
+            {"get": "list"}, operation_ids={"get": "executions_sessions_executions_list"}
+        ),
     ),
     path(
-        "executions/<str:execution_id>/output", views.ExecutionOutputView.as_view(), name="execution-output"
+        "executions/<str:execution_id>",
+        ExecutionViewSet.as_view({"get": "retrieve"}, operation_ids={"get": "executions_retrieve"}),
+        name="execution-detail",
     ),
     path(
-        "executions/<str:execution_id>/cancel", views.ExecutionCancelView.as_view(), name="execution-cancel"
+        "executions/<str:execution_id>/status",
+        ExecutionViewSet.as_view({"get": "retrieve"}, operation_ids={"get": "executions_status"}),
+        name="execution-status",
+    ),
+    path(
+        "executions/<str:execution_id>/result",
+        ExecutionViewSet.as_view({"get": "retrieve"}, operation_ids={"get": "executions_result"}),
+        name="execution-result",
+    ),
+    path(
+        "executions/<str:execution_id>/output",
+        ExecutionViewSet.as_view({"get": "output"}),
+        name="execution-output",
+    ),
+    path(
+        "executions/<str:execution_id>/cancel",
+        ExecutionViewSet.as_view({"post": "cancel"}),
+        name="execution-cancel",
     ),
 ]

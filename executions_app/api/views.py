@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from executions_app.api.serializers import (
     ExecuteSerializer,
@@ -19,12 +19,18 @@ from executions_app.api.serializers import (
     OutputPageSerializer,
 )
 from executions_app.models import Execution
-from executions_app.services import ExecutionError, execution_cancel, execution_run, execution_submit
-from executions_app.tasks import enqueue_execution_run
+from executions_app.services import (
+    ExecutionError,
+    execution_cancel,
+    execution_run,
+    execution_start,
+    execution_submit,
+)
 from sandbox_site.api.errors import ApiError
 from sandbox_site.api.pagination import EnvelopePagination
 from sandbox_site.api.schema import error_responses
-from sessions_app.api.views import owned_session
+from sandbox_site.api.viewsets import ApiViewSet
+from sessions_app.models import SandboxSession
 
 OUTPUT_PAGE = 500
 EXECUTION_ERROR_STATUS = {"quota_exceeded": 429}
@@ -33,50 +39,15 @@ EXECUTION_ERROR_STATUS = {"quota_exceeded": 429}
 INLINE_MARGIN = 15
 
 
-def owned_execution(request: Request, execution_id: str) -> Execution:
-    execution = (
-        Execution.objects.for_owner(request.user).select_related("session").filter(pk=execution_id).first()
-    )
-    if execution is None:
-        raise ApiError(404, "execution_not_found", f"no execution {execution_id!r}")
-    return execution
-
-
-def _submit(request: Request, session_id: str) -> Execution:
-    session = owned_session(request, session_id)
+def _submitted(request: Request, session_id: str, start: Callable[..., Execution]) -> Execution:
+    """Validate an execute body and hand it to `start` (execution_start, or execution_submit for a sync run)."""
+    session = SandboxSession.objects.get_visible(request.user, session_id)
     serializer = ExecuteSerializer(data=request.data)
     serializer.is_valid(raise_exception=True)
-    data = serializer.validated_data
     try:
-        return execution_submit(
-            session=session,
-            language=data["language"],
-            code=data["code"],
-            event=data.get("event"),
-            timeout=data["timeout"],
-            entrypoint=data.get("entrypoint") or "",
-        )
+        return start(session=session, **serializer.validated_data)
     except ExecutionError as exc:
         raise ApiError(EXECUTION_ERROR_STATUS.get(exc.code, 409), exc.code, exc.message) from None
-
-
-class ExecuteView(APIView):
-    @extend_schema(
-        operation_id="executions_create",
-        request=ExecuteSerializer,
-        responses={201: ExecutionAcceptedSerializer, **error_responses(400, 401, 404, 409, 429)},
-    )
-    def post(self, request: Request, session_id: str) -> Response:
-        with transaction.atomic():
-            execution = _submit(request, session_id)
-            enqueue_execution_run(execution.id)
-        body = {
-            "execution_id": execution.id,
-            "session_id": execution.session.client_id,
-            "status": execution.status,
-            "created_at": execution.created_at,
-        }
-        return Response(ExecutionAcceptedSerializer(body).data, status=status.HTTP_201_CREATED)
 
 
 def _run_in_thread(execution_id: str) -> None:
@@ -86,16 +57,34 @@ def _run_in_thread(execution_id: str) -> None:
         close_old_connections()
 
 
-class ExecuteSyncView(APIView):
+class SessionExecutionViewSet(ApiViewSet):
+    """Executions of one session: execute (async and sync) and list. Served at /sessions/{id}/... and again
+    at /executions/sessions/{id}/..., so the routes name the operations (sandbox_site/api/viewsets.py)."""
+
+    pagination_class = EnvelopePagination
+
     @extend_schema(
-        operation_id="executions_create_sync",
+        request=ExecuteSerializer,
+        responses={201: ExecutionAcceptedSerializer, **error_responses(400, 401, 404, 409, 429)},
+    )
+    def execute(self, request: Request, session_id: str) -> Response:
+        execution = _submitted(request, session_id, execution_start)
+        body = {
+            "execution_id": execution.id,
+            "session_id": execution.session.client_id,
+            "status": execution.status,
+            "created_at": execution.created_at,
+        }
+        return Response(ExecutionAcceptedSerializer(body).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
         request=ExecuteSerializer,
         parameters=[
             OpenApiParameter("sync_timeout", int, description="Seconds to wait (1-3600, default 300).")
         ],
         responses={200: ExecutionSerializer, **error_responses(400, 401, 404, 408, 409, 429)},
     )
-    def post(self, request: Request, session_id: str) -> Response:
+    def execute_sync(self, request: Request, session_id: str) -> Response:
         raw = request.query_params.get("sync_timeout", "300")
         if not raw.isdigit() or not 1 <= int(raw) <= 3600:
             raise ApiError(
@@ -104,7 +93,8 @@ class ExecuteSyncView(APIView):
                 "sync_timeout must be an integer from 1 to 3600",
                 {"sync_timeout": ["out of range"]},
             )
-        execution = _submit(request, session_id)
+        # Not queued: this request runs it (or its own thread does), so it is only submitted.
+        execution = _submitted(request, session_id, execution_submit)
         if int(raw) >= execution.timeout + INLINE_MARGIN:
             # The executor ends the run by its own timeout well before this wait would: run it right here.
             finished = execution_run(execution.id)
@@ -128,39 +118,36 @@ class ExecuteSyncView(APIView):
             )
         return Response(ExecutionSerializer(execution).data)
 
-
-class ExecutionDetailView(APIView):
     @extend_schema(
-        operation_id="executions_retrieve", responses={200: ExecutionSerializer, **error_responses(401, 404)}
+        parameters=[OpenApiParameter("status", str)],
+        responses={200: ExecutionSerializer(many=True), **error_responses(400, 401, 404)},
     )
-    def get(self, request: Request, execution_id: str) -> Response:
-        return Response(ExecutionSerializer(owned_execution(request, execution_id)).data)
+    def list(self, request: Request, session_id: str) -> Response:
+        session = SandboxSession.objects.get_visible(request.user, session_id)
+        executions = (
+            Execution.objects.filter(session=session).select_related("session").order_by("-created_at", "-id")
+        )
+        if request.query_params.get("status"):
+            executions = executions.filter(status=request.query_params["status"])
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(executions, request, view=self)
+        return paginator.get_paginated_response(ExecutionSerializer(page, many=True).data)
 
 
-class ExecutionStatusView(ExecutionDetailView):
-    @extend_schema(
-        operation_id="executions_status", responses={200: ExecutionSerializer, **error_responses(401, 404)}
-    )
-    def get(self, request: Request, execution_id: str) -> Response:
-        return super().get(request, execution_id)
+class ExecutionViewSet(ApiViewSet):
+    """One execution: read (also at /status and /result, named by their routes), its output, cancel."""
 
+    @extend_schema(responses={200: ExecutionSerializer, **error_responses(401, 404)})
+    def retrieve(self, request: Request, execution_id: str) -> Response:
+        return Response(ExecutionSerializer(Execution.objects.get_visible(request.user, execution_id)).data)
 
-class ExecutionResultView(ExecutionDetailView):
-    @extend_schema(
-        operation_id="executions_result", responses={200: ExecutionSerializer, **error_responses(401, 404)}
-    )
-    def get(self, request: Request, execution_id: str) -> Response:
-        return super().get(request, execution_id)
-
-
-class ExecutionOutputView(APIView):
     @extend_schema(
         operation_id="executions_output",
         parameters=[OpenApiParameter("after", int, description="Return chunks with seq greater than this.")],
         responses={200: OutputPageSerializer, **error_responses(400, 401, 404)},
     )
-    def get(self, request: Request, execution_id: str) -> Response:
-        execution = owned_execution(request, execution_id)
+    def output(self, request: Request, execution_id: str) -> Response:
+        execution = Execution.objects.get_visible(request.user, execution_id)
         raw = request.query_params.get("after", "0")
         if not raw.isdigit() or int(raw) > 2**31:
             raise ApiError(
@@ -179,34 +166,12 @@ class ExecutionOutputView(APIView):
         }
         return Response(body)
 
-
-class ExecutionCancelView(APIView):
     @extend_schema(
         operation_id="executions_cancel",
         request=None,
         responses={200: ExecutionSerializer, **error_responses(401, 404)},
     )
-    def post(self, request: Request, execution_id: str) -> Response:
-        execution = execution_cancel(execution=owned_execution(request, execution_id))
+    def cancel(self, request: Request, execution_id: str) -> Response:
+        execution = execution_cancel(execution=Execution.objects.get_visible(request.user, execution_id))
         execution.refresh_from_db()
         return Response(ExecutionSerializer(execution).data)
-
-
-class SessionExecutionsView(APIView):
-    pagination_class = EnvelopePagination
-
-    @extend_schema(
-        operation_id="sessions_executions_list",
-        parameters=[OpenApiParameter("status", str)],
-        responses={200: ExecutionSerializer(many=True), **error_responses(400, 401, 404)},
-    )
-    def get(self, request: Request, session_id: str) -> Response:
-        session = owned_session(request, session_id)
-        executions = (
-            Execution.objects.filter(session=session).select_related("session").order_by("-created_at", "-id")
-        )
-        if request.query_params.get("status"):
-            executions = executions.filter(status=request.query_params["status"])
-        paginator = self.pagination_class()
-        page = paginator.paginate_queryset(executions, request, view=self)
-        return paginator.get_paginated_response(ExecutionSerializer(page, many=True).data)

@@ -123,8 +123,8 @@ def test_deleting_a_session_removes_its_executions_and_chunks(session):
 
 
 @pytest.mark.django_db
-def test_for_owner_hides_other_owners_executions(make_session, user, other_user, staff_user):
+def test_visible_to_hides_other_owners_executions(make_session, user, other_user, staff_user):
     mine = make_execution(make_session(user))
     theirs = make_execution(make_session(other_user))
-    assert list(Execution.objects.for_owner(user)) == [mine]
-    assert set(Execution.objects.for_owner(staff_user)) == {mine, theirs}
+    assert list(Execution.objects.visible_to(user)) == [mine]
+    assert set(Execution.objects.visible_to(staff_user)) == {mine, theirs}

@@ -83,7 +83,7 @@ def test_unhandled_errors_are_500_without_internals(api, monkeypatch):
     def explode(*args, **kwargs):
         raise RuntimeError("secret internal detail /etc/passwd")
 
-    monkeypatch.setattr(views.SandboxSession.objects, "for_owner", explode)
+    monkeypatch.setattr(views.SandboxSession.objects, "visible_to", explode)
     client = api
     client.raise_request_exception = False
     response = client.get("/api/v1/sessions")

@@ -17,12 +17,12 @@ from rest_framework import serializers, status
 from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from runtime import RuntimeFailure
 from sandbox_site.api.errors import ApiError
 from sandbox_site.api.schema import error_responses
-from sessions_app.api.views import owned_session, session_error
+from sandbox_site.api.viewsets import ApiViewSet
+from sessions_app.api.views import session_error
 from sessions_app.files import (
     MAX_UPLOAD_BYTES,
     BadPath,
@@ -32,6 +32,7 @@ from sessions_app.files import (
     files_list,
     files_upload,
 )
+from sessions_app.models import SandboxSession
 from sessions_app.services import SessionError
 from sessions_app.storage import StorageUnavailable
 
@@ -105,33 +106,24 @@ FILE_ERRORS = (
 PATH_PARAMETER = OpenApiParameter("path", str, description="Workspace-relative path.")
 
 
-class SessionFilesView(APIView):
+class SessionFileViewSet(ApiViewSet):
+    """A session's workspace files: list, upload, download, delete."""
+
+    # Only an upload has a body.
+    parser_classes = [MultiPartParser]
+
     @extend_schema(
         operation_id="sessions_files_list",
         parameters=[PATH_PARAMETER],
         responses={200: FileListSerializer, **error_responses(400, 401, 404, 409, 503)},
     )
-    def get(self, request: Request, session_id: str) -> Response:
-        session = owned_session(request, session_id)
+    def listing(self, request: Request, session_id: str) -> Response:
+        session = SandboxSession.objects.get_visible(request.user, session_id)
         try:
             files = files_list(session=session, path=request.query_params.get("path", ""))
         except FILE_ERRORS as exc:
             raise _fail(exc) from None
         return Response({"session_id": session.client_id, "files": files, "count": len(files)})
-
-
-class SessionFileUploadView(APIView):
-    parser_classes = [MultiPartParser]
-
-    # `files/upload` is also the URL of a workspace file named "upload": reading or deleting it is the file
-    # endpoint's business (documented there, so left out of the schema here).
-    @extend_schema(exclude=True)
-    def get(self, request: Request, session_id: str):
-        return SessionFileView().get(request, session_id, "upload")
-
-    @extend_schema(exclude=True)
-    def delete(self, request: Request, session_id: str) -> Response:
-        return SessionFileView().delete(request, session_id, "upload")
 
     @extend_schema(
         operation_id="sessions_files_upload",
@@ -139,8 +131,9 @@ class SessionFileUploadView(APIView):
         request={"multipart/form-data": UploadSerializer},
         responses={201: UploadResultSerializer, **error_responses(400, 401, 404, 409, 413, 415, 503)},
     )
-    def post(self, request: Request, session_id: str) -> Response:
-        session = owned_session(request, session_id)
+    def upload(self, request: Request, session_id: str, path: str = "") -> Response:
+        # `path` is the route's (the upload route also serves the file named "upload"); the target is ?path=.
+        session = SandboxSession.objects.get_visible(request.user, session_id)
         length = request.META.get("CONTENT_LENGTH") or "0"
         if length.isdigit() and int(length) > MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD:
             raise ApiError(413, "too_large", f"files are limited to {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB")
@@ -163,8 +156,6 @@ class SessionFileUploadView(APIView):
             upload.close()
         return Response({"session_id": session.client_id, **result}, status=status.HTTP_201_CREATED)
 
-
-class SessionFileView(APIView):
     @extend_schema(
         operation_id="sessions_files_download",
         responses={
@@ -175,8 +166,8 @@ class SessionFileView(APIView):
             **error_responses(400, 401, 404, 409, 503),
         },
     )
-    def get(self, request: Request, session_id: str, path: str):
-        session = owned_session(request, session_id)
+    def download(self, request: Request, session_id: str, path: str):
+        session = SandboxSession.objects.get_visible(request.user, session_id)
         try:
             url = files_download_url(session=session, path=path)
             if url:
@@ -199,8 +190,8 @@ class SessionFileView(APIView):
         operation_id="sessions_files_delete",
         responses={204: None, **error_responses(400, 401, 404, 409, 503)},
     )
-    def delete(self, request: Request, session_id: str, path: str) -> Response:
-        session = owned_session(request, session_id)
+    def destroy(self, request: Request, session_id: str, path: str) -> Response:
+        session = SandboxSession.objects.get_visible(request.user, session_id)
         try:
             files_delete(session=session, path=path)
         except FILE_ERRORS as exc:

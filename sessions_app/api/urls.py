@@ -1,28 +1,52 @@
+"""Routes of the session and file endpoints: each path maps its methods to a viewset action."""
+
 from __future__ import annotations
 
 from django.urls import path
 
-from sessions_app.api import files, views
+from sessions_app.api.files import SessionFileViewSet
+from sessions_app.api.views import SessionViewSet
 
 urlpatterns = [
-    path("sessions", views.SessionListCreateView.as_view(), name="sessions"),
-    path("sessions/<str:session_id>", views.SessionDetailView.as_view(), name="session-detail"),
+    path("sessions", SessionViewSet.as_view({"get": "list", "post": "create"}), name="sessions"),
     path(
-        "sessions/<str:session_id>/terminate", views.SessionTerminateView.as_view(), name="session-terminate"
+        "sessions/<str:session_id>",
+        SessionViewSet.as_view({"get": "retrieve", "delete": "destroy"}),
+        name="session-detail",
     ),
     path(
-        "sessions/<str:session_id>/keepalive", views.SessionKeepaliveView.as_view(), name="session-keepalive"
+        "sessions/<str:session_id>/terminate",
+        SessionViewSet.as_view({"post": "terminate"}),
+        name="session-terminate",
+    ),
+    path(
+        "sessions/<str:session_id>/keepalive",
+        SessionViewSet.as_view({"post": "keepalive"}),
+        name="session-keepalive",
     ),
     path(
         "sessions/<str:session_id>/dependencies/install",
-        views.SessionDependenciesView.as_view(),
+        SessionViewSet.as_view({"post": "install_dependencies"}),
         name="session-dependencies-install",
     ),
-    path("sessions/<str:session_id>/files", files.SessionFilesView.as_view(), name="session-files"),
+    path(
+        "sessions/<str:session_id>/files",
+        SessionFileViewSet.as_view({"get": "listing"}),
+        name="session-files",
+    ),
+    # `files/upload` is also the URL of a workspace file named "upload": reading or deleting it is the file
+    # actions' business, documented at files/{path}, so left out of the schema here.
     path(
         "sessions/<str:session_id>/files/upload",
-        files.SessionFileUploadView.as_view(),
+        SessionFileViewSet.as_view(
+            {"post": "upload", "get": "download", "delete": "destroy"}, undocumented=("get", "delete")
+        ),
+        {"path": "upload"},
         name="session-file-upload",
     ),
-    path("sessions/<str:session_id>/files/<path:path>", files.SessionFileView.as_view(), name="session-file"),
+    path(
+        "sessions/<str:session_id>/files/<path:path>",
+        SessionFileViewSet.as_view({"get": "download", "delete": "destroy"}),
+        name="session-file",
+    ),
 ]

@@ -85,11 +85,11 @@ def test_malformed_client_ids_are_refused(make_session, user, python_template, b
 
 
 @pytest.mark.django_db
-def test_for_owner_limits_non_staff_to_their_own(make_session, user, other_user, staff_user):
+def test_visible_to_limits_non_staff_to_their_own(make_session, user, other_user, staff_user):
     mine = make_session(user)
     theirs = make_session(other_user)
-    assert list(SandboxSession.objects.for_owner(user)) == [mine]
-    assert set(SandboxSession.objects.for_owner(staff_user)) == {mine, theirs}
+    assert list(SandboxSession.objects.visible_to(user)) == [mine]
+    assert set(SandboxSession.objects.visible_to(staff_user)) == {mine, theirs}
 
 
 @pytest.mark.django_db
