@@ -1,12 +1,10 @@
-"""DockerRuntime lifecycle on a real engine: create, inspect, list after a restart, update, destroy, clean failures."""
+"""What is specific to the Docker backend's lifecycle: container names, labels and flags, live updates of a
+container's limits, the engine's failures, the workspace modes (the lifecycle every backend has is in
+contract/test_lifecycle.py)."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
-import socket
-import time
 
 import docker.errors
 import pytest
@@ -16,6 +14,8 @@ from runtime.docker import DockerRuntime
 from runtime.docker.workspace import loop_device
 from runtime.tests.conftest import run_code
 from runtime.tests.test_docker_support import PYTHON_IMAGE, Sandboxes, engine, require
+
+pytestmark = pytest.mark.docker
 
 
 @pytest.fixture
@@ -34,76 +34,36 @@ def _assert_gone(runtime: DockerRuntime, handle: SandboxHandle) -> None:
     assert loop_device(os.path.join(root, "workspace.img")) is None
 
 
-def test_create_then_destroy_leaves_no_container_mount_or_directory(sbx):
+def test_a_sandbox_is_a_labelled_container_with_a_sealed_run_dir(sbx):
     handle = sbx.make()
     runtime = sbx.runtime
     dirs = runtime.dirs(handle.session_id)
-    assert handle.backend == "docker" and handle.node == socket.gethostname()
-    assert handle.endpoint == dirs.socket and os.path.exists(handle.endpoint)
-    assert runtime.executor(handle).health()["status"] == "ok"
+    assert handle.endpoint == dirs.socket
     container = engine().containers.get(handle.sandbox_id)
     assert container.name == f"sandbox-{handle.session_id}"
     assert container.labels["sandbox.managed"] == "true"
     assert container.labels["sandbox.session"] == handle.session_id
     assert container.labels["sandbox.test"] == "docker"  # spec.labels travel too
     state = runtime.inspect(handle)
-    assert state.exists and state.running and state.detail == "running"
+    assert state.detail == "running"
     assert state.memory_mb is not None and 1 < state.memory_mb < 200
     assert state.cpu_percent is not None and state.cpu_percent >= 0
-    assert os.listdir(dirs.run) == ["executor.sock"]  # the token file was read and removed
     assert os.stat(dirs.run).st_uid == 0  # sealed: the sandbox user cannot write there any more
-
     runtime.destroy(handle)
-
     _assert_gone(runtime, handle)
-    assert runtime.inspect(handle).exists is False
-    runtime.destroy(handle)  # idempotent
-
-
-def test_a_new_runtime_instance_finds_and_destroys_a_running_sandbox(sbx, data_dir):
-    handle = sbx.make()
-    restarted = DockerRuntime(data_dir=data_dir)  # what a control-plane restart sees
-    found = {h.session_id: h for h in restarted.list_managed()}
-    assert set(found) == {handle.session_id}
-    assert found[handle.session_id].sandbox_id == handle.sandbox_id
-    assert found[handle.session_id].endpoint == handle.endpoint
-    assert found[handle.session_id].workspace_path == handle.workspace_path
-    assert restarted.inspect(found[handle.session_id]).running
-    assert restarted.executor(handle).health()["status"] == "ok"  # the token comes from the session row
-    other = DockerRuntime(data_dir=data_dir + "-elsewhere")
-    assert handle.session_id not in {h.session_id for h in other.list_managed()}  # scoped by data dir
-
-    restarted.destroy(found[handle.session_id])
-    _assert_gone(restarted, handle)
-    assert restarted.list_managed() == []
-
-
-def test_a_claimed_warm_sandbox_is_destroyed_through_the_claiming_sessions_handle(sbx):
-    warm = sbx.make(session_id="twarmrow")
-    claimed = dataclasses.replace(warm, session_id="tclaimingsession")  # what the session row stores
-    sbx.runtime.update_resources(claimed, Resources(memory_mb=300))
-    assert run_code(sbx.runtime, claimed, "print('served')").stdout == "served\n"
-    sbx.runtime.destroy(claimed)
-    _assert_gone(sbx.runtime, warm)  # the warm row's directory and mount went too
 
 
 def test_a_session_id_too_long_for_a_socket_path_gets_a_hashed_directory(sbx):
     session_id = "t" + "x" * 127  # the longest id sessions allow
     handle = sbx.make(session_id=session_id)
     assert len(handle.endpoint.encode()) <= 107 and session_id not in handle.endpoint
-    assert sbx.runtime.executor(handle).health()["status"] == "ok"
-    assert [h.endpoint for h in DockerRuntime(data_dir=sbx.runtime.data_dir).list_managed()] == [
-        handle.endpoint
-    ]
-    sbx.runtime.destroy(handle)
-    _assert_gone(sbx.runtime, handle)
 
 
-def test_the_token_is_on_no_command_line_and_nowhere_in_docker_inspect(sbx):
+def test_spec_env_is_the_containers_env_and_the_token_is_not(sbx):
     handle = sbx.make(env={"GREETING": "hello"})
     attrs = engine().api.inspect_container(handle.sandbox_id)
-    assert handle.token not in json.dumps(attrs)
     assert "GREETING=hello" in attrs["Config"]["Env"]
+    assert not any("TOKEN" in item for item in attrs["Config"]["Env"])
     out = run_code(sbx.runtime, handle, "import os; print(os.environ['GREETING'])")
     assert out.stdout == "hello\n"
 
@@ -158,12 +118,11 @@ def _workspace_bytes(handle: SandboxHandle) -> int:
     return stat.f_blocks * stat.f_frsize
 
 
-def test_docker_stop_takes_well_under_a_second(sbx):
+def test_docker_stop_ends_the_executor_with_sigterm_not_sigkill(sbx):
+    # How long the stop takes is measured in bench/limit_response.py.
     handle = sbx.make()
     container = engine().containers.get(handle.sandbox_id)
-    started = time.monotonic()
-    container.stop(timeout=10)  # SIGTERM to tini, forwarded to the executor; SIGKILL only after 10 s
-    assert time.monotonic() - started < 1.0
+    container.stop(timeout=60)  # SIGTERM to tini, forwarded to the executor; SIGKILL (137) only after 60 s
     container.reload()
     assert container.attrs["State"]["ExitCode"] in (0, 143)
     state = sbx.runtime.inspect(handle)
@@ -203,24 +162,12 @@ def test_a_name_clash_with_a_foreign_container_is_a_clear_permanent_failure(sbx)
         foreign.remove(force=True)
 
 
-def test_a_second_create_of_a_live_session_is_refused_and_a_dead_one_is_replaced(sbx):
-    handle = sbx.make(session_id="ttwice")
-    with pytest.raises(RuntimeFailure, match="already running") as info:
-        sbx.make(session_id="ttwice")
-    assert info.value.permanent
-    assert sbx.runtime.executor(handle).health()["status"] == "ok"  # the live one was not disturbed
-    engine().containers.get(handle.sandbox_id).kill()
-    replacement = sbx.make(session_id="ttwice")
-    assert replacement.sandbox_id != handle.sandbox_id
-    assert sbx.runtime.executor(replacement).health()["status"] == "ok"
-
-
-def test_an_executor_that_cannot_start_fails_fast_with_its_output(sbx):
-    # PYTHONHOME pointing nowhere makes the interpreter die at start: the container exits at once.
-    started = time.monotonic()
-    with pytest.raises(RuntimeFailure) as info:
+def test_a_container_that_exits_at_start_fails_with_its_output_without_waiting_for_the_timeout(data_dir):
+    # PYTHONHOME pointing nowhere makes the interpreter die at start: the container exits at once, and the
+    # create says so ("exited") instead of waiting out the startup timeout and saying "did not become healthy".
+    require(PYTHON_IMAGE)
+    with Sandboxes(data_dir, startup_timeout=120) as sbx, pytest.raises(RuntimeFailure) as info:
         sbx.make(session_id="tnostart", env={"PYTHONHOME": "/nonexistent"})
-    assert time.monotonic() - started < 5
     assert "exited" in info.value.message and "container output" in info.value.message
     assert not os.path.exists(sbx.runtime.dirs("tnostart").root)
     assert sbx.runtime.list_managed() == []

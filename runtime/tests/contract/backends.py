@@ -1,0 +1,400 @@
+"""Each backend as the contract suite drives it: its runtime on a throwaway data dir, and what a test needs to
+look at from the host (the sandbox's processes, its directories, what is left after a destroy).
+
+The tests speak only to `Backend`; adding a backend to the suite means one subclass here and one entry in
+`BACKENDS`. Nothing in a subclass decides a test's verdict: it only reports what the host sees.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import tempfile
+import uuid
+from typing import Any
+
+import pytest
+
+from runtime.base import Resources, Runtime, SandboxHandle, SandboxSpec
+from runtime.tests.conftest import host_processes_mentioning
+
+
+class Backend:
+    """One backend under test. Sandboxes made through `make` are destroyed by `destroy_made` after each
+    test; `close`, at the end of the run, destroys whatever is left and removes the data dir."""
+
+    name = ""
+    # What pid 1 inside the sandbox is (the basename of its command), never the host's init.
+    init_command = ""
+    # Writable places besides /workspace, /tmp and /dev/shm that are the sandbox's own (never the host's).
+    own_scratch: frozenset[str] = frozenset()
+    # What sandboxed code sees when it lists /run/sandbox: at most the socket, never the token file.
+    run_dir_views: tuple[str, ...] = ("['executor.sock']",)
+
+    def __init__(self) -> None:
+        self.data_dir = tempfile.mkdtemp(prefix="sbc-", dir="/tmp")  # short: socket paths stay < 108 bytes
+        self.runtime = self.build()
+        self.made: list[tuple[Runtime, SandboxHandle]] = []
+
+    # -- building --
+
+    def build(self, data_dir: str | None = None, **config: Any) -> Runtime:
+        """A runtime of this backend on `data_dir` (this backend's own by default), as a restart would."""
+        raise NotImplementedError
+
+    def image(self, image: str) -> str:
+        """The image name a template of kind `image` ("python" or "node") has on this backend."""
+        return image
+
+    def spec(
+        self,
+        *,
+        image: str = "python",
+        env: dict[str, str] | None = None,
+        session_id: str | None = None,
+        **resources: Any,
+    ) -> SandboxSpec:
+        return SandboxSpec(
+            session_id=f"c{uuid.uuid4().hex[:12]}" if session_id is None else session_id,
+            image=self.image(image),
+            token=secrets.token_urlsafe(24),
+            resources=Resources(**resources),
+            env=env or {},
+            labels={"sandbox.test": "contract"},
+        )
+
+    def make(self, *, runtime: Runtime | None = None, **spec: Any) -> SandboxHandle:
+        """Create a sandbox, destroyed after the test; keyword arguments go to `spec`."""
+        runtime = runtime or self.runtime
+        handle = runtime.create(self.spec(**spec))
+        self.made.append((runtime, handle))
+        return handle
+
+    def destroy_made(self) -> None:
+        made, self.made = self.made, []
+        _destroy_all(made)
+
+    def close(self) -> None:
+        self.destroy_made()
+        for handle in self.runtime.list_managed():
+            self.runtime.destroy(handle)
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    # -- what the host sees --
+
+    def workspace(self, runtime: Runtime, handle: SandboxHandle) -> str:
+        """The sandbox's workspace as a host directory."""
+        raise NotImplementedError
+
+    def run_dir(self, handle: SandboxHandle) -> str:
+        """The host directory mounted at /run/sandbox (the executor's socket)."""
+        raise NotImplementedError
+
+    def packages_dir(self, handle: SandboxHandle) -> str:
+        return self.runtime.packages_dir(handle.session_id)  # type: ignore[attr-defined]
+
+    def private_paths(self, handle: SandboxHandle) -> list[str]:
+        """Host files and directories of this sandbox that only the control plane may read."""
+        raise NotImplementedError
+
+    def host_record(self, handle: SandboxHandle) -> str:
+        """Everything the host keeps about the sandbox outside it (records, engine metadata), as text."""
+        raise NotImplementedError
+
+    def processes(self, handle: SandboxHandle) -> list[str]:
+        """The sandbox's processes as the host sees them, sorted (pids or command lines)."""
+        raise NotImplementedError
+
+    def pids_limit_hits(self, handle: SandboxHandle) -> int | None:
+        """How often the pids cgroup refused a fork, when the host can tell and it is the binding limit."""
+        return None
+
+    def peak_memory_bytes(self, handle: SandboxHandle) -> int | None:
+        """The most memory the sandbox ever held, when its memory cgroup keeps that count."""
+        return None
+
+    def kill(self, handle: SandboxHandle) -> None:
+        """The sandbox dies under the control plane (OOM of its supervisor, `docker kill`)."""
+        raise NotImplementedError
+
+    def footprint(self, runtime: Runtime, handle: SandboxHandle) -> dict[str, Any]:
+        """What a live sandbox occupies on the host, noted so `remains` can look for it after a destroy."""
+        raise NotImplementedError
+
+    def remains(self, footprint: dict[str, Any]) -> list[str]:
+        """What is still on the host of a destroyed sandbox: [] when nothing is."""
+        raise NotImplementedError
+
+    def remains_of(self, runtime: Runtime, session_id: str) -> list[str]:
+        """What is on the host of a session whose create failed: [] when nothing is."""
+        raise NotImplementedError
+
+    def disk_limit_problem(self) -> str | None:
+        """Why this host cannot hold a sandbox to a total disk limit, or None when it can."""
+        return None
+
+
+class ProcessBackend(Backend):
+    name = "process"
+    init_command = "bwrap"
+    # bubblewrap's --dev is a tmpfs of the sandbox's own (charged to its memory cgroup), not the host's /dev.
+    own_scratch = frozenset({"/dev"})
+    # Once the executor listens the run dir is the control plane's: when it is root, not even listable.
+    run_dir_views = ("['executor.sock']", "PermissionError")
+
+    @staticmethod
+    def missing() -> str | None:
+        if shutil.which("bwrap") is None:
+            return "bubblewrap (bwrap) is not installed; `make system-deps` installs it"
+        return None
+
+    def build(self, data_dir: str | None = None, **config: Any) -> Runtime:
+        from runtime.process import ProcessRuntime
+
+        return ProcessRuntime(data_dir=data_dir or self.data_dir, **config)
+
+    def _record(self, runtime: Runtime, handle: SandboxHandle) -> dict[str, Any]:
+        from runtime.process.record import read_record
+
+        record = read_record(runtime.session_dir(handle.sandbox_id))  # type: ignore[attr-defined]
+        assert record is not None, handle
+        return record
+
+    def workspace(self, runtime: Runtime, handle: SandboxHandle) -> str:
+        return runtime.workspace_dir(handle.sandbox_id)  # type: ignore[attr-defined]
+
+    def run_dir(self, handle: SandboxHandle) -> str:
+        return os.path.dirname(handle.endpoint)
+
+    def private_paths(self, handle: SandboxHandle) -> list[str]:
+        root = self.runtime.session_dir(handle.sandbox_id)  # type: ignore[attr-defined]
+        return [root, os.path.join(root, "sandbox.json"), os.path.join(root, "executor.log")]
+
+    def host_record(self, handle: SandboxHandle) -> str:
+        return json.dumps(self._record(self.runtime, handle))
+
+    def _cgroup_file(self, handle: SandboxHandle, controller: str, name: str) -> str | None:
+        paths = (self._record(self.runtime, handle).get("cgroup") or {}).get("paths", {})
+        directory = paths.get(controller) or paths.get("unified")
+        if not directory or not os.path.exists(os.path.join(directory, name)):
+            return None
+        with open(os.path.join(directory, name)) as fh:
+            return fh.read()
+
+    def processes(self, handle: SandboxHandle) -> list[str]:
+        # The sandbox's cgroup holds all of it; without cgroups, its processes name its directory.
+        procs = self._cgroup_file(handle, "pids", "cgroup.procs")
+        if procs is None:
+            pids = host_processes_mentioning(self.runtime.session_dir(handle.sandbox_id))  # type: ignore[attr-defined]
+            return sorted(str(pid) for pid in pids)
+        return sorted(procs.split())
+
+    def pids_limit_hits(self, handle: SandboxHandle) -> int | None:
+        events = self._cgroup_file(handle, "pids", "pids.events")
+        # A session with a host uid of its own meets RLIMIT_NPROC (max_processes) before pids.max: then
+        # the cgroup's count says nothing.
+        if events is None or self._record(self.runtime, handle)["uid"] != 0:
+            return None
+        return int(events.split()[-1])
+
+    def peak_memory_bytes(self, handle: SandboxHandle) -> int | None:
+        for name in ("memory.max_usage_in_bytes", "memory.peak"):  # cgroup v1, v2
+            peak = self._cgroup_file(handle, "memory", name)
+            if peak is not None:
+                return int(peak)
+        return None
+
+    def kill(self, handle: SandboxHandle) -> None:
+        record = self._record(self.runtime, handle)
+        os.killpg(record["pgid"], signal.SIGKILL)
+        child = self.runtime._children.get(handle.sandbox_id)  # type: ignore[attr-defined]
+        if child is not None:
+            child.wait(10)
+
+    def footprint(self, runtime: Runtime, handle: SandboxHandle) -> dict[str, Any]:
+        record = self._record(runtime, handle)
+        return {
+            "root": runtime.session_dir(handle.sandbox_id),  # type: ignore[attr-defined]
+            "pid": record["pid"],
+            "start_time": record["start_time"],
+            "cgroups": list((record.get("cgroup") or {}).get("paths", {}).values()),
+            "stage": record.get("stage"),
+        }
+
+    def remains(self, footprint: dict[str, Any]) -> list[str]:
+        from runtime.process.record import alive
+
+        found = []
+        if os.path.exists(footprint["root"]):
+            found.append(f"directory {footprint['root']}")
+        if alive(footprint["pid"], footprint["start_time"]):
+            found.append(f"supervisor pid {footprint['pid']}")
+        found += [f"process {pid}" for pid in host_processes_mentioning(footprint["root"])]
+        found += [f"cgroup {path}" for path in footprint["cgroups"] if os.path.exists(path)]
+        if footprint["stage"] and os.path.exists(footprint["stage"]):
+            found.append(f"stage {footprint['stage']}")
+        return found
+
+    def remains_of(self, runtime: Runtime, session_id: str) -> list[str]:
+        root = runtime.session_dir(session_id)  # type: ignore[attr-defined]
+        found = [f"directory {root}"] if os.path.exists(root) else []
+        found += [f"process {pid}" for pid in host_processes_mentioning(root)]
+        cgroups = runtime.cgroups  # type: ignore[attr-defined]
+        if cgroups is not None and cgroups.available:
+            bases = [base for base in cgroups.bases.values() if os.path.isdir(base)]  # pruned when empty
+            found += [
+                f"cgroup {name}"
+                for base in bases
+                for name in os.listdir(base)
+                if name.endswith("-" + session_id)
+            ]
+        found += [f"listed {h.session_id}" for h in runtime.list_managed()]
+        return found
+
+    def disk_limit_problem(self) -> str | None:
+        reason = self.runtime.disk_limit_reason  # type: ignore[attr-defined]
+        if reason:
+            return f"no loop-mounted workspace here: {reason}"
+        if os.geteuid() != 0:
+            return "a total disk limit needs a root control plane (loop-mounted workspaces)"
+        return None
+
+
+class DockerBackend(Backend):
+    name = "docker"
+    init_command = "tini"
+
+    @staticmethod
+    def missing() -> str | None:
+        from runtime.tests.test_docker_support import PYTHON_IMAGE, require
+
+        require(PYTHON_IMAGE)  # skips, or fails under SANDBOX_REQUIRE_DOCKER, naming what is missing
+        return None
+
+    def build(self, data_dir: str | None = None, **config: Any) -> Runtime:
+        from runtime.docker import DockerRuntime
+
+        return DockerRuntime(data_dir=data_dir or self.data_dir, **config)
+
+    def image(self, image: str) -> str:
+        from runtime.tests.test_docker_support import NODE_IMAGE, PYTHON_IMAGE, require
+
+        if image == "node":
+            require(NODE_IMAGE)
+            return NODE_IMAGE
+        return PYTHON_IMAGE if image == "python" else image
+
+    def workspace(self, runtime: Runtime, handle: SandboxHandle) -> str:
+        return handle.workspace_path or runtime.dirs(handle.session_id).workspace  # type: ignore[attr-defined]
+
+    def run_dir(self, handle: SandboxHandle) -> str:
+        return self.runtime.dirs(handle.session_id).run  # type: ignore[attr-defined]
+
+    def private_paths(self, handle: SandboxHandle) -> list[str]:
+        dirs = self.runtime.dirs(handle.session_id)  # type: ignore[attr-defined]
+        return [dirs.root, dirs.image]
+
+    def host_record(self, handle: SandboxHandle) -> str:
+        from runtime.tests.test_docker_support import engine
+
+        return json.dumps(engine().api.inspect_container(handle.sandbox_id))
+
+    def processes(self, handle: SandboxHandle) -> list[str]:
+        from runtime.tests.test_docker_support import engine
+
+        top = engine().api.top(handle.sandbox_id, ps_args="-o pid,args")
+        return sorted(row[-1] for row in top["Processes"])
+
+    def pids_limit_hits(self, handle: SandboxHandle) -> int | None:
+        from runtime.tests.test_docker_support import engine
+
+        container = engine().containers.get(handle.sandbox_id)
+        events = container.exec_run(["cat", "/sys/fs/cgroup/pids/pids.events"]).output.decode()
+        return int(events.split()[-1]) if events.startswith("max") else None
+
+    def peak_memory_bytes(self, handle: SandboxHandle) -> int | None:
+        from runtime.tests.test_docker_support import engine
+
+        container = engine().containers.get(handle.sandbox_id)
+        for path in ("/sys/fs/cgroup/memory/memory.max_usage_in_bytes", "/sys/fs/cgroup/memory.peak"):
+            result = container.exec_run(["cat", path])
+            if result.exit_code == 0:
+                return int(result.output)
+        return None
+
+    def kill(self, handle: SandboxHandle) -> None:
+        from runtime.tests.test_docker_support import engine
+
+        engine().containers.get(handle.sandbox_id).kill()
+
+    def footprint(self, runtime: Runtime, handle: SandboxHandle) -> dict[str, Any]:
+        dirs = runtime.dirs(handle.session_id)  # type: ignore[attr-defined]
+        return {"container": handle.sandbox_id, "root": dirs.root, "image": dirs.image}
+
+    def remains(self, footprint: dict[str, Any]) -> list[str]:
+        import docker.errors
+
+        from runtime.loop_workspace import loop_device
+        from runtime.tests.test_docker_support import engine
+
+        found = []
+        try:
+            engine().containers.get(footprint["container"])
+            found.append(f"container {footprint['container']}")
+        except docker.errors.NotFound:
+            pass
+        if os.path.exists(footprint["root"]):
+            found.append(f"directory {footprint['root']}")
+        with open("/proc/self/mounts") as fh:
+            if footprint["root"] in fh.read():
+                found.append(f"mount below {footprint['root']}")
+        if loop_device(footprint["image"]) is not None:
+            found.append(f"loop device of {footprint['image']}")
+        return found
+
+    def remains_of(self, runtime: Runtime, session_id: str) -> list[str]:
+        import docker.errors
+
+        from runtime.tests.test_docker_support import engine
+
+        root = runtime.dirs(session_id).root  # type: ignore[attr-defined]
+        found = [f"directory {root}"] if os.path.exists(root) else []
+        try:
+            engine().containers.get(runtime.container_name(session_id))  # type: ignore[attr-defined]
+            found.append(f"container {runtime.container_name(session_id)}")  # type: ignore[attr-defined]
+        except docker.errors.NotFound:
+            pass
+        found += [f"listed {h.session_id}" for h in runtime.list_managed()]
+        return found
+
+    def disk_limit_problem(self) -> str | None:
+        if self.runtime._workspace_kind() != "loop":  # type: ignore[attr-defined]
+            return "no loop-mounted workspace here (the tmpfs workspace is bounded by memory, not disk)"
+        return None
+
+
+BACKENDS: dict[str, type[Backend]] = {"process": ProcessBackend, "docker": DockerBackend}
+
+
+def open_backend(name: str) -> Backend:
+    """The backend `name`, or a skip naming what this machine lacks for it."""
+    kind = BACKENDS[name]
+    problem = kind.missing()  # type: ignore[attr-defined]
+    if problem:
+        pytest.skip(problem)
+    return kind()
+
+
+def _destroy_all(made: list[tuple[Runtime, SandboxHandle]]) -> None:
+    # Every sandbox is destroyed even if one destroy fails: a leaked sandbox outlives the test run.
+    errors = []
+    for runtime, handle in reversed(made):
+        try:
+            runtime.destroy(handle)
+        except Exception as exc:  # noqa: BLE001 - reported below, after the others are gone
+            errors.append(exc)
+    if errors:
+        raise errors[0]

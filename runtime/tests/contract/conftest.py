@@ -1,0 +1,126 @@
+"""The backend contract: every test here runs once per backend this machine can run (`backend`).
+
+A backend missing here (no bubblewrap, no Docker engine or image) is skipped with the missing part named;
+CI has them all, and SANDBOX_REQUIRE_DOCKER=1 turns a missing engine into a failure there. Tests read
+executions only through `run_code` and the accessors below, never the executor's raw events.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from runtime.base import SandboxHandle
+from runtime.tests.conftest import Outcome, run_code
+from runtime.tests.contract.backends import Backend, open_backend
+
+
+@pytest.fixture(
+    scope="session",
+    params=[
+        pytest.param("process", marks=pytest.mark.bwrap),
+        pytest.param("docker", marks=pytest.mark.docker),
+    ],
+)
+def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    opened = open_backend(request.param)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture(autouse=True)
+def _destroy_what_the_test_made(backend: Backend) -> Iterator[None]:
+    yield
+    backend.destroy_made()
+
+
+@pytest.fixture
+def scratch_dir() -> Iterator[str]:
+    """A data dir of the test's own, short (socket paths stay under 108 bytes), removed afterwards."""
+    path = tempfile.mkdtemp(prefix="sbc-", dir="/tmp")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def shared(backend: Backend) -> Iterator[SandboxHandle]:
+    """One sandbox for a module's tests that leave nothing behind in it."""
+    handle = backend.runtime.create(backend.spec())
+    yield handle
+    backend.runtime.destroy(handle)
+
+
+# -- reading an execution --
+
+
+def _field(outcome: Outcome, name: str) -> Any:
+    result = outcome.result
+    if isinstance(result, dict):
+        return result.get(name)
+    if name.endswith("_truncated"):
+        return getattr(result.metrics, name)
+    return getattr(result, name)
+
+
+def returned(outcome: Outcome) -> Any:
+    """The execution's return value."""
+    return _field(outcome, "return_value")
+
+
+def error(outcome: Outcome) -> str:
+    """The execution's error message ("" when it has none)."""
+    return _field(outcome, "error") or ""
+
+
+def exit_code(outcome: Outcome) -> int | None:
+    return _field(outcome, "exit_code")
+
+
+def stdout_truncated(outcome: Outcome) -> bool:
+    return bool(_field(outcome, "stdout_truncated"))
+
+
+def changed_files(outcome: Outcome) -> dict[str, tuple[str, int | None]]:
+    """What the execution reports it changed in the workspace: path -> (change, size in bytes)."""
+    files = _field(outcome, "files")
+    if isinstance(files, dict):
+        sizes = files.get("sizes", {})
+        return {
+            path: (change, sizes.get(path) if change != "deleted" else None)
+            for change in ("created", "modified", "deleted")
+            for path in files.get(change, [])
+        }
+    return {change.path: (change.change, change.size) for change in files}
+
+
+def run_json(backend: Backend, handle: SandboxHandle, code: str, **kwargs: Any) -> Any:
+    """Run `code`, which prints one JSON document, and return it; the execution must complete."""
+    kwargs.setdefault("timeout", 30)
+    out = run_code(backend.runtime, handle, code, **kwargs)
+    assert out.status == "completed", (out.result, out.stderr[-2000:])
+    return json.loads(out.stdout)
+
+
+def still_serves(backend: Backend, handle: SandboxHandle) -> None:
+    """The sandbox answers /health and runs a normal execution."""
+    assert backend.runtime.executor(handle).health()["status"] == "ok"
+    out = run_code(backend.runtime, handle, "print(6 * 7)")
+    assert out.status == "completed" and out.stdout == "42\n", out.result
+
+
+def wait_for(condition: Callable[[], Any], *, timeout: float, what: str) -> Any:
+    """Poll `condition` until it returns something truthy; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {timeout:g} s")
+        time.sleep(0.05)

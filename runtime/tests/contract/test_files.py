@@ -1,0 +1,106 @@
+"""Workspace files on every backend, through the sandbox's executor: upload, list, download, delete, what an
+execution reports it changed, and refusals of every path that leads out of the workspace."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+
+import pytest
+
+from runtime.tests.conftest import run_code
+from runtime.tests.contract.conftest import changed_files
+
+
+def test_upload_list_download_delete_round_trip_seen_by_code_and_host(backend):
+    handle = backend.make()
+    client = backend.runtime.executor(handle)
+    workspace = backend.workspace(backend.runtime, handle)
+    payload = os.urandom(300 * 1024)  # several chunks
+    assert client.upload("docs/data.bin", io.BytesIO(payload), len(payload)) == {
+        "path": "docs/data.bin",
+        "size": len(payload),
+    }
+    with open(os.path.join(workspace, "docs", "data.bin"), "rb") as fh:
+        assert fh.read() == payload
+    seen = run_code(
+        backend.runtime,
+        handle,
+        "import hashlib; print(hashlib.sha256(open('docs/data.bin', 'rb').read()).hexdigest())",
+    )
+    assert seen.stdout.strip() == hashlib.sha256(payload).hexdigest()
+
+    listing = client.list_files("docs")
+    assert [(f["name"], f["path"], f["size"], f["is_dir"]) for f in listing] == [
+        ("data.bin", "docs/data.bin", len(payload), False)
+    ]
+    assert {f["name"]: f["is_dir"] for f in client.list_files()} == {"docs": True}
+    assert b"".join(client.download("docs/data.bin")) == payload
+
+    client.delete("docs/data.bin")
+    assert not os.path.exists(os.path.join(workspace, "docs", "data.bin"))
+    with pytest.raises(FileNotFoundError):
+        client.delete("docs/data.bin")
+    with pytest.raises(FileNotFoundError):
+        b"".join(client.download("docs/data.bin"))
+    client.delete("docs")  # directories go with their contents
+    assert client.list_files() == []
+
+
+def test_an_execution_reports_the_files_it_created_modified_and_deleted_with_sizes(backend):
+    handle = backend.make()
+    client = backend.runtime.executor(handle)
+    client.upload("old.txt", io.BytesIO(b"old"), 3)
+    client.upload("gone.txt", io.BytesIO(b"x"), 1)
+    out = run_code(
+        backend.runtime,
+        handle,
+        "import os\nopen('new.txt', 'w').write('12345')\nopen('old.txt', 'a').write('er')\nos.remove('gone.txt')\n",
+    )
+    assert out.status == "completed", out.result
+    assert changed_files(out) == {
+        "new.txt": ("created", 5),
+        "old.txt": ("modified", 5),
+        "gone.txt": ("deleted", None),
+    }
+    made = run_code(backend.runtime, handle, "echo hi > shell.txt", language="shell")
+    assert changed_files(made) == {"shell.txt": ("created", 3)}
+    assert b"".join(client.download("shell.txt")) == b"hi\n"
+
+
+@pytest.mark.parametrize("path", ["../x", "a/../../x", "/etc/passwd", "..", "sub/..", "a\x00b"])
+def test_paths_outside_the_workspace_are_refused_for_every_file_operation(backend, shared, path):
+    client = backend.runtime.executor(shared)
+    with pytest.raises(ValueError):
+        b"".join(client.download(path))
+    with pytest.raises(ValueError):
+        client.upload(path, io.BytesIO(b"x"), 1)
+    with pytest.raises(ValueError):
+        client.delete(path)
+    with pytest.raises(ValueError):
+        client.list_files(path)
+
+
+def test_symlinks_the_code_makes_to_places_outside_the_workspace_are_refused(backend):
+    handle = backend.make()
+    client = backend.runtime.executor(handle)
+    out = run_code(
+        backend.runtime,
+        handle,
+        "import os\nos.symlink('/etc', 'escape')\nos.symlink('/etc/passwd', 'escape-file')\n"
+        "os.symlink('/proc/1/root', 'escape-root')\nopen('real.txt', 'w').write('real')\n"
+        "os.symlink('real.txt', 'inside')\n",
+    )
+    assert out.status == "completed", out.result
+    for path in ("escape/passwd", "escape-file", "escape-root/etc/passwd"):
+        with pytest.raises(ValueError):
+            b"".join(client.download(path))
+    with pytest.raises(ValueError):
+        client.list_files("escape")
+    with pytest.raises(ValueError):
+        client.upload("escape/new.txt", io.BytesIO(b"x"), 1)
+    with pytest.raises(ValueError):
+        client.delete("escape/passwd")
+    assert not os.path.exists("/etc/new.txt") and os.path.exists("/etc/passwd")
+    assert b"".join(client.download("inside")) == b"real"  # a link within the workspace is followed
