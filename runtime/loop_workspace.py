@@ -9,7 +9,7 @@ its files die with the container and cannot be seen from the host. An ext4 image
 sparse (it costs only what is written), formatted without a journal in ~20 ms and mounted through a loop
 device in ~30 ms, fails writes past the limit with ENOSPC, is visible on the host (the handle's
 workspace_path) and outlives a control-plane restart. It needs root on the host and loop devices; where
-those are missing the Docker runtime falls back to a tmpfs (docker_workspace.tmpfs_options), the process
+those are missing the Docker runtime falls back to a tmpfs (runtime/docker/workspace.py), the process
 runtime to the per-file limit. The small mount helpers at the end (bind, detach, mounted) are plain mount(2)
 calls through libc, for the process runtime's per-session mounts.
 """

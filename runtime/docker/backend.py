@@ -2,10 +2,10 @@
 
 Host layout: `<data_dir>/docker/<key>/` holds `run/` (the container's /run/sandbox: the executor's socket, and
 the token file until the executor has read and deleted it), `workspace/` (the container's /workspace: the
-mount point of `workspace.img`, see docker_workspace) and `packages/` (its read-only /opt/packages). `<key>`
+mount point of `workspace.img`, see workspace.py) and `packages/` (its read-only /opt/packages). `<key>`
 is the session id when the socket path fits in sun_path (108 bytes), else a hash of it.
 
-The container's flags are in docker_spec (network none, cap_drop ALL, no-new-privileges, forced non-root
+The container's flags are in spec.py (network none, cap_drop ALL, no-new-privileges, forced non-root
 uid, read-only root, tmpfs /tmp, pids/cpu/memory limits without swap, labels). The engine is the record:
 labels name the session, the data dir and the host directory of each container, so a restarted control
 plane finds everything with one label query and nothing else is stored. The token never appears on a
