@@ -81,9 +81,13 @@ def data_dir() -> Iterator[str]:
 def process_runtime(data_dir: str) -> Iterator[ProcessRuntime]:
     runtime = ProcessRuntime(data_dir=data_dir)
     yield runtime
-    # Every sandbox is destroyed even if one destroy fails: a leaked sandbox outlives the test run.
+    destroy_all([(runtime, handle) for handle in runtime.list_managed()])
+
+
+def destroy_all(made: list[tuple[Any, SandboxHandle]]) -> None:
+    """Destroy every (runtime, handle), even if one destroy fails: a leaked sandbox outlives the test run."""
     errors = []
-    for handle in runtime.list_managed():
+    for runtime, handle in made:
         try:
             runtime.destroy(handle)
         except Exception as exc:  # noqa: BLE001 - reported below, after the others are gone

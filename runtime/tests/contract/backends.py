@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from runtime.base import Resources, Runtime, SandboxHandle, SandboxSpec
-from runtime.tests.conftest import host_processes_mentioning
+from runtime.tests.conftest import destroy_all, host_processes_mentioning
 
 
 class Backend:
@@ -75,7 +75,7 @@ class Backend:
 
     def destroy_made(self) -> None:
         made, self.made = self.made, []
-        _destroy_all(made)
+        destroy_all(list(reversed(made)))
 
     def close(self) -> None:
         self.destroy_made()
@@ -386,15 +386,3 @@ def open_backend(name: str) -> Backend:
     if problem:
         pytest.skip(problem)
     return kind()
-
-
-def _destroy_all(made: list[tuple[Runtime, SandboxHandle]]) -> None:
-    # Every sandbox is destroyed even if one destroy fails: a leaked sandbox outlives the test run.
-    errors = []
-    for runtime, handle in reversed(made):
-        try:
-            runtime.destroy(handle)
-        except Exception as exc:  # noqa: BLE001 - reported below, after the others are gone
-            errors.append(exc)
-    if errors:
-        raise errors[0]

@@ -69,17 +69,29 @@ def test_an_execution_reports_the_files_it_created_modified_and_deleted_with_siz
     assert b"".join(client.download("shell.txt")) == b"hi\n"
 
 
+def _not_refused(client, path: str) -> list[str]:
+    """The file operations on `path` that the executor did not refuse as outside the workspace."""
+    operations = {
+        "download": lambda: b"".join(client.download(path)),
+        "upload": lambda: client.upload(path, io.BytesIO(b"x"), 1),
+        "delete": lambda: client.delete(path),
+        "list": lambda: client.list_files(path),
+    }
+    allowed = []
+    for name, operation in operations.items():
+        try:
+            operation()
+        except ValueError:
+            continue
+        except FileNotFoundError:
+            pass
+        allowed.append(name)
+    return allowed
+
+
 @pytest.mark.parametrize("path", ["../x", "a/../../x", "/etc/passwd", "..", "sub/..", "a\x00b"])
 def test_paths_outside_the_workspace_are_refused_for_every_file_operation(backend, shared, path):
-    client = backend.runtime.executor(shared)
-    with pytest.raises(ValueError):
-        b"".join(client.download(path))
-    with pytest.raises(ValueError):
-        client.upload(path, io.BytesIO(b"x"), 1)
-    with pytest.raises(ValueError):
-        client.delete(path)
-    with pytest.raises(ValueError):
-        client.list_files(path)
+    assert _not_refused(backend.runtime.executor(shared), path) == []
 
 
 def test_symlinks_the_code_makes_to_places_outside_the_workspace_are_refused(backend):
@@ -93,14 +105,10 @@ def test_symlinks_the_code_makes_to_places_outside_the_workspace_are_refused(bac
         "os.symlink('real.txt', 'inside')\n",
     )
     assert out.status == "completed", out.result
-    for path in ("escape/passwd", "escape-file", "escape-root/etc/passwd"):
-        with pytest.raises(ValueError):
-            b"".join(client.download(path))
+    for path in ("escape/passwd", "escape/new.txt", "escape-root/etc/passwd"):
+        assert _not_refused(client, path) == [], path
     with pytest.raises(ValueError):
-        client.list_files("escape")
-    with pytest.raises(ValueError):
-        client.upload("escape/new.txt", io.BytesIO(b"x"), 1)
-    with pytest.raises(ValueError):
-        client.delete("escape/passwd")
+        b"".join(client.download("escape-file"))
+    client.delete("escape-file")  # the link itself, which is in the workspace
     assert not os.path.exists("/etc/new.txt") and os.path.exists("/etc/passwd")
     assert b"".join(client.download("inside")) == b"real"  # a link within the workspace is followed

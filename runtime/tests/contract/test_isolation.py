@@ -110,66 +110,63 @@ print(json.dumps({"uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(), 
     assert status["Seccomp"] == "2"  # a seccomp filter is on
 
 
-def test_the_root_filesystem_is_read_only_even_where_permissions_would_allow(backend, shared):
-    results = run_json(
-        backend,
-        shared,
-        """
+WRITE_PROBE = """
 import errno, json, os
 results = {}
-for path in ("/var/tmp/x", "/evil", "/opt/sandbox/evil", "/run/lock/x", "/usr/evil", "/etc/evil"):
+for path in PATHS:
     try:
-        open(path, "w").close()
+        with open(path, "a") as fh:
+            fh.write("x")
         results[path] = "WROTE"
     except OSError as exc:
-        # Where the directory exists, only the read-only mount may stop the write (/var/tmp is world-writable).
-        results[path] = errno.errorcode.get(exc.errno, str(exc.errno)) if os.path.isdir(os.path.dirname(path)) \\
-            else "no directory"
+        found = os.path.isdir(os.path.dirname(path))
+        results[path] = errno.errorcode.get(exc.errno, str(exc.errno)) if found else "no directory"
 root = [line.split() for line in open("/proc/mounts") if line.split()[1] == "/"][-1]
-results["root_options"] = root[3].split(",")[0]
+results["root mount"] = root[3].split(",")[0]
 print(json.dumps(results))
-""",
+"""
+
+
+def _try_writes(backend, handle, paths: list[str]) -> dict[str, str]:
+    """path -> "WROTE", or why the write failed (the errno's name, "no directory" where the parent is
+    missing); "root mount" -> how / is mounted."""
+    return run_json(backend, handle, f"PATHS = {paths!r}\n" + WRITE_PROBE)
+
+
+def test_the_root_filesystem_is_read_only_even_where_permissions_would_allow(backend, shared):
+    results = _try_writes(
+        backend, shared, ["/var/tmp/x", "/evil", "/opt/sandbox/evil", "/run/lock/x", "/usr/evil", "/etc/evil"]
     )
-    assert results.pop("root_options") == "ro"
+    assert results.pop("root mount") == "ro"
+    # Where the directory exists, only the read-only mount stops the write (/var/tmp is world-writable).
     assert set(results.values()) <= {"EROFS", "no directory"}, results
     assert results["/evil"] == results["/opt/sandbox/evil"] == results["/usr/evil"] == "EROFS"
 
 
 def test_sandboxed_code_can_write_only_its_workspace_tmp_and_its_own_scratch(backend):
     handle = backend.make()
-    targets = [
-        "/workspace/ok.txt",
-        "/tmp/ok.txt",
-        "/dev/shm/ok",
-        "/evil.txt",
-        "/usr/evil.txt",
-        "/etc/evil.txt",
-        "/etc/passwd",
-        "/opt/sandbox/executor/evil.py",
-        "/opt/packages/evil.py",
-        "/run/sandbox/evil",
-        "/var/evil.txt",
-        "/home/evil.txt",
-        "/dev/evil",
-        "/proc/sys/kernel/hostname",
-        "/sys/evil",
-    ]
-    results = run_json(
+    results = _try_writes(
         backend,
         handle,
-        f"""
-import json
-results = {{}}
-for path in {targets!r}:
-    try:
-        with open(path, "a") as fh:
-            fh.write("x")
-        results[path] = "WROTE"
-    except OSError as exc:
-        results[path] = type(exc).__name__
-print(json.dumps(results))
-""",
+        [
+            "/workspace/ok.txt",
+            "/tmp/ok.txt",
+            "/dev/shm/ok",
+            "/evil.txt",
+            "/usr/evil.txt",
+            "/etc/evil.txt",
+            "/etc/passwd",
+            "/opt/sandbox/executor/evil.py",
+            "/opt/packages/evil.py",
+            "/run/sandbox/evil",
+            "/var/evil.txt",
+            "/home/evil.txt",
+            "/dev/evil",
+            "/proc/sys/kernel/hostname",
+            "/sys/evil",
+        ],
     )
+    results.pop("root mount")
     assert results.pop("/workspace/ok.txt") == "WROTE" and results.pop("/tmp/ok.txt") == "WROTE"
     # /dev/shm is a size-limited, memory-backed tmpfs like /tmp (POSIX semaphores, multiprocessing need it).
     assert results.pop("/dev/shm/ok") == "WROTE"
