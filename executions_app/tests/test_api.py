@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from executions_app.models import Execution
+from sandbox_site.testing import wait_until
 
 # Sessions are provisioned by a task enqueued after commit: these tests commit for real.
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("real_runtime")]
@@ -62,11 +61,12 @@ def test_execute_sync_answers_408_and_the_execution_goes_on(api, session_id):
     assert response.status_code == 408
     body = response.json()
     assert body["error"] == "sync_timeout" and body["execution_id"].startswith("exec_")
-    for _ in range(100):
+
+    def ended():
         execution = api.get(f"/api/v1/executions/{body['execution_id']}").json()
-        if execution["status"] == "completed":
-            break
-        time.sleep(0.1)
+        return execution if execution["status"] not in ("pending", "running") else None
+
+    execution = wait_until(ended, what="the execution to go on to its end")
     assert execution["status"] == "completed" and execution["stdout"] == "finished\n"
 
 

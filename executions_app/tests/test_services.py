@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import io
 import threading
-import time
 
 import pytest
 
 from executions_app.models import Execution, ExecutionOutputChunk
 from executions_app.services import ExecutionError, execution_cancel, execution_run, execution_submit
+from sandbox_site.testing import wait_until
+from sessions_app.files import files_upload
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("process_runtime")]
 # Runs in other threads use their own database connections, so these tests commit for real.
 THREADED = pytest.mark.django_db(transaction=True)
+
+
+# Prints, then runs until the test drops a file named `go` into the workspace: the test decides when it ends.
+EARLY_THEN_WAIT_FOR_GO = (
+    "import os, time\nprint('early', flush=True)\nwhile not os.path.exists('go'):\n    time.sleep(0.05)\n"
+)
 
 
 def run(session, code, language="python", **fields):
@@ -64,6 +72,14 @@ def test_output_is_stored_in_seq_numbered_batches_not_a_row_per_line(running_ses
     assert execution.stdout.splitlines()[-1] == "line 1999"
 
 
+def wait_for_first_output(execution_id: str) -> None:
+    """Until the code runs in the sandbox (its first output is stored), not merely claimed by execution_run."""
+    wait_until(
+        lambda: ExecutionOutputChunk.objects.filter(execution_id=execution_id).exists(),
+        what="the execution's first output",
+    )
+
+
 def test_changed_files_become_artifacts(running_session):
     execution = run(running_session, "open('report.txt', 'w').write('done')\n")
     assert {"path": "report.txt", "change": "created"}.items() <= execution.artifacts[0].items()
@@ -102,18 +118,12 @@ def test_a_pending_execution_on_an_ended_session_is_cancelled(running_session):
 
 @THREADED
 def test_cancel_stops_a_running_execution(running_session):
-    execution = execution_submit(
-        session=running_session, language="python", code="import time\ntime.sleep(30)\n"
-    )
+    execution = execution_submit(session=running_session, language="python", code=EARLY_THEN_WAIT_FOR_GO)
     runner = threading.Thread(target=execution_run, args=(execution.id,))
     runner.start()
-    for _ in range(100):
-        if Execution.objects.get(pk=execution.id).status == "running":
-            break
-        threading.Event().wait(0.05)
-    threading.Event().wait(0.3)
+    wait_for_first_output(execution.id)
     execution_cancel(execution=Execution.objects.get(pk=execution.id))
-    runner.join(timeout=10)
+    runner.join(timeout=60)
     assert not runner.is_alive()
     assert Execution.objects.get(pk=execution.id).status == "cancelled"
 
@@ -130,30 +140,25 @@ def test_terminating_the_session_mid_run_cancels_the_execution(running_session):
     from sessions_app.models import SandboxSession
     from sessions_app.services import session_terminate
 
-    execution = execution_submit(
-        session=running_session, language="python", code="import time\ntime.sleep(30)\n"
-    )
+    execution = execution_submit(session=running_session, language="python", code=EARLY_THEN_WAIT_FOR_GO)
     runner = threading.Thread(target=execution_run, args=(execution.id,))
     runner.start()
-    threading.Event().wait(0.5)
+    wait_for_first_output(execution.id)
     session_terminate(session=SandboxSession.objects.get(pk=running_session.pk))
-    runner.join(timeout=10)
+    runner.join(timeout=60)
     assert not runner.is_alive()
     assert Execution.objects.get(pk=execution.id).status == "cancelled"
 
 
 @THREADED
 def test_output_followed_by_silence_is_stored_while_the_execution_still_runs(running_session):
-    execution = execution_submit(
-        session=running_session, language="python", code="print('early')\nimport time\ntime.sleep(3)"
-    )
+    execution = execution_submit(session=running_session, language="python", code=EARLY_THEN_WAIT_FOR_GO)
     runner = threading.Thread(target=execution_run, args=(execution.id,))
-    started = time.monotonic()
     runner.start()
-    while not ExecutionOutputChunk.objects.filter(execution_id=execution.id).exists():
-        assert time.monotonic() - started < 2.5, "the early line was held back until the execution ended"
-        time.sleep(0.02)
+    # The program cannot end before the test releases it: a line stored now was stored while it ran.
+    wait_for_first_output(execution.id)
     assert ExecutionOutputChunk.objects.get(execution_id=execution.id).data == "early\n"
     assert Execution.objects.get(pk=execution.id).status == "running"
-    runner.join(timeout=10)
+    files_upload(session=running_session, path="go", fileobj=io.BytesIO(b"go"), size=2)
+    runner.join(timeout=60)
     assert Execution.objects.get(pk=execution.id).stdout == "early\n"

@@ -5,16 +5,16 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
-from executions_app.models import Execution
+from executions_app.models import Execution, ExecutionOutputChunk
 from executions_app.services import execution_expire_leases, execution_run, execution_submit
 from runtime import SandboxSpec
 from runtime.process.record import read_record
+from sandbox_site.testing import wait_until
 from sessions_app.lifecycle import sessions_probe, sessions_sweep, sessions_sync_state
 from sessions_app.models import SandboxSession, WarmSandbox
 from sessions_app.sandboxes import handle_for, runtime_for
@@ -48,10 +48,7 @@ def kill_sandbox(session) -> None:
         record = read_record(os.path.dirname(handle.workspace_path))
         assert record is not None
         os.killpg(int(record["pid"]), signal.SIGKILL)
-    for _ in range(100):
-        if not sandbox_running(session):
-            return
-        time.sleep(0.05)
+    wait_until(lambda: not sandbox_running(session), what="the killed sandbox to stop running")
 
 
 def test_idle_sessions_are_terminated_and_keepalive_postpones(user, python_template):
@@ -69,15 +66,17 @@ def test_idle_sessions_are_terminated_and_keepalive_postpones(user, python_templ
 
 def test_a_session_past_its_lifetime_ends_timeout_and_its_execution_is_cancelled(user, python_template):
     session = new_session(user, python_template, max_lifetime=3600)
-    execution = execution_submit(session=session, language="python", code="import time\ntime.sleep(30)")
+    code = "import time\nprint('started', flush=True)\ntime.sleep(300)"
+    execution = execution_submit(session=session, language="python", code=code)
     runner = threading.Thread(target=execution_run, args=(execution.id,))
     runner.start()
-    while Execution.objects.get(pk=execution.id).status != "running":
-        time.sleep(0.05)
-    time.sleep(0.3)
+    wait_until(
+        lambda: ExecutionOutputChunk.objects.filter(execution_id=execution.id).exists(),
+        what="the execution to run in the sandbox",
+    )
     SandboxSession.objects.filter(pk=session.pk).update(expires_at=timezone.now())
     assert sessions_sweep()["lifetime"] == 1
-    runner.join(timeout=10)
+    runner.join(timeout=60)
     session.refresh_from_db()
     assert (session.status, session.termination_reason) == ("timeout", "lifetime_exceeded")
     assert Execution.objects.get(pk=execution.id).status == "cancelled"

@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import signal
-import time
 import tracemalloc
 import urllib.request
 from datetime import timedelta
@@ -18,6 +17,7 @@ from django.utils import timezone
 from runtime import RuntimeFailure
 from runtime.process import record as pr
 from runtime.registry import get_runtime
+from sandbox_site.testing import wait_until
 from sessions_app.files import files_download, files_upload
 from sessions_app.lifecycle import sessions_probe, sessions_sweep
 from sessions_app.models import SandboxSession
@@ -208,13 +208,15 @@ def test_a_crashed_sandbox_is_saved_from_its_directory_without_following_symlink
     record = pr.read_record(runtime.session_dir(sid))
     os.killpg(record["pgid"], signal.SIGKILL)  # the executor dies; the workspace stays on disk
     client = runtime.executor(handle_for(SandboxSession.objects.get(pk=sid)))
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+
+    def executor_gone() -> bool:
         try:
             client.health()
         except RuntimeFailure:
-            break
-        time.sleep(0.05)
+            return True
+        return False
+
+    wait_until(executor_gone, what="the killed executor to stop answering")
     settings.SANDBOX_HEALTH_FAILURES = 1
     assert sessions_probe()["lost"] == 1
     session = api.get(f"/api/v1/sessions/{sid}").json()
