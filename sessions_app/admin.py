@@ -6,7 +6,7 @@ from django.contrib import admin, messages
 
 from sandbox_site.badges import status_badge
 from sessions_app.models import ApiKey, SandboxSession
-from sessions_app.services import session_terminate
+from sessions_app.services import session_delete, session_terminate
 
 
 @admin.register(SandboxSession)
@@ -56,6 +56,15 @@ class SandboxSessionAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         # Sessions need a sandbox; they are created through the API or the console, never as bare rows.
         return False
+
+    # Deleting (the change page's button and the bulk action) goes through session_delete, as the API's
+    # DELETE does: the sandbox and the stored workspace go with the row, never the row alone.
+    def delete_model(self, request, obj: SandboxSession) -> None:
+        session_delete(session=obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for session in queryset.select_related("template"):
+            session_delete(session=session)
 
     @admin.action(description="Terminate selected sessions")
     def terminate_sessions(self, request, queryset):
