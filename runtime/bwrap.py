@@ -21,7 +21,7 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from runtime.environment import check_env
+from runtime.environment import LANG, PATH, check_env
 
 WORKSPACE = "/workspace"
 RUN_DIR = "/run/sandbox"
@@ -30,8 +30,6 @@ EXECUTOR_ROOT = "/opt/sandbox"  # the executor package is importable from here a
 SANDBOX_UID = 1000
 SANDBOX_GID = 1000
 HOSTNAME = "sandbox"
-PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-LANG = "C.UTF-8"
 
 # Pieces of /etc that interpreters and common libraries read; all harmless to expose. Notably absent: the
 # whole of /etc/ssl (its private/ holds keys), passwd/group (generated per sandbox instead), shadow, and

@@ -12,6 +12,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+# What every sandboxed or confined process gets as PATH and LANG, whatever the backend.
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+LANG = "C.UTF-8"
 NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 RESERVED = frozenset({"SANDBOX_EXECUTOR_TOKEN", "HOME", "PATH", "GCONV_PATH", "LOCPATH", "HOSTALIASES"})
 RESERVED_PREFIXES = ("LD_",)

@@ -35,7 +35,7 @@ import json
 import os
 from collections.abc import Callable, Iterator
 
-from runtime import bwrap as bw
+from runtime import environment
 from runtime.base import InstalledPackages, PackageInstall, RuntimeFailure
 from runtime.packages import cache as package_cache
 from runtime.packages import wheels
@@ -73,8 +73,8 @@ def pip_source_dir() -> str:
 
 def installer_env(*, home: str, pip_root: str) -> dict[str, str]:
     return {
-        "PATH": bw.PATH,
-        "LANG": bw.LANG,
+        "PATH": environment.PATH,
+        "LANG": environment.LANG,
         "HOME": home,
         "PYTHONPATH": pip_root,
         "PYTHONDONTWRITEBYTECODE": "1",
