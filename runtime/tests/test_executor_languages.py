@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from runtime.tests.test_executor_support import DAEMON_PYTHON, NODE, run, running_daemon, wait_gone
@@ -229,10 +227,9 @@ def test_shell_pipelines_end_normally(executor):
 
 
 def test_a_shell_background_job_neither_holds_the_result_nor_survives(executor):
-    started = time.monotonic()
-    result = run(executor.client, "sleep 100 &\necho $!", "shell", timeout=10)
+    # A result held back by the job's inherited stdout would come at the timeout, as `timeout`.
+    result = run(executor.client, "sleep 100 &\necho $!", "shell", timeout=5)
     assert result.status == "completed"
-    assert time.monotonic() - started < 3
     assert wait_gone(int(result.stdout))
 
 

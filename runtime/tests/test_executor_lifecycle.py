@@ -163,19 +163,28 @@ def test_a_duplicate_running_execution_id_gets_409(executor):
 
 
 def test_output_streams_live_before_the_result(executor):
+    # The code goes on only once the test has received 'first' (printed without a flush): output that
+    # waited for the end would never arrive in time, and the execution would end `timeout`.
     request = ExecuteRequest(
         execution_id=new_id(),
         language="python",
-        code="import time\nprint('first', flush=False)\ntime.sleep(0.5)\nprint('second')",
+        code=(
+            "import os, time\nprint('first', flush=False)\n"
+            "while not os.path.exists('go'):\n    time.sleep(0.01)\nprint('second')"
+        ),
+        timeout=30,
     )
-    arrivals = []
-    for event in executor.client.execute(request):
-        arrivals.append((time.monotonic(), event))
-    first_stdout = next(t for t, e in arrivals if isinstance(e, OutputChunk))
-    result_at = arrivals[-1][0]
-    assert isinstance(arrivals[-1][1], ExecutionResult)
-    assert result_at - first_stdout > 0.3  # 'first' arrived while the code slept
-    assert Run([e for _, e in arrivals]).stdout == "first\nsecond\n"
+    events = []
+    try:
+        for event in executor.client.execute(request):
+            events.append(event)
+            if isinstance(event, OutputChunk):
+                (executor.workspace / "go").touch()
+    finally:
+        (executor.workspace / "go").unlink(missing_ok=True)
+    streamed = Run(events)
+    assert streamed.status == "completed", streamed.error
+    assert streamed.stdout == "first\nsecond\n"
 
 
 def test_many_small_writes_are_coalesced(executor):
@@ -202,16 +211,14 @@ def test_output_past_the_cap_is_counted_dropped_and_never_blocks(executor):
         "for _ in range(50):\n    sys.stdout.write(chunk)\n"
         "print('err', file=sys.stderr)"
     )
-    started = time.monotonic()
+    # A writer blocked on a full pipe would never finish: the execution would end `timeout`.
     result = run(executor.client, source, timeout=30)
-    elapsed = time.monotonic() - started
     assert result.status == "completed"
     assert result.result.metrics.stdout_truncated is True
     assert result.result.metrics.stderr_truncated is False
     assert len(result.stdout) == 1 << 20
     assert result.result.metrics.stdout_bytes == 50 << 20
     assert result.stderr == "err\n"
-    assert elapsed < 20, elapsed  # generous; it takes well under a second
     assert executor.client.health()["status"] == "ok"
 
 
@@ -219,12 +226,9 @@ def test_output_past_the_cap_is_counted_dropped_and_never_blocks(executor):
 
 
 def test_a_busy_loop_times_out_promptly_and_leaves_no_process(executor):
-    started = time.monotonic()
     result = run(executor.client, "while True:\n    pass", timeout=2)
-    elapsed = time.monotonic() - started
     assert result.status == "timeout"
-    assert "timeout" in result.error
-    assert elapsed < 3.5, elapsed
+    assert result.error == "execution exceeded its timeout of 2 s"
     assert wait_gone(result.started.pid)
 
 
@@ -244,11 +248,11 @@ def test_timeout_kills_the_whole_group_including_grandchildren(executor):
 
 
 def test_background_processes_do_not_outlive_a_completed_execution(executor):
-    source = "import subprocess\nsubprocess.Popen(['sleep', '100'], stdout=None)\nprint('done')"
-    started = time.monotonic()
-    result = run(executor.client, source)
+    source = "import subprocess\nprint(subprocess.Popen(['sleep', '100'], stdout=None).pid)"
+    # A result held back by the sleeper's inherited stdout would come at the timeout, as `timeout`.
+    result = run(executor.client, source, timeout=5)
     assert result.status == "completed"
-    assert time.monotonic() - started < 3  # the sleeper holding stdout did not hold the result back
+    assert wait_gone(int(result.stdout))
 
 
 def test_cancel_kills_a_running_execution(executor):
@@ -257,11 +261,9 @@ def test_cancel_kills_a_running_execution(executor):
     events = executor.client.execute(request)
     started = next(events)
     assert isinstance(started, ExecutionStarted)
-    t0 = time.monotonic()
     assert executor.client.cancel(execution_id) is True
     rest = list(events)
     assert Run([started, *rest]).status == "cancelled"
-    assert time.monotonic() - t0 < 2
     assert wait_gone(started.pid)
     assert executor.client.cancel(execution_id) is False  # no longer running
 
@@ -287,21 +289,36 @@ def test_abandoning_the_stream_kills_the_execution(executor):
     assert executor.client.health()["active_executions"] == 0
 
 
+# Each execution waits until all four have started: run one after another, the first would fail.
+MEET_THE_OTHERS = """
+import os, time
+def handler(event, context):
+    open(f"arrived-{event['i']}", "w").close()
+    deadline = time.monotonic() + 20
+    while sum(os.path.exists(f"arrived-{i}") for i in range(4)) < 4:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the other executions never ran alongside this one")
+        time.sleep(0.01)
+    return event["i"]
+"""
+
+
 def test_executions_run_concurrently(executor):
     results: list[Run] = []
-    code = "import time\ndef handler(e, c):\n    time.sleep(0.5)\n    return e['i']"
 
     def one(i: int) -> None:
-        results.append(run(executor.client, code, event={"i": i}))
+        results.append(run(executor.client, MEET_THE_OTHERS, event={"i": i}, timeout=30))
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
-    started = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted(r.value for r in results) == [0, 1, 2, 3]
-    assert time.monotonic() - started < 1.9  # not one after another
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        for i in range(4):
+            (executor.workspace / f"arrived-{i}").unlink(missing_ok=True)
+    assert sorted(r.value for r in results) == [0, 1, 2, 3], [(r.status, r.error) for r in results]
 
 
 # -- the zygote --
@@ -470,10 +487,8 @@ def test_sigterm_kills_running_executions_and_exits_zero():
         )
         pid = next(events).pid
         zygote = daemon.client.health()["zygote"]["pid"]
-        started = time.monotonic()
         daemon.proc.send_signal(signal.SIGTERM)
-        assert daemon.proc.wait(timeout=5) == 0
-        assert time.monotonic() - started < 2
+        assert daemon.proc.wait(timeout=30) == 0
         assert wait_gone(pid)
         assert wait_gone(zygote)
         assert not daemon.socket.exists()
