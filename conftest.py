@@ -110,60 +110,61 @@ def staff_api(make_api_client, staff_user):
     return make_api_client(staff_user)
 
 
-@pytest.fixture
-def process_runtime(settings, inline_worker):
-    """Sessions in this test run in real bubblewrap sandboxes under a temporary data dir."""
+def _sessions_on(settings, name: str, prefix: str):
+    """SANDBOX_RUNTIME is `name` on a temporary data dir for the test; afterwards every sandbox of that data
+    dir is destroyed through the runtime the app itself builds (one instance per backend name and config)."""
     import shutil
     import tempfile
     from pathlib import Path
 
     from runtime.registry import reset_runtimes
+    from sessions_app.sandboxes import runtime_named
 
-    if shutil.which("bwrap") is None:
-        pytest.skip("bubblewrap (bwrap) is not installed; `make system-deps` installs it")
-    settings.SANDBOX_RUNTIME = "process"
-    data_dir = Path(tempfile.mkdtemp(prefix="scp-", dir="/tmp"))
+    settings.SANDBOX_RUNTIME = name
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     settings.DATA_DIR = data_dir
     reset_runtimes()
     yield
-    from runtime.registry import get_runtime
-
-    runtime = get_runtime("process", {"data_dir": str(settings.DATA_DIR)})
-    for handle in runtime.list_managed():
-        runtime.destroy(handle)
-    reset_runtimes()
-    shutil.rmtree(data_dir, ignore_errors=True)
+    try:
+        runtime = runtime_named(name)
+        for handle in runtime.list_managed():  # a backend lists only its own data dir's sandboxes
+            runtime.destroy(handle)
+    finally:
+        reset_runtimes()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture
-def docker_runtime(settings, inline_worker):
-    """Sessions in this test run in real Docker containers from the template images."""
+def sessions_on_process(settings, inline_worker):
+    """Sessions in this test run in real bubblewrap sandboxes under a temporary data dir."""
     import shutil
-    import tempfile
-    from pathlib import Path
 
-    from runtime.registry import get_runtime, reset_runtimes
+    if shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap (bwrap) is not installed; `make system-deps` installs it")
+    yield from _sessions_on(settings, "process", "scp-")
+
+
+@pytest.fixture
+def sessions_on_docker(settings, inline_worker):
+    """Sessions in this test run in real Docker containers from the template images."""
     from runtime.tests.test_docker_support import PYTHON_IMAGE, require
 
     require(PYTHON_IMAGE)
-    settings.SANDBOX_RUNTIME = "docker"
-    data_dir = Path(tempfile.mkdtemp(prefix="scd-", dir="/tmp"))
-    settings.DATA_DIR = data_dir
-    reset_runtimes()
-    yield
-    runtime = get_runtime("docker", {"data_dir": str(data_dir)})
-    for handle in runtime.list_managed():
-        if handle.workspace_path.startswith(str(data_dir)) or str(data_dir) in handle.endpoint:
-            runtime.destroy(handle)
-    reset_runtimes()
-    shutil.rmtree(data_dir, ignore_errors=True)
+    yield from _sessions_on(settings, "docker", "scd-")
 
 
-@pytest.fixture(params=["process", "docker"])
+@pytest.fixture(params=["process", pytest.param("docker", marks=pytest.mark.docker)])
 def real_runtime(request):
     """Each test using this runs once on bubblewrap processes and once on Docker containers."""
-    request.getfixturevalue(f"{request.param}_runtime")
+    request.getfixturevalue(f"sessions_on_{request.param}")
     return request.param
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that run sessions in Docker carry the `docker` marker, so `-m "not docker"` leaves them out."""
+    for item in items:
+        if "sessions_on_docker" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.docker)
 
 
 @pytest.fixture

@@ -210,7 +210,7 @@ def test_a_gap_in_live_events_is_filled_from_the_database_and_duplicates_are_dro
     assert code == 1000
 
 
-@pytest.mark.usefixtures("process_runtime", "redis_layer")
+@pytest.mark.usefixtures("sessions_on_process", "redis_layer")
 def test_a_real_execution_streams_its_prints_live_through_redis(running_session, user, key_of, monkeypatch):
     monkeypatch.setattr(consumers, "POLL_INTERVAL_SHARED", POLL_OUT_OF_REACH)
     key = key_of(user)

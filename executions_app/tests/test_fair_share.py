@@ -86,7 +86,7 @@ def running(ids) -> int:
     return Execution.objects.filter(pk__in=ids, status="running").count()
 
 
-pytestmark.append(pytest.mark.usefixtures("process_runtime", "queued"))
+pytestmark.append(pytest.mark.usefixtures("sessions_on_process", "queued"))
 
 
 def test_tenant_b_creates_a_session_and_gets_a_result_while_tenant_a_holds_eight_long_runs(

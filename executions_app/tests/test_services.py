@@ -12,7 +12,7 @@ from executions_app.services import ExecutionError, execution_cancel, execution_
 from sandbox_site.testing import wait_until
 from sessions_app.files import files_upload
 
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("process_runtime")]
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("sessions_on_process")]
 # Runs in other threads use their own database connections, so these tests commit for real.
 THREADED = pytest.mark.django_db(transaction=True)
 

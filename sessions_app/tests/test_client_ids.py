@@ -168,7 +168,7 @@ def download(api, session_id, path):
     return b"".join(response.streaming_content)
 
 
-@pytest.mark.usefixtures("process_runtime")
+@pytest.mark.usefixtures("sessions_on_process")
 def test_two_owners_build_1_sandboxes_and_stored_files_stay_apart(
     api, other_api, user, other_user, file_storage
 ):

@@ -229,7 +229,7 @@ def test_pyfiglet_installs_outside_and_the_sandbox_stays_offline(api, host_liste
     assert again["version"] == "1.0.2" and again["reached"] == []
 
 
-@pytest.mark.usefixtures("process_runtime")
+@pytest.mark.usefixtures("sessions_on_process")
 def test_a_request_during_a_real_install_is_409(api, settings):
     # No reuse of an installed tree: pip really runs, so the install lasts long enough to be seen running.
     settings.SANDBOX_PACKAGE_CACHE_TTL = 0
@@ -280,7 +280,7 @@ def test_a_second_session_installing_the_same_package_is_faster(api, settings, t
     assert cached < cold
 
 
-@pytest.mark.usefixtures("process_runtime")
+@pytest.mark.usefixtures("sessions_on_process")
 def test_without_tree_reuse_pip_runs_every_time(api, settings, tmp_path):
     settings.SANDBOX_PACKAGE_CACHE_TTL = 0
     settings.SANDBOX_PIP_CACHE_DIR = str(tmp_path / "pip-cache")

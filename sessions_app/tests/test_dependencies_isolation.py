@@ -346,7 +346,7 @@ def test_an_operator_allowed_loopback_index_is_accepted(api, settings):
     assert create(api, python_package_index_url="https://pypi.org/simple").status_code == 201
 
 
-@pytest.mark.usefixtures("process_runtime")
+@pytest.mark.usefixtures("sessions_on_process")
 def test_an_allowed_index_linking_files_to_a_loopback_host_is_refused_by_the_egress_proxy(
     api, settings, tmp_path
 ):
@@ -368,7 +368,7 @@ def test_an_allowed_index_linking_files_to_a_loopback_host_is_refused_by_the_egr
             server.server_close()
 
 
-@pytest.mark.usefixtures("process_runtime")
+@pytest.mark.usefixtures("sessions_on_process")
 def test_an_allowed_index_redirecting_to_a_loopback_host_is_refused_by_the_egress_proxy(
     api, settings, tmp_path
 ):
@@ -405,7 +405,7 @@ def test_the_docker_installer_container_has_no_network(tmp_path):
     assert options["user"] == "65534:65534"
 
 
-@pytest.mark.usefixtures("process_runtime")
+@pytest.mark.usefixtures("sessions_on_process")
 def test_an_index_linking_to_a_file_url_cannot_make_the_download_read_the_hosts_files(
     api, settings, tmp_path
 ):
@@ -429,7 +429,7 @@ def test_an_index_linking_to_a_file_url_cannot_make_the_download_read_the_hosts_
         server.server_close()
 
 
-@pytest.mark.usefixtures("docker_runtime")
+@pytest.mark.usefixtures("sessions_on_docker")
 def test_the_docker_installer_containers_are_attached_to_no_network(api, hostile_index):
     """The engine's own record: every network an installer container joined during a real install."""
     index, _, _ = hostile_index

@@ -10,7 +10,7 @@ from django.conf import settings
 
 from sandbox_site.host_paths import public_text
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("process_runtime")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("sessions_on_process")]
 
 
 def body_of(response) -> str:

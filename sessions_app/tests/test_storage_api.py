@@ -146,7 +146,7 @@ def test_symlinks_out_of_the_workspace_never_reach_storage(api, other_api, s3_st
         ("files?path=missing", (404,)),
     ],
 )
-@pytest.mark.usefixtures("process_runtime")
+@pytest.mark.usefixtures("sessions_on_process")
 def test_bad_paths_on_the_stored_copy(api, s3_storage, url, codes):
     sid = create(api)["id"]
     upload(api, sid, "data.txt", b"x")
@@ -158,7 +158,7 @@ def test_bad_paths_on_the_stored_copy(api, s3_storage, url, codes):
 
 
 @pytest.mark.parametrize("path", ["../x", "/etc/passwd", "a/../../x", "a%00b"])
-@pytest.mark.usefixtures("process_runtime")
+@pytest.mark.usefixtures("sessions_on_process")
 def test_bad_paths_in_every_live_file_endpoint_are_refused(api, s3_storage, path):
     sid = create(api)["id"]
     quoted = path.replace("/", "%2F")
@@ -171,7 +171,7 @@ def test_bad_paths_in_every_live_file_endpoint_are_refused(api, s3_storage, path
     assert stored_keys(s3_storage, sid) == []
 
 
-@pytest.mark.usefixtures("process_runtime")
+@pytest.mark.usefixtures("sessions_on_process")
 def test_a_file_named_upload_is_a_file_like_any_other(api, s3_storage):
     sid = create(api)["id"]
     assert upload(api, sid, "upload", b"named upload").status_code == 201
@@ -181,7 +181,7 @@ def test_a_file_named_upload_is_a_file_like_any_other(api, s3_storage):
     assert api.delete(f"/api/v1/sessions/{sid}/files/upload").status_code == 409
 
 
-@pytest.mark.usefixtures("process_runtime")
+@pytest.mark.usefixtures("sessions_on_process")
 def test_idle_and_lifetime_endings_save_the_workspace(api, s3_storage):
     idle, old = create(api)["id"], create(api)["id"]
     upload(api, idle, "idle.txt", b"idle")
@@ -199,7 +199,7 @@ def test_idle_and_lifetime_endings_save_the_workspace(api, s3_storage):
     assert download(api, idle, "later.txt") == (200, b"after upload")
 
 
-@pytest.mark.usefixtures("process_runtime")
+@pytest.mark.usefixtures("sessions_on_process")
 def test_a_crashed_sandbox_is_saved_from_its_directory_without_following_symlinks(api, s3_storage, settings):
     sid = create(api)["id"]
     upload(api, sid, "data.txt", b"data")
@@ -225,7 +225,7 @@ def test_a_crashed_sandbox_is_saved_from_its_directory_without_following_symlink
     assert download(api, sid, "leak")[0] == 404
 
 
-@pytest.mark.usefixtures("process_runtime")
+@pytest.mark.usefixtures("sessions_on_process")
 def test_a_new_session_can_start_from_a_saved_workspace(api, other_api, s3_storage):
     first = create(api)["id"]
     upload(api, first, "inputs/data.csv", CSV)
@@ -240,7 +240,7 @@ def test_a_new_session_can_start_from_a_saved_workspace(api, other_api, s3_stora
     assert download(api, second["id"], "out/n.txt") == (200, b"42")
 
 
-@pytest.mark.usefixtures("process_runtime")
+@pytest.mark.usefixtures("sessions_on_process")
 def test_restore_from_refuses_live_missing_and_other_owners_sessions(api, other_api, s3_storage):
     live = create(api)["id"]
     response = api.post(
@@ -256,7 +256,7 @@ def test_restore_from_refuses_live_missing_and_other_owners_sessions(api, other_
     assert SandboxSession.objects.count() == 1
 
 
-@pytest.mark.usefixtures("process_runtime")
+@pytest.mark.usefixtures("sessions_on_process")
 def test_delete_removes_the_stored_workspace(api, s3_storage):
     sid, neighbour = create(api, id="abc")["id"], create(api, id="abc2")["id"]
     # Stored files are keyed by the internal id; "abc" is only its owner's name for it.
@@ -273,7 +273,7 @@ def test_delete_removes_the_stored_workspace(api, s3_storage):
     assert stored_keys(s3_storage, key[neighbour]) == []
 
 
-@pytest.mark.usefixtures("process_runtime")
+@pytest.mark.usefixtures("sessions_on_process")
 def test_big_stored_files_redirect_to_a_presigned_url(api, s3_storage, settings):
     settings.SANDBOX_PRESIGN_OVER = 1000
     sid = create(api)["id"]
@@ -292,7 +292,7 @@ def test_big_stored_files_redirect_to_a_presigned_url(api, s3_storage, settings)
     assert download(api, sid, "small.txt") == (200, small)
 
 
-@pytest.mark.usefixtures("process_runtime")
+@pytest.mark.usefixtures("sessions_on_process")
 def test_100_mib_streams_through_the_control_plane_in_chunks(api, s3_storage, tmp_path):
     """Upload (to the sandbox and S3), the save at the end, and the download never hold the file whole."""
     sid = create(api, disk="1Gi")["id"]

@@ -17,7 +17,7 @@ from sessions_app.models import SandboxSession
 from sessions_app.sandboxes import handle_for, runtime_named
 from sessions_app.services import session_create, session_keepalive, session_provision
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("process_runtime")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("sessions_on_process")]
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.2):
