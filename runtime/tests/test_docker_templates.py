@@ -15,6 +15,8 @@ import pytest
 from runtime.tests.conftest import run_code
 from runtime.tests.test_docker_support import DATASCIENCE_IMAGE, NODE_IMAGE, PYTHON_IMAGE, Sandboxes, require
 
+pytestmark = pytest.mark.docker
+
 
 @pytest.fixture(scope="module")
 def node():

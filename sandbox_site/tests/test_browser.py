@@ -37,6 +37,7 @@ PASSWORD = "browser-pw-2231"
 DOCS_SHOTS = {"dashboard", "session-detail", "execution-detail"}
 
 pytestmark = [
+    pytest.mark.browser,
     pytest.mark.skipif(
         sync_playwright is None, reason="playwright is not installed (pip install playwright)"
     ),
