@@ -26,6 +26,13 @@ FIELDS = (
 )
 
 
+def installed_runtimes() -> list[tuple[str, str]]:
+    """The model's runtime choices that this installation's registry has (and the blank default)."""
+    return [
+        (value, label) for value, label in RuntimeType.choices if not value or value in available_runtimes()
+    ]
+
+
 class TemplateForm(forms.Form):
     id = forms.CharField(label="Id", help_text="What agents pass as template_id; fixed once created.")
     name = forms.CharField()
@@ -33,7 +40,7 @@ class TemplateForm(forms.Form):
     image_url = forms.CharField(
         label="Image", help_text="Container image for the docker/kubernetes runtimes."
     )
-    runtime_type = forms.ChoiceField(choices=RuntimeType.choices, required=False, label="Runtime")
+    runtime_type = forms.ChoiceField(choices=installed_runtimes, required=False, label="Runtime")
     default_cpu_cores = forms.DecimalField(label="CPU cores", initial=1)
     default_memory_mb = forms.IntegerField(label="Memory (MiB)", initial=512)
     default_disk_mb = forms.IntegerField(label="Disk (MiB)", initial=1024)
@@ -59,12 +66,6 @@ class TemplateForm(forms.Form):
             }
         super().__init__(*args, **kwargs)
         self.instance = instance
-        # Only backends this installation has (the model's choices name every one the product knows).
-        runtime = self.fields["runtime_type"]
-        assert isinstance(runtime, forms.ChoiceField)
-        runtime.choices = [
-            (v, label) for v, label in RuntimeType.choices if not v or v in available_runtimes()
-        ]
         if instance is not None:
             self.fields["id"].disabled = True
 
