@@ -233,8 +233,9 @@ def start_worker(settings):
     import signal
     import subprocess
     import sys
-    import time
     from pathlib import Path
+
+    from sandbox_site.testing import wait_until
 
     started: list[subprocess.Popen] = []
 
@@ -260,17 +261,18 @@ def start_worker(settings):
             start_new_session=True,
         )
         started.append(proc)
-        deadline = time.monotonic() + 30
         log_path = Path(log.name)
 
-        def ready(text: str) -> bool:
+        def ready() -> bool:
+            text = log_path.read_text()
+            if proc.poll() is not None:
+                raise RuntimeError(f"the worker exited:\n{text[-3000:]}")
             # Both django-q2 clusters (default and provisioning) and the execution stream pool.
             return text.count("running.") >= 2 and "execution stream pool ready" in text
 
-        while not ready(log_path.read_text()):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the worker did not start:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.1)
+        wait_until(
+            ready, interval=0.1, what="the worker to start", context=lambda: log_path.read_text()[-3000:]
+        )
         return proc
 
     yield start
@@ -297,8 +299,9 @@ def moto_server(tmp_path_factory):
     import socket
     import subprocess
     import sys
-    import time
     import urllib.request
+
+    from sandbox_site.testing import wait_until
 
     pytest.importorskip("moto", reason="moto[server] is in the dev extra: `make install-dev`")
     with socket.socket() as probe:
@@ -313,16 +316,24 @@ def moto_server(tmp_path_factory):
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=1).read()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"moto's server did not start:\n{log_path.read_text()[-2000:]}") from None
-            time.sleep(0.1)
+
+    def answers() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"moto's server exited:\n{log_path.read_text()[-2000:]}")
+        urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=10).read()
+        return True
+
+    try:
+        wait_until(
+            answers,
+            interval=0.1,
+            ignoring=(OSError,),
+            what="moto's server to answer",
+            context=lambda: log_path.read_text()[-2000:],
+        )
+    except BaseException:
+        proc.kill()
+        raise
     yield url
     proc.terminate()
     try:

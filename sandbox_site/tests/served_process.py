@@ -10,12 +10,13 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from sandbox_site.testing import wait_until
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 
@@ -91,19 +92,22 @@ def free_port() -> int:
 
 
 def wait_for_health(served: Served, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
+    def answers() -> bool:
         if served.process.poll() is not None:
             raise RuntimeError(
                 f"the server exited with {served.process.returncode}:\n{served.log.read_text()[-3000:]}"
             )
-        try:
-            urllib.request.urlopen(f"{served.url}/api/v1/health", timeout=2).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not answer:\n{served.log.read_text()[-3000:]}") from None
-            time.sleep(0.1)
+        urllib.request.urlopen(f"{served.url}/api/v1/health", timeout=10).close()
+        return True
+
+    wait_until(
+        answers,
+        timeout=timeout,
+        interval=0.1,
+        ignoring=(OSError,),
+        what=f"{served.url}/api/v1/health to answer",
+        context=lambda: served.log.read_text()[-3000:],
+    )
 
 
 def stop(served: Served, timeout: float = 20) -> None:

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -22,6 +21,8 @@ from typing import Any
 import pytest
 import websocket  # websocket-client (a dependency of the kubernetes client)
 from served_process import Served, children_of, command_line, serve_test_database, stop, wait_for_health
+
+from sandbox_site.testing import wait_until
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -82,10 +83,14 @@ def test_live_output_reaches_websockets_on_every_web_process(served, user, built
     _, key = ApiKey.objects.create_key(owner=user, name="serving")
     status, session = call(served, key, "POST", "/sessions", {"template_id": "python-basic"})
     assert status in (200, 201, 202), session
-    deadline = time.monotonic() + 90
-    while session["status"] == "creating" and time.monotonic() < deadline:
-        time.sleep(0.2)
-        session = call(served, key, "GET", f"/sessions/{session['id']}")[1]
+    session_id = session["id"]
+
+    def started() -> dict | None:
+        body = call(served, key, "GET", f"/sessions/{session_id}")[1]
+        return body if body["status"] != "creating" else None
+
+    if session["status"] == "creating":
+        session = wait_until(started, timeout=90, interval=0.2, what="the session to leave creating")
     assert session["status"] == "running", session
     try:
         status, execution = call(
@@ -126,13 +131,12 @@ def test_live_output_reaches_websockets_on_every_web_process(served, user, built
 def test_a_web_process_that_dies_is_replaced(served):
     before = web_processes(served)
     os.kill(before[0], signal.SIGKILL)
-    deadline = time.monotonic() + 60
-    while True:
+
+    def replaced() -> list[int]:
         now = web_processes(served)
-        if len(now) == WEB_PROCESSES and before[0] not in now:
-            break
-        assert time.monotonic() < deadline, f"web processes {before} became {now}"
-        time.sleep(0.2)
+        return now if len(now) == WEB_PROCESSES and before[0] not in now else []
+
+    wait_until(replaced, interval=0.2, what=f"uvicorn to replace web process {before[0]} of {before}")
     for _ in range(4 * WEB_PROCESSES):  # every process answers (connections are spread over them)
         wait_for_health(served, timeout=30)
 
@@ -143,10 +147,16 @@ def test_one_sigterm_stops_every_process_of_serve(django_db_setup, django_db_blo
         assert len(pids) >= 4, [command_line(pid) for pid in pids]  # serve, uvicorn, 2 web, worker...
         os.killpg(live.process.pid, signal.SIGTERM)
         assert live.process.wait(timeout=30) == 0
-        deadline = time.monotonic() + 15
-        while alive := [pid for pid in pids if os.path.exists(f"/proc/{pid}") and not _zombie(pid)]:
-            assert time.monotonic() < deadline, f"still running after SIGTERM: {alive}"
-            time.sleep(0.1)
+
+        def alive() -> list[int]:
+            return [pid for pid in pids if os.path.exists(f"/proc/{pid}") and not _zombie(pid)]
+
+        wait_until(
+            lambda: not alive(),
+            interval=0.1,
+            what="every process of serve to end after SIGTERM",
+            context=lambda: f"still running: {alive()}",
+        )
         stop(live)
 
 

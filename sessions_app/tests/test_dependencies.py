@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import socket
 import threading
-import time
 from datetime import timedelta
 
 import pytest
@@ -16,6 +15,7 @@ from django.utils import timezone
 from runtime import RuntimeFailure
 from runtime.fake import FakeRuntime
 from runtime.registry import get_runtime
+from sandbox_site.testing import wait_until
 from sessions_app.dependencies import install_request, requirement, session_install_dependencies
 from sessions_app.models import SandboxSession
 from sessions_app.sandboxes import handle_for, runtime_for
@@ -247,10 +247,11 @@ def test_a_request_during_a_real_install_is_409(api, settings):
 
     worker = threading.Thread(target=work)
     worker.start()
-    deadline = time.monotonic() + 10
-    while SandboxSession.objects.get(pk=session_id).dependency_install_status != "installing":
-        assert time.monotonic() < deadline, "the install was never claimed"
-        time.sleep(0.01)
+    wait_until(
+        lambda: SandboxSession.objects.get(pk=session_id).dependency_install_status == "installing",
+        interval=0.01,
+        what="the install to be claimed",
+    )
     response = install(api, session_id, [{"name": "six"}])
     worker.join(timeout=120)
     assert response.status_code == 409, response.json()
@@ -258,26 +259,24 @@ def test_a_request_during_a_real_install_is_409(api, settings):
 
 
 @pytest.mark.usefixtures("real_runtime")
-def test_a_second_session_installing_the_same_package_is_faster(api, settings, tmp_path, capsys):
-    """The first install runs pip (cold: empty caches); the second, identical one reuses the installed tree."""
+def test_a_second_session_installing_the_same_package_reuses_the_installed_tree(api, settings, tmp_path):
+    """The first install runs pip (cold: empty caches); the second, identical one runs neither the download
+    nor pip. How much time that saves is measured by bench/dependency_install.py."""
     settings.SANDBOX_PIP_CACHE_DIR = str(tmp_path / "pip-cache")  # empty: nothing downloaded or kept yet
-    timings = []
-    for _ in range(2):
-        session_id = create(api).json()["id"]
-        SandboxSession.objects.filter(pk=session_id).update(
-            requested_dependencies=[{"name": "pyfiglet", "version": "1.0.2"}],
-            dependency_install_status="pending",
-        )
-        started = time.monotonic()
-        session = session_install_dependencies(session_id=session_id)
-        timings.append(time.monotonic() - started)
-        assert session.dependency_install_status == "completed", session.dependency_install_error
-        assert session.installed_dependencies == [{"name": "pyfiglet", "version": "1.0.2"}]
+    first_id = create(api).json()["id"]
+    SandboxSession.objects.filter(pk=first_id).update(
+        requested_dependencies=[{"name": "pyfiglet", "version": "1.0.2"}], dependency_install_status="pending"
+    )
+    first = session_install_dependencies(session_id=first_id)
+    assert first.dependency_install_status == "completed", first.dependency_install_error
+    assert first.installed_dependencies == [{"name": "pyfiglet", "version": "1.0.2"}]
+    second = SandboxSession.objects.get(pk=create(api).json()["id"])
+    second.requested_dependencies = [{"name": "pyfiglet", "version": "1.0.2"}]
+    result = runtime_for(second).install_packages(handle_for(second), install_request(second))
+    assert result.log.startswith("reused installed tree"), result.log
+    assert ("pyfiglet", "1.0.2") in result.packages
+    for session_id in (first_id, second.id):
         assert run(api, session_id, "import pyfiglet\nprint(pyfiglet.__version__)")["stdout"] == "1.0.2\n"
-    cold, cached = timings
-    with capsys.disabled():
-        print(f"\npyfiglet install on {settings.SANDBOX_RUNTIME}: cold {cold:.2f} s, cached {cached:.2f} s")
-    assert cached < cold
 
 
 @pytest.mark.usefixtures("sessions_on_process")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
 from django_q.tasks import async_task
@@ -13,6 +12,7 @@ from executions_app.models import Execution
 from executions_app.services import execution_submit
 from runtime import SandboxSpec
 from runtime.process.record import read_record
+from sandbox_site.testing import wait_until
 from sessions_app.models import SandboxSession
 from sessions_app.sandboxes import handle_for, runtime_named
 from sessions_app.services import session_create, session_keepalive, session_provision
@@ -20,14 +20,8 @@ from sessions_app.services import session_create, session_keepalive, session_pro
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("sessions_on_process")]
 
 
-def wait_for(predicate, timeout: float, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
+def execution_in(pk: str, status: str) -> Execution | None:
+    return Execution.objects.filter(pk=pk, status=status).first()
 
 
 def new_session(user, template, **fields):
@@ -55,16 +49,17 @@ def test_a_killed_worker_crashes_its_execution_and_a_new_worker_takes_queued_wor
 ):
     start_worker(SANDBOX_EXECUTION_LEASE="6")
     session = new_session(user, python_template)
-    execution = enqueue(session, "import time\ntime.sleep(30)")
-    running = wait_for(lambda: Execution.objects.filter(pk=execution.pk, status="running").first(), 30)
+    execution = enqueue(session, "import time\ntime.sleep(300)")
+    running = wait_until(
+        lambda: execution_in(execution.pk, "running"), what="the worker to claim the execution"
+    )
     pid = int(running.worker.rpartition(":")[2])
-    killed_at = time.monotonic()
     os.kill(pid, signal.SIGKILL)
-    crashed = wait_for(lambda: Execution.objects.filter(pk=execution.pk, status="crashed").first(), 20)
-    assert time.monotonic() - killed_at < 6 + 2, "not within the lease time"
+    # How soon that happens (within the lease) is measured by bench/worker_crash.py, not asserted here.
+    crashed = wait_until(lambda: execution_in(execution.pk, "crashed"), what="the lost worker's run to crash")
     assert "worker" in crashed.error_message and "lost" in crashed.error_message
     follow_up = enqueue(SandboxSession.objects.get(pk=session.pk), "print('still here')")
-    done = wait_for(lambda: Execution.objects.filter(pk=follow_up.pk, status="completed").first(), 30)
+    done = wait_until(lambda: execution_in(follow_up.pk, "completed"), what="a new worker to run queued work")
     assert done.stdout == "still here\n"
 
 
@@ -86,7 +81,7 @@ def test_a_restarted_control_plane_keeps_live_sessions_and_reconciles_the_rest(
     victim.refresh_from_db()
     assert (victim.status, victim.termination_reason) == ("failed", "container_lost")
     execution = enqueue(SandboxSession.objects.get(pk=survivor.pk), "def handler(e):\n    return 'alive'")
-    done = wait_for(lambda: Execution.objects.filter(pk=execution.pk, status="completed").first(), 30)
+    done = wait_until(lambda: execution_in(execution.pk, "completed"), what="the survivor to run code")
     assert done.return_value == "alive"
 
 
@@ -95,15 +90,16 @@ def test_an_idle_session_is_terminated_by_the_scheduled_sweep_and_keepalive_post
 ):
     idle = new_session(user, python_template, timeout=10)
     kept = new_session(user, python_template, timeout=10)
-    started = time.monotonic()
+    idle_deadline = SandboxSession.objects.get(pk=idle.pk).idle_deadline_at
     start_worker()
 
     def swept():
         session_keepalive(session=SandboxSession.objects.get(pk=kept.pk))
         return SandboxSession.objects.filter(pk=idle.pk, status="terminated").first()
 
-    # django-q2's scheduler wakes every 30 s and the sweep runs every minute: allow one interval plus a wake.
-    ended = wait_for(swept, 10 + 60 + 35, interval=2)
+    # django-q2's scheduler wakes every 30 s and the sweep runs every minute: one interval plus a wake,
+    # and as much again for a loaded machine.
+    ended = wait_until(swept, timeout=2 * (10 + 60 + 35), interval=2, what="the scheduled sweep")
     assert ended.termination_reason == "idle_timeout"
-    assert time.monotonic() - started >= 10
+    assert ended.completed_at >= idle_deadline, "ended before its idle deadline"
     assert SandboxSession.objects.get(pk=kept.pk).status == "running"
