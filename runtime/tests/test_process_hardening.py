@@ -14,7 +14,6 @@ import secrets
 import shutil
 import signal
 import tempfile
-import time
 import uuid
 
 import pytest
@@ -24,6 +23,7 @@ from runtime.base import Resources, RuntimeFailure, SandboxSpec
 from runtime.process import ProcessRuntime, seccomp
 from runtime.process.record import read_record
 from runtime.tests.conftest import needs_bwrap, run_code
+from sandbox_site.testing import wait_until
 
 pytestmark = needs_bwrap
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="per-session host uids need a root control plane")
@@ -431,10 +431,9 @@ def test_a_crashed_sandbox_is_swept_after_a_restart_mounts_loop_device_and_uid_i
     restarted = ProcessRuntime(data_dir=runtime.data_dir)
     leftover = [h for h in restarted.list_managed() if h.session_id == handle.session_id]
     assert leftover
-    deadline = time.monotonic() + 10
-    while restarted.inspect(leftover[0]).running and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not restarted.inspect(leftover[0]).running
+    wait_until(
+        lambda: not restarted.inspect(leftover[0]).running, what="the killed sandbox to read as stopped"
+    )
     restarted.destroy(leftover[0])
     assert not os.path.exists(root)
     assert not lw.mounted(meta["stage"]) and not os.path.exists(meta["stage"])

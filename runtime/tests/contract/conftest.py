@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from runtime.base import SandboxHandle
-from runtime.tests.conftest import Outcome, run_code
+from runtime.tests.conftest import Outcome, destroy_all, run_code
 from runtime.tests.contract.backends import Backend, open_backend
 
 
@@ -41,10 +40,13 @@ def _destroy_what_the_test_made(backend: Backend) -> Iterator[None]:
 
 
 @pytest.fixture
-def scratch_dir() -> Iterator[str]:
-    """A data dir of the test's own, short (socket paths stay under 108 bytes), removed afterwards."""
+def scratch_dir(backend: Backend) -> Iterator[str]:
+    """A data dir of the test's own, short (socket paths stay under 108 bytes); whatever sandboxes a test
+    left in it are destroyed afterwards, then it is removed."""
     path = tempfile.mkdtemp(prefix="sbc-", dir="/tmp")
     yield path
+    runtime = backend.build(data_dir=path)
+    destroy_all([(runtime, handle) for handle in runtime.list_managed()])
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -112,15 +114,3 @@ def still_serves(backend: Backend, handle: SandboxHandle) -> None:
     assert backend.runtime.executor(handle).health()["status"] == "ok"
     out = run_code(backend.runtime, handle, "print(6 * 7)")
     assert out.status == "completed" and out.stdout == "42\n", out.result
-
-
-def wait_for(condition: Callable[[], Any], *, timeout: float, what: str) -> Any:
-    """Poll `condition` until it returns something truthy; fail naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {timeout:g} s")
-        time.sleep(0.05)

@@ -11,7 +11,8 @@ import uuid
 import pytest
 
 from runtime.tests.conftest import Outcome, run_code
-from runtime.tests.contract.conftest import error, exit_code, returned, still_serves, wait_for
+from runtime.tests.contract.conftest import error, exit_code, returned, still_serves
+from sandbox_site.testing import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +127,7 @@ def test_a_running_execution_can_be_cancelled(backend, polyglot):
     )
     runner.start()
     client = backend.runtime.executor(polyglot)
-    wait_for(lambda: client.health()["active_executions"], timeout=20, what="the execution is running")
+    wait_until(lambda: client.health()["active_executions"], what="the execution to be running")
     assert client.cancel(execution_id) is True
     runner.join(timeout=30)
     assert outcome and outcome[0].status == "cancelled", outcome

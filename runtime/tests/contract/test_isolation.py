@@ -143,11 +143,10 @@ def test_the_root_filesystem_is_read_only_even_where_permissions_would_allow(bac
     assert results["/evil"] == results["/opt/sandbox/evil"] == results["/usr/evil"] == "EROFS"
 
 
-def test_sandboxed_code_can_write_only_its_workspace_tmp_and_its_own_scratch(backend):
-    handle = backend.make()
+def test_sandboxed_code_can_write_only_its_workspace_tmp_and_its_own_scratch(backend, shared):
     results = _try_writes(
         backend,
-        handle,
+        shared,
         [
             "/workspace/ok.txt",
             "/tmp/ok.txt",
@@ -177,9 +176,9 @@ def test_sandboxed_code_can_write_only_its_workspace_tmp_and_its_own_scratch(bac
     assert "WROTE" not in results.values(), results
     # From the host: nothing landed outside the workspace, and the workspace is the host's view too.
     assert not os.path.exists("/evil.txt") and not os.path.exists("/dev/evil")
-    assert os.path.exists(os.path.join(backend.workspace(backend.runtime, handle), "ok.txt"))
-    assert os.listdir(backend.run_dir(handle)) == ["executor.sock"]
-    assert os.listdir(backend.packages_dir(handle)) == []
+    assert os.path.exists(os.path.join(backend.workspace(backend.runtime, shared), "ok.txt"))
+    assert os.listdir(backend.run_dir(shared)) == ["executor.sock"]
+    assert os.listdir(backend.packages_dir(shared)) == []
 
 
 def test_sandboxed_code_cannot_read_host_files_the_project_or_the_data_dir(backend, shared):

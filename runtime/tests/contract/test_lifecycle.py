@@ -11,7 +11,8 @@ import pytest
 
 from runtime.base import Resources, RuntimeFailure
 from runtime.tests.conftest import run_code
-from runtime.tests.contract.conftest import still_serves, wait_for
+from runtime.tests.contract.conftest import still_serves
+from sandbox_site.testing import wait_until
 
 
 def test_create_inspect_then_destroy_leaves_nothing_and_destroy_is_idempotent(backend):
@@ -64,10 +65,8 @@ def test_a_sandbox_that_died_is_still_listed_then_destroyed_and_its_session_can_
     handle = backend.make()
     footprint = backend.footprint(backend.runtime, handle)
     backend.kill(handle)
-    wait_for(
-        lambda: not backend.runtime.inspect(handle).running,
-        timeout=10,
-        what="the killed sandbox reads as stopped",
+    wait_until(
+        lambda: not backend.runtime.inspect(handle).running, what="the killed sandbox to read as stopped"
     )
     assert backend.runtime.inspect(handle).exists
     assert handle.session_id in {h.session_id for h in backend.runtime.list_managed()}

@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 
 from runtime.tests.conftest import run_code
-from runtime.tests.contract.conftest import error, stdout_truncated, still_serves, wait_for
+from runtime.tests.contract.conftest import error, stdout_truncated, still_serves
+from sandbox_site.testing import wait_until
 
 
 @pytest.mark.parametrize(
@@ -33,7 +34,7 @@ def test_a_fork_bomb_is_stopped_by_the_process_limit_and_leaves_no_process(backe
     hits = backend.pids_limit_hits(handle)
     if hits is not None:
         assert hits > 0  # the bomb did hit the pids limit: the limit, not luck, stopped it
-    wait_for(lambda: backend.processes(handle) == baseline, timeout=10, what="every bomb process is gone")
+    wait_until(lambda: backend.processes(handle) == baseline, what="every bomb process to be gone")
     still_serves(backend, handle)
 
 
@@ -66,7 +67,7 @@ def test_a_busy_loop_times_out_and_leaves_no_process(backend):
     out = run_code(backend.runtime, handle, "while True:\n    pass\n", timeout=2)
     assert out.status == "timeout", out.result
     # The executor, its zygote and the sandbox's init: nothing of the execution is left.
-    wait_for(lambda: backend.processes(handle) == baseline, timeout=10, what="the timed-out process is gone")
+    wait_until(lambda: backend.processes(handle) == baseline, what="the timed-out process to be gone")
     listing = run_code(
         backend.runtime, handle, "import os\nprint(len([p for p in os.listdir('/proc') if p.isdigit()]))"
     )
