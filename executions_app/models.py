@@ -47,7 +47,7 @@ class Language(models.TextChoices):
 
 class ExecutionQuerySet(models.QuerySet["Execution"]):
     def visible_to(self, user: Any) -> ExecutionQuerySet:
-        """The executions of the sessions `user` may see: one rule with `SandboxSession.objects.visible_to`."""
+        """The executions of the sessions `user` may see: the rule of `SandboxSession.objects.visible_to`."""
         return self.filter(visible_to_filter(user, through="session__"))
 
     def get_visible(self, user: Any, execution_id: str) -> Execution:

@@ -40,7 +40,7 @@ INLINE_MARGIN = 15
 
 
 def _submitted(request: Request, session_id: str, start: Callable[..., Execution]) -> Execution:
-    """Validate an execute body and hand it to `start` (execution_start, or execution_submit for a sync run)."""
+    """Validate an execute body and pass it to `start`: execution_start, or execution_submit (sync runs)."""
     session = SandboxSession.objects.get_visible(request.user, session_id)
     serializer = ExecuteSerializer(data=request.data)
     serializer.is_valid(raise_exception=True)

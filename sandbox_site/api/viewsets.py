@@ -4,7 +4,8 @@ Routes are listed by hand in each app's `api/urls.py` (`ViewSet.as_view({"get": 
 public paths predate the viewsets and do not follow a router's layout. Most actions name their OpenAPI
 operation with `extend_schema(operation_id=...)`. An action served at several paths (the mirrored
 `/executions/sessions/...` family, an execution's `/status` and `/result`) needs one id per path: its route
-gives it with `operation_ids={"post": "..."}`, and leaves methods out of the schema with `undocumented=`.
+gives it with `operation_ids={"post": "..."}` (the action then sets none: its own id would win on every
+path), and leaves methods out of the schema with `undocumented=`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from sessions_app.models import NotVisible
 
 
 class RouteSchema(AutoSchema):
-    """Takes an operation's id, or its absence from the schema, from the route when the action does not set it."""
+    """Takes an operation's id, or its absence from the schema, from its route when the action sets none."""
 
     def get_operation_id(self) -> str:
         named = getattr(self.view, "operation_ids", {}).get(self.method.lower())
