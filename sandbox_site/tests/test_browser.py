@@ -18,13 +18,14 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from sandbox_site.testing import wait_until
 
 try:
     from playwright.sync_api import Page, expect, sync_playwright
@@ -82,18 +83,33 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait_for(url: str, process: subprocess.Popen, log: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def _wait_for(url: str, process: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    def answers() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"the server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {timeout} s:\n{log.read_text()[-3000:]}")
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status == 200
+
+    wait_until(
+        answers,
+        timeout=timeout,
+        interval=0.1,
+        ignoring=(OSError,),
+        what=f"{url} to answer",
+        context=lambda: log.read_text()[-3000:],
+    )
+
+
+def reload_until(page: Page, check: Callable[[], bool], *, what: str) -> None:
+    """Reload the page until `check` holds: without JavaScript nothing on the page polls."""
+
+    def holds() -> bool:
+        if check():
+            return True
+        page.reload()
+        return False
+
+    wait_until(holds, interval=0.3, what=what)
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -391,10 +407,9 @@ def test_without_javascript_every_page_and_action_still_works_as_links_and_forms
     page.click("nav.mainnav >> text=New session")
     page.click("button:has-text('Create session')")
     status = page.locator("[data-session-status]")
-    deadline = time.monotonic() + 30
-    while status.get_attribute("data-session-status") != "running" and time.monotonic() < deadline:
-        time.sleep(0.3)
-        page.reload()
+    reload_until(
+        page, lambda: status.get_attribute("data-session-status") == "running", what="the session to run"
+    )
     expect(status).to_have_attribute("data-session-status", "running")
     session_url = page.url
 
@@ -405,10 +420,11 @@ def test_without_javascript_every_page_and_action_still_works_as_links_and_forms
     page.click("#runner button[type=submit]")
     expect(page.locator("h1")).to_contain_text("Execution")
     result = page.locator("[data-execution-status]")
-    deadline = time.monotonic() + 20
-    while result.get_attribute("data-execution-status") != "completed" and time.monotonic() < deadline:
-        time.sleep(0.3)
-        page.reload()
+    reload_until(
+        page,
+        lambda: result.get_attribute("data-execution-status") == "completed",
+        what="the execution to complete",
+    )
     expect(page.locator("[data-output]")).to_contain_text("no script needed")
     shoot(page, artifacts, "no-js-execution-detail")
 
