@@ -6,7 +6,11 @@ Cold: the pool is empty, a worker builds the sandbox. Warm: `python-basic` keeps
 creates the bench waits for the pool to refill, so each create finds a ready sandbox (the refill itself is
 not what is measured). Each session is deleted after its create.
 
-Usage: python bench/session_create.py [--runs 50] [--pool 4] [--json]
+With --busy-tenant N, a last row: another owner first starts N executions that run until the end of the bench,
+then each sample is one create (cold) plus one async execution, until its result reads completed; the
+provisioning queue and the execution stream pool must serve the second owner while the first holds its runs.
+
+Usage: python bench/session_create.py [--runs 50] [--pool 4] [--busy-tenant 8] [--json]
 """
 
 from __future__ import annotations
@@ -83,6 +87,57 @@ def create_once(api: Api) -> float:
     return elapsed
 
 
+# Runs until a file named `go` appears in its workspace: never, in this bench; the session's end stops it.
+HELD_RUN = "import os, time\nwhile not os.path.exists('go'):\n    time.sleep(0.2)\n"
+
+
+def create_and_first_result(api: Api) -> float:
+    """One create plus one async execution, until its result reads completed (ms)."""
+    started = time.perf_counter()
+    status, body = api.call("POST", "/api/v1/sessions", {"template_id": "python-basic"})
+    if status != 201 or body.get("status") != "running":
+        raise SystemExit(f"create failed: {status} {body}")
+    code = "def handler(event):\n    return 1"
+    status, run = api.call(
+        "POST", f"/api/v1/sessions/{body['id']}/execute", {"language": "python", "code": code}
+    )
+    if status != 201:
+        raise SystemExit(f"execute failed: {status} {run}")
+    while True:
+        _, result = api.call("GET", f"/api/v1/executions/{run['execution_id']}")
+        if result["status"] not in ("pending", "running"):
+            break
+        time.sleep(0.02)
+    elapsed = (time.perf_counter() - started) * 1000
+    if result["status"] != "completed":
+        raise SystemExit(f"the execution ended {result['status']}: {result}")
+    api.call("DELETE", f"/api/v1/sessions/{body['id']}")
+    return elapsed
+
+
+def hold_runs(api: Api, count: int) -> str:
+    """A session of the busy owner with `count` executions running; its id."""
+    status, body = api.call("POST", "/api/v1/sessions", {"template_id": "python-basic", "timeout": 3600})
+    if status != 201 or body.get("status") != "running":
+        raise SystemExit(f"the busy owner's create failed: {status} {body}")
+    ids = []
+    for _ in range(count):
+        status, run = api.call(
+            "POST",
+            f"/api/v1/sessions/{body['id']}/execute",
+            {"language": "python", "code": HELD_RUN, "timeout": 3600},
+        )
+        if status != 201:
+            raise SystemExit(f"the busy owner's execute failed: {status} {run}")
+        ids.append(run["execution_id"])
+    deadline = time.monotonic() + 120
+    while sum(api.call("GET", f"/api/v1/executions/{i}")[1]["status"] == "running" for i in ids) < count:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the busy owner's {count} runs did not all start")
+        time.sleep(0.2)
+    return body["id"]
+
+
 def remove_sandboxes(data_dir: str) -> None:
     """Destroy what the server left (warm sandboxes): their mounts, loop devices and uids outlive a rmtree."""
     sys.path.insert(0, ROOT)
@@ -100,6 +155,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--pool", type=int, default=4)
+    parser.add_argument(
+        "--busy-tenant",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time create + first result while another owner holds N running executions",
+    )
     parser.add_argument("--port", type=int, default=0, help="port to serve on (0: a free one)")
     parser.add_argument(
         "--redis-url",
@@ -114,10 +176,12 @@ def main() -> None:
     data_dir = tempfile.mkdtemp(prefix="bench-create-", dir="/tmp")
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SANDBOX_RUNTIME")}
     env.update({"SANDBOX_DATA_DIR": data_dir, "SANDBOX_MAX_SESSIONS_PER_KEY": "1000", "LOG_LEVEL": "WARNING"})
+    env["SANDBOX_MAX_RUNNING_EXECUTIONS_PER_OWNER"] = str(max(16, args.busy_tenant))
     if args.redis_url:
         env["REDIS_URL"] = args.redis_url
     manage(env, "migrate", "--noinput", "-v0")
     key = manage(env, "create_api_key", "bench", "--staff").strip().splitlines()[-1]
+    busy_key = manage(env, "create_api_key", "bench-busy").strip().splitlines()[-1]
     port = args.port or free_port()
     load_before = os.getloadavg()
     server = subprocess.Popen(
@@ -146,6 +210,14 @@ def main() -> None:
             wait_pool(api, "python-basic", args.pool)
             warm.append(create_once(api))
         api.call("PATCH", "/api/v1/templates/python-basic", {"warm_pool_size": 0})
+        busy: list[float] = []
+        if args.busy_tenant:
+            busy_api = Api(api.base, busy_key)
+            held = hold_runs(busy_api, args.busy_tenant)
+            try:
+                busy = [create_and_first_result(api) for _ in range(args.runs)]
+            finally:
+                busy_api.call("POST", f"/api/v1/sessions/{held}/terminate")
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
@@ -167,6 +239,14 @@ def main() -> None:
         f"{'warm (pool of ' + str(args.pool) + ')':<28}{figures['warm_median_ms']:>12.1f}{figures['warm_p95_ms']:>12.1f}"
     )
     print(f"{'warm / cold':<28}{figures['warm_median_ms'] / figures['cold_median_ms']:>12.2f}")
+    if busy:
+        figures["busy_median_ms"] = statistics.median(busy)
+        figures["busy_p95_ms"] = percentile(busy, 0.95)
+        print(
+            f"create + first async result while another owner holds {args.busy_tenant} runs"
+            f" (cold create, execution until completed):"
+        )
+        print(f"{'busy tenant':<28}{figures['busy_median_ms']:>12.1f}{figures['busy_p95_ms']:>12.1f}")
     if args.json:
         print(json.dumps({k: round(v, 3) for k, v in figures.items()}))
 
