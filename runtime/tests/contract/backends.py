@@ -251,7 +251,7 @@ class ProcessBackend(Backend):
                 for name in os.listdir(base)
                 if name.endswith("-" + session_id)
             ]
-        found += [f"listed {h.session_id}" for h in runtime.list_managed()]
+        found += [f"listed {h.session_id}" for h in runtime.list_managed() if h.session_id == session_id]
         return found
 
     def disk_limit_problem(self) -> str | None:
@@ -367,7 +367,7 @@ class DockerBackend(Backend):
             found.append(f"container {runtime.container_name(session_id)}")  # type: ignore[attr-defined]
         except docker.errors.NotFound:
             pass
-        found += [f"listed {h.session_id}" for h in runtime.list_managed()]
+        found += [f"listed {h.session_id}" for h in runtime.list_managed() if h.session_id == session_id]
         return found
 
     def disk_limit_problem(self) -> str | None:

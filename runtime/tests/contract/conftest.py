@@ -50,9 +50,9 @@ def scratch_dir(backend: Backend) -> Iterator[str]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def shared(backend: Backend) -> Iterator[SandboxHandle]:
-    """One sandbox for a module's tests that leave nothing behind in it."""
+    """One sandbox for the tests that change nothing in it another test looks at."""
     handle = backend.runtime.create(backend.spec())
     yield handle
     backend.runtime.destroy(handle)

@@ -14,11 +14,13 @@ from runtime.tests.conftest import Outcome, run_code
 from runtime.tests.contract.conftest import error, exit_code, returned, still_serves
 from sandbox_site.testing import wait_until
 
+SPEC_ENV = {"GREETING": "hello world", "PYTHONDONTWRITEBYTECODE": "1"}
+
 
 @pytest.fixture(scope="module")
 def polyglot(backend):
-    """One sandbox that runs every language (the node template on backends with images)."""
-    handle = backend.runtime.create(backend.spec(image="node"))
+    """One sandbox that runs every language (the node template on backends with images), with spec env."""
+    handle = backend.runtime.create(backend.spec(image="node", env=SPEC_ENV))
     yield handle
     backend.runtime.destroy(handle)
 
@@ -154,8 +156,8 @@ def test_request_env_reaches_every_language_and_does_not_leak_into_the_next_exec
     assert run_code(backend.runtime, polyglot, "import os; print(os.environ.get('LEAK'))").stdout == "None\n"
 
 
-def test_spec_env_reaches_every_language_and_home_and_cwd_are_the_workspace(backend):
-    handle = backend.make(image="node", env={"GREETING": "hello world", "PYTHONDONTWRITEBYTECODE": "1"})
+def test_spec_env_reaches_every_language_and_home_and_cwd_are_the_workspace(backend, polyglot):
+    handle = polyglot
     out = run_code(
         backend.runtime,
         handle,

@@ -127,7 +127,7 @@ def test_a_session_id_too_long_for_a_socket_path_still_works(backend):
     handle = backend.make(session_id=session_id)
     assert backend.runtime.executor(handle).health()["status"] == "ok"
     assert run_code(backend.runtime, handle, "print('long')").stdout == "long\n"
-    assert [h.endpoint for h in backend.build().list_managed()] == [handle.endpoint]
+    assert handle.endpoint in {h.endpoint for h in backend.build().list_managed()}  # found after a restart
     footprint = backend.footprint(backend.runtime, handle)
     backend.runtime.destroy(handle)
     assert backend.remains(footprint) == []

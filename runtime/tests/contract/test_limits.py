@@ -29,7 +29,7 @@ def test_a_fork_bomb_is_stopped_by_the_process_limit_and_leaves_no_process(backe
     if backend.name == "process" and not backend.runtime.cgroups.available and backend.runtime.privileged:
         pytest.skip("root without a pids cgroup has no process limit (RLIMIT_NPROC does not bind root)")
     baseline = backend.processes(handle)
-    out = run_code(backend.runtime, handle, code, language=language, timeout=3)
+    out = run_code(backend.runtime, handle, code, language=language, timeout=1.5)
     assert out.status in ("timeout", "failed", "crashed"), out.result
     hits = backend.pids_limit_hits(handle)
     if hits is not None:
@@ -64,7 +64,7 @@ def test_a_memory_hog_is_killed_and_the_session_survives(backend, code):
 def test_a_busy_loop_times_out_and_leaves_no_process(backend):
     handle = backend.make()
     baseline = backend.processes(handle)
-    out = run_code(backend.runtime, handle, "while True:\n    pass\n", timeout=2)
+    out = run_code(backend.runtime, handle, "while True:\n    pass\n", timeout=1)
     assert out.status == "timeout", out.result
     # The executor, its zygote and the sandbox's init: nothing of the execution is left.
     wait_until(lambda: backend.processes(handle) == baseline, what="the timed-out process to be gone")
@@ -84,7 +84,7 @@ def test_a_cpu_hog_gets_no_more_than_its_cpu_quota(backend):
         """
 import time
 wall, cpu = time.monotonic(), time.process_time()
-while time.monotonic() - wall < 2.0:
+while time.monotonic() - wall < 1.0:
     pass
 print((time.process_time() - cpu) / (time.monotonic() - wall))
 """,
