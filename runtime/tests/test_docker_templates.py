@@ -77,12 +77,6 @@ def test_a_script_without_handler_prints_and_a_throw_fails(node):
     assert failed.status == "failed" and failed.result.error == "TypeError: async boom"
 
 
-def test_a_javascript_busy_loop_times_out_and_the_sandbox_still_serves(node):
-    out = _js(node, "while (true) {}", timeout=2)
-    assert out.status == "timeout", out.result
-    assert _js(node, "exports.handler = () => 'alive';").result.return_value == "alive"
-
-
 def test_node_is_absent_from_python_basic(data_dir):
     require(PYTHON_IMAGE)
     with Sandboxes(data_dir) as sbx:

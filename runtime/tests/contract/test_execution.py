@@ -104,15 +104,6 @@ def test_an_execution_killed_by_a_signal_is_crashed(backend, polyglot):
     still_serves(backend, polyglot)
 
 
-def test_an_execution_past_its_timeout_is_stopped_with_status_timeout(backend, polyglot):
-    out = run_code(
-        backend.runtime, polyglot, "import time\nprint('start', flush=True)\ntime.sleep(60)\n", timeout=1
-    )
-    assert out.status == "timeout" and "timeout" in error(out), out.result
-    assert out.stdout == "start\n"  # what it printed before is kept
-    still_serves(backend, polyglot)
-
-
 def test_a_running_execution_can_be_cancelled(backend, polyglot):
     execution_id = uuid.uuid4().hex
     outcome: list[Outcome] = []

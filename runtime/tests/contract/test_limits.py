@@ -61,13 +61,18 @@ def test_a_memory_hog_is_killed_and_the_session_survives(backend, code):
     still_serves(backend, handle)
 
 
-def test_a_busy_loop_times_out_and_leaves_no_process(backend):
-    handle = backend.make()
+def test_a_busy_loop_in_any_language_times_out_keeping_its_output_and_leaves_no_process(backend):
+    handle = backend.make(image="node")
     baseline = backend.processes(handle)
-    out = run_code(backend.runtime, handle, "while True:\n    pass\n", timeout=1)
-    assert out.status == "timeout", out.result
-    # The executor, its zygote and the sandbox's init: nothing of the execution is left.
-    wait_until(lambda: backend.processes(handle) == baseline, what="the timed-out process to be gone")
+    for language, code in (
+        ("python", "print('start', flush=True)\nwhile True:\n    pass\n"),
+        ("javascript", "console.log('start');\nwhile (true) {}"),
+    ):
+        out = run_code(backend.runtime, handle, code, language=language, timeout=1)
+        assert out.status == "timeout" and "timeout" in error(out), out.result
+        assert out.stdout == "start\n"  # what it printed before is kept
+        # The executor, its zygote and the sandbox's init: nothing of the execution is left.
+        wait_until(lambda: backend.processes(handle) == baseline, what=f"the timed-out {language} code to go")
     listing = run_code(
         backend.runtime, handle, "import os\nprint(len([p for p in os.listdir('/proc') if p.isdigit()]))"
     )
