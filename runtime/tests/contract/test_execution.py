@@ -63,18 +63,21 @@ def test_a_shell_script_gets_the_event_and_its_exit_code_decides(backend, polygl
     assert failed.status == "failed" and exit_code(failed) == 3 and failed.stdout == "partial\n"
 
 
+PYTHON_FALSY: tuple[object, ...] = (0, "", [], False, {}, 0.0, None)
+JAVASCRIPT_FALSY: tuple[tuple[str, object], ...] = (
+    ("0", 0),
+    ('""', ""),
+    ("[]", []),
+    ("false", False),
+    ("({})", {}),
+)
+
+
 @pytest.mark.parametrize(
     "language,code,value",
     [
-        *[
-            ("python", f"def handler(event, context):\n    return {v!r}\n", v)
-            for v in (0, "", [], False, {}, 0.0)
-        ],
-        ("python", "def handler(event, context):\n    return None\n", None),
-        *[
-            ("javascript", f"exports.handler = () => {js};", v)
-            for js, v in (("0", 0), ('""', ""), ("[]", []), ("false", False), ("({})", {}))
-        ],
+        *[("python", f"def handler(event, context):\n    return {v!r}\n", v) for v in PYTHON_FALSY],
+        *[("javascript", f"exports.handler = () => {js};", v) for js, v in JAVASCRIPT_FALSY],
     ],
 )
 def test_falsy_return_values_come_back_as_themselves(backend, polyglot, language, code, value):
