@@ -85,7 +85,7 @@ def test_a_restarted_control_plane_keeps_live_sessions_and_reconciles_the_rest(
     assert done.return_value == "alive"
 
 
-@pytest.mark.slow  # the sweep runs on django-q2's schedule: about half a minute
+@pytest.mark.slow  # waits for django-q2's scheduler to run the sweep: half a minute or more
 def test_an_idle_session_is_terminated_by_the_scheduled_sweep_and_keepalive_postpones_it(
     user, python_template, start_worker, queued
 ):
