@@ -2,7 +2,7 @@
 
 A backend missing here (no bubblewrap, no Docker engine or image) is skipped with the missing part named;
 CI has them all, and SANDBOX_REQUIRE_DOCKER=1 turns a missing engine into a failure there. Tests read
-executions only through `run_code` and the accessors below, never the executor's raw events.
+executions through `run_code` (typed events), never the executor's wire format.
 """
 
 from __future__ import annotations
@@ -58,47 +58,9 @@ def shared(backend: Backend) -> Iterator[SandboxHandle]:
     backend.runtime.destroy(handle)
 
 
-# -- reading an execution --
-
-
-def _field(outcome: Outcome, name: str) -> Any:
-    result = outcome.result
-    if isinstance(result, dict):
-        return result.get(name)
-    if name.endswith("_truncated"):
-        return getattr(result.metrics, name)
-    return getattr(result, name)
-
-
-def returned(outcome: Outcome) -> Any:
-    """The execution's return value."""
-    return _field(outcome, "return_value")
-
-
-def error(outcome: Outcome) -> str:
-    """The execution's error message ("" when it has none)."""
-    return _field(outcome, "error") or ""
-
-
-def exit_code(outcome: Outcome) -> int | None:
-    return _field(outcome, "exit_code")
-
-
-def stdout_truncated(outcome: Outcome) -> bool:
-    return bool(_field(outcome, "stdout_truncated"))
-
-
 def changed_files(outcome: Outcome) -> dict[str, tuple[str, int | None]]:
     """What the execution reports it changed in the workspace: path -> (change, size in bytes)."""
-    files = _field(outcome, "files")
-    if isinstance(files, dict):
-        sizes = files.get("sizes", {})
-        return {
-            path: (change, sizes.get(path) if change != "deleted" else None)
-            for change in ("created", "modified", "deleted")
-            for path in files.get(change, [])
-        }
-    return {change.path: (change.change, change.size) for change in files}
+    return {change.path: (change.change, change.size) for change in outcome.result.files}
 
 
 def run_json(backend: Backend, handle: SandboxHandle, code: str, **kwargs: Any) -> Any:

@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from runtime.tests.conftest import Outcome, run_code
-from runtime.tests.contract.conftest import error, exit_code, returned, still_serves
+from runtime.tests.contract.conftest import still_serves
 from sandbox_site.testing import wait_until
 
 SPEC_ENV = {"GREETING": "hello world", "PYTHONDONTWRITEBYTECODE": "1"}
@@ -33,14 +33,14 @@ def test_a_python_handler_gets_the_event_and_its_return_value_comes_back(backend
         event={"x": 21},
     )
     assert out.status == "completed", out.result
-    assert returned(out) == {"double": 42} and out.stdout == "seen 21\n"
-    assert exit_code(out) == 0
+    assert out.result.return_value == {"double": 42} and out.stdout == "seen 21\n"
+    assert out.result.exit_code == 0
 
 
 def test_python_code_without_a_handler_runs_as_a_script(backend, polyglot):
     out = run_code(backend.runtime, polyglot, "import sys\nprint('out')\nprint('err', file=sys.stderr)\n")
     assert out.status == "completed", out.result
-    assert (out.stdout, out.stderr, returned(out)) == ("out\n", "err\n", None)
+    assert (out.stdout, out.stderr, out.result.return_value) == ("out\n", "err\n", None)
 
 
 def test_a_javascript_handler_is_awaited_and_a_script_prints(backend, polyglot):
@@ -51,7 +51,7 @@ def test_a_javascript_handler_is_awaited_and_a_script_prints(backend, polyglot):
         language="javascript",
         event={"x": 21},
     )
-    assert handler.status == "completed" and returned(handler) == {"double": 42}, handler.result
+    assert handler.status == "completed" and handler.result.return_value == {"double": 42}, handler.result
     script = run_code(backend.runtime, polyglot, "console.log('from node', 1 + 1)", language="javascript")
     assert script.status == "completed" and script.stdout == "from node 2\n", script.result
 
@@ -60,7 +60,7 @@ def test_a_shell_script_gets_the_event_and_its_exit_code_decides(backend, polygl
     ok = run_code(backend.runtime, polyglot, 'echo "got $(cat)"', language="shell", event={"x": 1})
     assert ok.status == "completed" and json.loads(ok.stdout.removeprefix("got ")) == {"x": 1}, ok.result
     failed = run_code(backend.runtime, polyglot, "echo partial; exit 3", language="shell")
-    assert failed.status == "failed" and exit_code(failed) == 3 and failed.stdout == "partial\n"
+    assert failed.status == "failed" and failed.result.exit_code == 3 and failed.stdout == "partial\n"
 
 
 PYTHON_FALSY: tuple[object, ...] = (0, "", [], False, {}, 0.0, None)
@@ -83,7 +83,7 @@ JAVASCRIPT_FALSY: tuple[tuple[str, object], ...] = (
 def test_falsy_return_values_come_back_as_themselves(backend, polyglot, language, code, value):
     out = run_code(backend.runtime, polyglot, code, language=language)
     assert out.status == "completed", out.result
-    assert returned(out) == value and type(returned(out)) is type(value)
+    assert out.result.return_value == value and type(out.result.return_value) is type(value)
 
 
 @pytest.mark.parametrize(
@@ -98,12 +98,12 @@ def test_falsy_return_values_come_back_as_themselves(backend, polyglot, language
 def test_an_error_fails_the_execution_and_says_why(backend, polyglot, language, code, words):
     out = run_code(backend.runtime, polyglot, code, language=language)
     assert out.status == "failed", out.result
-    assert all(word in error(out) for word in words), error(out)
+    assert all(word in (out.result.error or "") for word in words), out.result.error or ""
 
 
 def test_an_execution_killed_by_a_signal_is_crashed(backend, polyglot):
     out = run_code(backend.runtime, polyglot, "import os, signal\nprint('before')\nos.kill(os.getpid(), 9)\n")
-    assert out.status == "crashed" and "SIGKILL" in error(out), out.result
+    assert out.status == "crashed" and "SIGKILL" in (out.result.error or ""), out.result
     still_serves(backend, polyglot)
 
 

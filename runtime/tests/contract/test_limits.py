@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from runtime.tests.conftest import run_code
-from runtime.tests.contract.conftest import error, stdout_truncated, still_serves
+from runtime.tests.contract.conftest import still_serves
 from sandbox_site.testing import wait_until
 
 
@@ -50,9 +50,9 @@ def test_a_memory_hog_is_killed_and_the_session_survives(backend, code):
     out = run_code(backend.runtime, handle, code, timeout=30)
     assert "allocated" not in out.stdout
     if out.status == "failed":  # the allocation itself was refused
-        assert "MemoryError" in error(out), out.result
+        assert "MemoryError" in (out.result.error or ""), out.result
     else:  # the memory limit's OOM killer ended it, and the result says so
-        assert out.status == "crashed" and "memory" in error(out).lower(), out.result
+        assert out.status == "crashed" and "memory" in (out.result.error or "").lower(), out.result
     state = backend.runtime.inspect(handle)
     assert state.running and state.memory_mb is not None and state.memory_mb < 256
     peak = backend.peak_memory_bytes(handle)
@@ -69,7 +69,7 @@ def test_a_busy_loop_in_any_language_times_out_keeping_its_output_and_leaves_no_
         ("javascript", "console.log('start');\nwhile (true) {}"),
     ):
         out = run_code(backend.runtime, handle, code, language=language, timeout=1)
-        assert out.status == "timeout" and "timeout" in error(out), out.result
+        assert out.status == "timeout" and "timeout" in (out.result.error or ""), out.result
         assert out.stdout == "start\n"  # what it printed before is kept
         # The executor, its zygote and the sandbox's init: nothing of the execution is left.
         wait_until(lambda: backend.processes(handle) == baseline, what=f"the timed-out {language} code to go")
@@ -107,7 +107,7 @@ def test_fifty_mebibytes_of_output_is_truncated_and_the_executor_stays_responsiv
         timeout=60,
     )
     assert out.status == "completed", out.result
-    assert stdout_truncated(out) is True
+    assert out.result.metrics.stdout_truncated is True
     assert 0 < len(out.stdout) <= 1024 * 1024
     still_serves(backend, handle)
 
@@ -127,7 +127,7 @@ def test_writing_past_the_disk_limit_fails_with_enospc_and_the_space_comes_back(
         pytest.skip(problem)
     handle = backend.make(disk_mb=64, memory_mb=256)
     out = run_code(backend.runtime, handle, code, language=language, timeout=30)
-    assert "No space left on device" in out.stdout + out.stderr + error(out), out.result
+    assert "No space left on device" in out.stdout + out.stderr + (out.result.error or ""), out.result
     assert out.status == ("failed" if language == "python" else "completed"), out.result
     cleanup = run_code(
         backend.runtime,
