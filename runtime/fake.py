@@ -5,7 +5,7 @@ raises RuntimeFailure, destroy is idempotent, inspect and list_managed agree wit
 calls work on an in-memory workspace, and an execution yields ExecutionStarted, its output, then exactly one
 ExecutionResult. It never runs the code it is given. An execution ends as the test said it would, with
 `queue_outcome()`; with nothing queued it completes with exit code 0, no output and no return value. Tests
-about what code does belong on a real backend (the `process_runtime` fixture).
+about what code does belong on a real backend (the `sessions_on_process` fixture).
 """
 
 from __future__ import annotations
