@@ -304,9 +304,6 @@ class SandboxSession(models.Model):
     def mark_terminated(self, reason: str) -> None:
         self.transition(SessionStatus.TERMINATED, reason=reason)
 
-    def mark_completed(self, reason: str = "") -> None:
-        self.transition(SessionStatus.COMPLETED, reason=reason)
-
     def touch(self) -> None:
         """Record activity now: resets the idle clock (executions, file operations, keepalive)."""
         now = timezone.now()
