@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -236,10 +237,13 @@ class ExecutionLease:
                 continue
             try:
                 cls._renew(ids, lease)
-            except Exception:
-                logger.exception("lease renewal failed; the next round retries")
-            finally:
                 close_old_connections()
+            except Exception:
+                # Whatever fails (the database gone, a dropped connection), this thread must live on: when
+                # it dies, every running execution of the process loses its lease.
+                logger.exception("lease renewal failed; the next round retries")
+                with contextlib.suppress(Exception):
+                    close_old_connections()
 
     @staticmethod
     def _renew(ids: list[str], lease: int) -> None:

@@ -492,8 +492,14 @@ def test_sigterm_kills_running_executions_and_exits_zero():
         assert wait_gone(pid)
         assert wait_gone(zygote)
         assert not daemon.socket.exists()
-        with pytest.raises(RuntimeFailure):
-            list(events)
+        # The request's thread may still report the killed child before the daemon exits, or the stream is
+        # cut off first: either way the execution ends killed, never as a normal completion.
+        try:
+            tail = list(events)
+        except RuntimeFailure:
+            return
+        assert isinstance(tail[-1], ExecutionResult)
+        assert tail[-1].status == "crashed", tail[-1]
 
 
 def test_the_daemon_runs_on_python_3_9_if_available():
