@@ -12,7 +12,7 @@ import http.client
 import json
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 from urllib.parse import quote, urlsplit
 
@@ -66,18 +66,43 @@ def connect_unix(sock: socket.socket, path: str) -> None:
         os.close(dir_fd)
 
 
+# Opens a connected stream socket to the executor, given the connect timeout (e.g. a port-forward through
+# the Kubernetes API server); the endpoint is then only a name for messages.
+Connector = Callable[[float], socket.socket]
+
+
+class _FactoryConnection(http.client.HTTPConnection):
+    def __init__(self, connector: Connector, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout, blocksize=CHUNK)
+        self._connector = connector
+
+    def connect(self) -> None:
+        self.sock = self._connector(float(self.timeout or 0) or 5.0)
+
+
 class ExecutorClient:
-    """Talks to one executor. `endpoint` is a Unix socket path ("/...") or "http://host:port"."""
+    """Talks to one executor. `endpoint` is a Unix socket path ("/...") or "http://host:port"; with
+    `connector`, every connection comes from it and `endpoint` only names the executor in messages."""
 
     def __init__(
-        self, endpoint: str, token: str, *, connect_timeout: float = 5.0, read_timeout: float = 30.0
+        self,
+        endpoint: str,
+        token: str,
+        *,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+        connector: Connector | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.token = token
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
-        if endpoint.startswith("/"):
-            self._unix_path: str | None = endpoint
+        self._connector = connector
+        self._unix_path: str | None = None
+        if connector is not None:
+            self._host, self._port = "", 0
+        elif endpoint.startswith("/"):
+            self._unix_path = endpoint
             self._host, self._port = "", 0
         else:
             parts = urlsplit(endpoint)
@@ -178,8 +203,10 @@ class ExecutorClient:
         return "/files/" + quote(path, safe="/")
 
     def _connection(self, read_timeout: float) -> http.client.HTTPConnection:
-        if self._unix_path is not None:
-            conn: http.client.HTTPConnection = _UnixConnection(self._unix_path, self.connect_timeout)
+        if self._connector is not None:
+            conn: http.client.HTTPConnection = _FactoryConnection(self._connector, self.connect_timeout)
+        elif self._unix_path is not None:
+            conn = _UnixConnection(self._unix_path, self.connect_timeout)
         else:
             conn = http.client.HTTPConnection(
                 self._host, self._port, timeout=self.connect_timeout, blocksize=CHUNK
@@ -190,7 +217,7 @@ class ExecutorClient:
             conn.close()
             raise self._transport_error(exc, connecting=True) from exc
         conn.sock.settimeout(read_timeout)
-        if self._unix_path is None:
+        if self._unix_path is None and self._connector is None:
             conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return conn
 

@@ -23,6 +23,7 @@ from runtime.base import Runtime, RuntimeFailure
 _BACKENDS: dict[str, str] = {
     "process": "runtime.process:ProcessRuntime",
     "docker": "runtime.docker:DockerRuntime",
+    "kubernetes": "runtime.kubernetes:KubernetesRuntime",
     "fake": "runtime.fake:FakeRuntime",
 }
 

@@ -350,6 +350,16 @@ RUNTIME_CHOICES = tuple(available_runtimes())  # the backends runtime/registry.p
 SANDBOX_RUNTIME = env.choice("SANDBOX_RUNTIME", DEFAULT_RUNTIME, RUNTIME_CHOICES)
 SANDBOX_ALLOW_UNISOLATED = env.boolean("SANDBOX_ALLOW_UNISOLATED", False)
 SANDBOX_DOCKER_URL = env.url("SANDBOX_DOCKER_URL", ("unix", "tcp", "http", "https", "ssh"))
+# The kubernetes runtime (runtime/kubernetes; the kubeconfig comes from KUBECONFIG or in-cluster config).
+# Node selector: "key=value,key=value" or JSON; tolerations: a JSON list of core/v1 Toleration objects.
+SANDBOX_K8S_NAMESPACE = env.string("SANDBOX_K8S_NAMESPACE", "default")
+SANDBOX_K8S_IMAGE_PULL_POLICY = env.choice(
+    "SANDBOX_K8S_IMAGE_PULL_POLICY", "IfNotPresent", ("Always", "IfNotPresent", "Never")
+)
+SANDBOX_K8S_RUNTIME_CLASS = env.string("SANDBOX_K8S_RUNTIME_CLASS", "")
+SANDBOX_K8S_NODE_SELECTOR = env.string("SANDBOX_K8S_NODE_SELECTOR", "")
+SANDBOX_K8S_TOLERATIONS = env.string("SANDBOX_K8S_TOLERATIONS", "")
+SANDBOX_K8S_POD_START_TIMEOUT = env.integer("SANDBOX_K8S_POD_START_TIMEOUT", 60, minimum=1)
 SANDBOX_MAX_SESSIONS_PER_KEY = env.integer("SANDBOX_MAX_SESSIONS_PER_KEY", 20, minimum=1)
 SANDBOX_MAX_LIFETIME = env.integer("SANDBOX_MAX_LIFETIME", 24 * 3600, minimum=60)
 SANDBOX_CA_BUNDLE = env.string("SANDBOX_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")

@@ -19,10 +19,10 @@ def _fresh_registry():
 
 
 def test_it_lists_only_backends_that_exist():
-    assert available_runtimes() == ["docker", "fake", "process"]
+    assert available_runtimes() == ["docker", "fake", "kubernetes", "process"]
     with pytest.raises(RuntimeFailure) as info:
-        get_runtime("kubernetes")
-    assert info.value.permanent and "unknown runtime 'kubernetes'" in info.value.message
+        get_runtime("firecracker")
+    assert info.value.permanent and "unknown runtime 'firecracker'" in info.value.message
 
 
 def test_a_second_call_gets_the_live_instance_when_its_config_agrees(tmp_path):
@@ -64,6 +64,13 @@ def test_each_backend_reads_its_own_settings(tmp_path):
     }
     assert config_from_settings("docker", settings) == {"data_dir": str(tmp_path), "docker_url": None}
     assert config_from_settings("fake", settings) == {}
+    assert config_from_settings("kubernetes", settings) == {
+        "namespace": "default",
+        "image_pull_policy": "IfNotPresent",
+        "runtime_class": "",
+        "node_selector": {},
+        "tolerations": [],
+    }
     runtime = get_runtime("process", process)
     assert runtime.tmp_size_mb == 16 and runtime.allow_unisolated
 

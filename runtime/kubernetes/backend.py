@@ -1,0 +1,404 @@
+"""The kubernetes backend: one hardened pod per session; its executor is reached through the API server.
+
+The pod (spec.py) runs the template image as a fixed non-root uid with a read-only root, no capabilities,
+RuntimeDefault seccomp, no service-account token and no service links; the workspace, /tmp and /dev/shm are
+size-limited emptyDirs. The executor listens on the pod's loopback and is reached by a port-forward stream
+(transport.py), so the control plane works from inside or outside the cluster with only API access.
+
+The cluster is the record: labels name the session and this control plane's instance, so a restarted
+control plane finds everything with one label query. The token lives in a Secret owned by the pod (deleted
+with it) that only a short init container mounts.
+
+The API client is made on first use: importing or constructing this backend never needs a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from runtime import readiness
+from runtime.base import SESSION_ID, Runtime, RuntimeFailure, SandboxHandle, SandboxSpec, SandboxState
+from runtime.client import ExecutorClient
+from runtime.environment import check_env
+from runtime.kubernetes import spec as ks
+from runtime.kubernetes import transport
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_IMAGE = "sandbox-template-python-basic:latest"
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+# Waiting reasons that will not resolve by waiting longer.
+STUCK_REASONS = (
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "ErrImageNeverPull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+)
+
+
+def api_failure(exc: BaseException, what: str) -> RuntimeFailure:
+    """A clear RuntimeFailure for an API error: unreachable server, RBAC refusal, missing namespace."""
+    if isinstance(exc, RuntimeFailure):
+        return exc
+    if isinstance(exc, ApiException):
+        reason = exc.reason or ""
+        try:
+            reason = json.loads(exc.body or "{}").get("message") or reason
+        except (ValueError, AttributeError):
+            pass
+        if exc.status in (401, 403):
+            return RuntimeFailure(
+                f"{what}: the Kubernetes API refused ({exc.status}): {reason}; check the Role in "
+                "deploy/kubernetes/rbac.yaml",
+                permanent=True,
+            )
+        if exc.status == 404 and "namespaces" in reason:
+            return RuntimeFailure(f"{what}: {reason} (SANDBOX_K8S_NAMESPACE)", permanent=True)
+        return RuntimeFailure(
+            f"{what}: the Kubernetes API answered {exc.status}: {reason}",
+            permanent=exc.status in (400, 404, 409, 422),
+        )
+    return RuntimeFailure(f"{what}: the Kubernetes API server is unreachable: {type(exc).__name__}: {exc}")
+
+
+class KubernetesRuntime(Runtime):
+    """Sessions as hardened pods from template images, in one namespace of one cluster.
+
+    `instance` scopes what `list_managed` returns (and state sync removes) to this control plane's pods, so
+    two control planes, or a test run next to a dev server, sharing a namespace leave each other alone.
+    """
+
+    name = "kubernetes"
+
+    def __init__(
+        self,
+        *,
+        namespace: str = "default",
+        kubeconfig: str | None = None,
+        context: str | None = None,
+        instance: str = "default",
+        default_image: str = DEFAULT_IMAGE,
+        image_pull_policy: str = "IfNotPresent",
+        runtime_class: str = "",
+        node_selector: dict[str, str] | None = None,
+        tolerations: list[dict[str, Any]] | None = None,
+        sandbox_uid: int = 1000,
+        tmp_mb: int | None = None,
+        startup_timeout: float = 60.0,
+        max_output: int | None = None,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 30.0,
+    ) -> None:
+        if image_pull_policy not in PULL_POLICIES:
+            raise RuntimeFailure(
+                f"SANDBOX_K8S_IMAGE_PULL_POLICY must be one of {', '.join(PULL_POLICIES)}, "
+                f"not {image_pull_policy!r}",
+                permanent=True,
+            )
+        self.namespace = namespace
+        self.kubeconfig = kubeconfig
+        self.context = context
+        self.instance = instance
+        self.default_image = default_image
+        self.image_pull_policy = image_pull_policy
+        self.runtime_class = runtime_class
+        self.node_selector = dict(node_selector or {})
+        self.tolerations = list(tolerations or [])
+        self.uid = self.gid = int(sandbox_uid)
+        self.tmp_mb = tmp_mb
+        self.startup_timeout = startup_timeout
+        self.max_output = max_output
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self._core: Any = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def config_from_settings(cls, settings: Any) -> dict[str, Any]:
+        """SANDBOX_K8S_*: namespace, image pull policy, runtime class, node selector (a dict, or JSON, or
+        "k=v,k=v"), tolerations (a list, or JSON), pod start timeout; the kubeconfig by the standard lookup."""
+        config: dict[str, Any] = {
+            "namespace": getattr(settings, "SANDBOX_K8S_NAMESPACE", "") or "default",
+            "image_pull_policy": getattr(settings, "SANDBOX_K8S_IMAGE_PULL_POLICY", "") or "IfNotPresent",
+            "runtime_class": getattr(settings, "SANDBOX_K8S_RUNTIME_CLASS", "") or "",
+            "node_selector": _mapping(getattr(settings, "SANDBOX_K8S_NODE_SELECTOR", None)),
+            "tolerations": _list(getattr(settings, "SANDBOX_K8S_TOLERATIONS", None)),
+        }
+        timeout = getattr(settings, "SANDBOX_K8S_POD_START_TIMEOUT", None)
+        if timeout:
+            config["startup_timeout"] = float(timeout)
+        return config
+
+    # -- API --
+
+    def core(self) -> Any:
+        """The CoreV1 API, made on first use: in-cluster config, else the kubeconfig (KUBECONFIG, ~/.kube)."""
+        with self._lock:
+            if self._core is None:
+                try:
+                    api_client = _api_client(self.kubeconfig, self.context)
+                except (ConfigException, OSError, TypeError, ValueError) as exc:
+                    raise RuntimeFailure(
+                        f"no Kubernetes configuration: neither in-cluster nor a kubeconfig ({exc})",
+                        permanent=True,
+                    ) from exc
+                self._core = k8s.CoreV1Api(api_client)
+            return self._core
+
+    def check(self) -> None:
+        try:
+            self.core().list_namespaced_pod(self.namespace, limit=1, _request_timeout=10)
+        except Exception as exc:
+            raise api_failure(exc, f"cannot list pods in namespace {self.namespace}") from exc
+
+    def create(self, spec: SandboxSpec) -> SandboxHandle:
+        if not SESSION_ID.match(spec.session_id or ""):
+            raise RuntimeFailure(
+                f"invalid session id for the kubernetes runtime: {spec.session_id!r}", permanent=True
+            )
+        try:
+            env = check_env(spec.env)
+        except ValueError as exc:
+            raise RuntimeFailure(str(exc), permanent=True) from exc
+        core = self.core()
+        image = spec.image or self.default_image
+        name = ks.pod_name(spec.session_id)
+        manifest = ks.pod_manifest(
+            spec,
+            image=image,
+            env=env,
+            instance=self.instance,
+            uid=self.uid,
+            gid=self.gid,
+            image_pull_policy=self.image_pull_policy,
+            runtime_class=self.runtime_class,
+            node_selector=self.node_selector,
+            tolerations=self.tolerations,
+            tmp_mb=self.tmp_mb,
+            max_output=self.max_output,
+        )
+        handle = SandboxHandle(
+            backend=self.name,
+            sandbox_id=name,
+            session_id=spec.session_id,
+            endpoint=f"k8s://{self.namespace}/{name}:{ks.EXECUTOR_PORT}",
+            token=spec.token,
+        )
+        try:
+            core.create_namespaced_secret(self.namespace, ks.secret_manifest(spec, self.instance))
+        except ApiException as exc:
+            if exc.status == 409:
+                raise RuntimeFailure(
+                    f"a sandbox for session {spec.session_id} exists or is being created", permanent=True
+                ) from None
+            raise api_failure(exc, f"cannot create the token of sandbox {spec.session_id}") from exc
+        except Exception as exc:
+            raise api_failure(exc, f"cannot create the token of sandbox {spec.session_id}") from exc
+        try:
+            pod = core.create_namespaced_pod(self.namespace, manifest)
+            # The Secret goes with the pod: the garbage collector deletes it once the pod is gone.
+            owner = {"apiVersion": "v1", "kind": "Pod", "name": name, "uid": pod.metadata.uid}
+            core.patch_namespaced_secret(
+                ks.secret_name(spec.session_id), self.namespace, {"metadata": {"ownerReferences": [owner]}}
+            )
+            node = self._wait_healthy(handle)
+        except BaseException as exc:
+            try:
+                self._delete(spec.session_id, name)
+            except Exception:
+                logger.exception("cleanup after the failed create of sandbox %s", spec.session_id)
+            if not isinstance(exc, Exception):
+                raise
+            raise api_failure(exc, f"cannot create sandbox {spec.session_id}") from exc
+        return SandboxHandle(
+            backend=handle.backend,
+            sandbox_id=name,
+            session_id=spec.session_id,
+            endpoint=handle.endpoint,
+            token=spec.token,
+            node=node,
+        )
+
+    def destroy(self, handle: SandboxHandle) -> None:
+        self._delete(handle.session_id, handle.sandbox_id or ks.pod_name(handle.session_id))
+
+    def inspect(self, handle: SandboxHandle) -> SandboxState:
+        name = handle.sandbox_id or ks.pod_name(handle.session_id)
+        try:
+            pod = self.core().read_namespaced_pod(name, self.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return SandboxState(exists=False, running=False, detail="no such pod")
+            raise api_failure(exc, f"cannot inspect sandbox {handle.session_id}") from exc
+        except Exception as exc:
+            raise api_failure(exc, f"cannot inspect sandbox {handle.session_id}") from exc
+        if pod.metadata.deletion_timestamp is not None:
+            return SandboxState(exists=True, running=False, detail="terminating")
+        phase = pod.status.phase or "Unknown"
+        running, detail = phase == "Running", phase
+        for status in pod.status.container_statuses or []:
+            if status.name != ks.CONTAINER:
+                continue
+            state = status.state
+            if state.terminated is not None:
+                running = False
+                detail = f"terminated (exit code {state.terminated.exit_code}, {state.terminated.reason})"
+            elif state.waiting is not None:
+                running = False
+                detail = f"waiting ({state.waiting.reason})"
+        if pod.status.reason:
+            detail += f": {pod.status.reason}"
+        # TODO: usage (cpu_percent, memory_mb) from the metrics API where it exists.
+        return SandboxState(exists=True, running=running, detail=detail)
+
+    def list_managed(self) -> list[SandboxHandle]:
+        """Every pod labelled as ours and made by this instance. The token is kept nowhere the API shows to
+        a list call, so these handles carry an empty one; the session row has the real one."""
+        selector = ",".join(
+            f"{k}={v}" for k, v in ks.managed_labels("", self.instance).items() if k != ks.LABEL_SESSION
+        )
+        try:
+            pods = self.core().list_namespaced_pod(self.namespace, label_selector=selector)
+        except Exception as exc:
+            raise api_failure(exc, f"cannot list sandbox pods in namespace {self.namespace}") from exc
+        handles = [
+            SandboxHandle(
+                backend=self.name,
+                sandbox_id=pod.metadata.name,
+                session_id=(pod.metadata.annotations or {}).get(ks.ANNOTATION_SESSION, ""),
+                endpoint=f"k8s://{self.namespace}/{pod.metadata.name}:{ks.EXECUTOR_PORT}",
+                token="",
+                node=pod.spec.node_name or "",
+            )
+            for pod in pods.items
+        ]
+        return sorted(handles, key=lambda h: h.session_id)
+
+    def executor(self, handle: SandboxHandle) -> ExecutorClient:
+        return self._client(handle, self.connect_timeout, self.read_timeout)
+
+    # -- internals --
+
+    def _client(self, handle: SandboxHandle, connect_timeout: float, read_timeout: float) -> ExecutorClient:
+        name = handle.sandbox_id or ks.pod_name(handle.session_id)
+        return ExecutorClient(
+            handle.endpoint or f"k8s://{self.namespace}/{name}:{ks.EXECUTOR_PORT}",
+            handle.token,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            connector=transport.connector(self.core(), self.namespace, name, ks.EXECUTOR_PORT),
+        )
+
+    def _wait_healthy(self, handle: SandboxHandle) -> str:
+        """Wait until the pod runs and its executor answers /health; return the node. Fail fast on a pod
+        that cannot start (image missing, bad spec) or that ended."""
+        core = self.core()
+        deadline = time.monotonic() + self.startup_timeout
+        node = ""
+        pause = 0.05
+        while True:
+            pod = core.read_namespaced_pod(handle.sandbox_id, self.namespace)
+            node = pod.spec.node_name or ""
+            self._refuse_stuck(handle, pod)
+            if pod.status.phase == "Running":
+                break
+            if time.monotonic() + pause > deadline:
+                raise RuntimeFailure(
+                    f"sandbox {handle.session_id}: the pod did not start within {self.startup_timeout:g} s "
+                    f"(phase {pod.status.phase})"
+                )
+            # TODO: a watch instead of polling (one stream per create; measure against this loop).
+            time.sleep(pause)
+            pause = min(pause * 1.5, 0.5)
+
+        def alive() -> None:
+            self._refuse_stuck(handle, core.read_namespaced_pod(handle.sandbox_id, self.namespace))
+
+        readiness.wait_healthy(
+            self._client(handle, 5.0, 5.0),
+            max(1.0, deadline - time.monotonic()),
+            alive=alive,
+            alive_every=0.5,
+            what=f"sandbox {handle.session_id}: the executor",
+        )
+        return node
+
+    @staticmethod
+    def _refuse_stuck(handle: SandboxHandle, pod: Any) -> None:
+        if pod.status.phase in ("Failed", "Succeeded"):
+            raise RuntimeFailure(
+                f"sandbox {handle.session_id}: the pod ended ({pod.status.phase}) before its executor was "
+                f"ready: {pod.status.reason or ''} {pod.status.message or ''}".rstrip()
+            )
+        statuses = (pod.status.init_container_statuses or []) + (pod.status.container_statuses or [])
+        for status in statuses:
+            waiting = status.state.waiting if status.state else None
+            if waiting is not None and waiting.reason in STUCK_REASONS:
+                raise RuntimeFailure(
+                    f"sandbox {handle.session_id}: container {status.name} cannot start: "
+                    f"{waiting.reason}: {waiting.message or ''}".rstrip(),
+                    permanent=True,
+                )
+            terminated = status.state.terminated if status.state else None
+            if terminated is not None and terminated.exit_code != 0:
+                raise RuntimeFailure(
+                    f"sandbox {handle.session_id}: container {status.name} exited "
+                    f"({terminated.exit_code}, {terminated.reason}) before the executor was ready"
+                )
+
+    def _delete(self, session_id: str, name: str) -> None:
+        """Delete the pod and its token Secret now (no grace: the sandbox holds nothing to flush). Idempotent."""
+        core = self.core()
+        for delete, target in (
+            (core.delete_namespaced_pod, name),
+            (core.delete_namespaced_secret, ks.secret_name(session_id)),
+        ):
+            try:
+                delete(target, self.namespace, grace_period_seconds=0)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise api_failure(exc, f"cannot delete sandbox {session_id}") from exc
+            except Exception as exc:
+                raise api_failure(exc, f"cannot delete sandbox {session_id}") from exc
+
+
+def _api_client(kubeconfig: str | None, context: str | None) -> Any:
+    if kubeconfig is None and context is None:
+        try:
+            k8s_config.load_incluster_config()
+            return k8s.ApiClient()
+        except ConfigException:
+            pass
+    return k8s_config.new_client_from_config(config_file=kubeconfig, context=context)
+
+
+def _mapping(value: Any) -> dict[str, str]:
+    if not value:
+        return {}
+    if isinstance(value, dict):
+        return {str(k): str(v) for k, v in value.items()}
+    text = str(value).strip()
+    if text.startswith("{"):
+        return {str(k): str(v) for k, v in json.loads(text).items()}
+    pairs = [item.partition("=") for item in text.split(",") if item.strip()]
+    return {k.strip(): v.strip() for k, _, v in pairs}
+
+
+def _list(value: Any) -> list[dict[str, Any]]:
+    if not value:
+        return []
+    if isinstance(value, list):
+        return [dict(item) for item in value]
+    return [dict(item) for item in json.loads(str(value))]

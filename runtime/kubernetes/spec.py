@@ -1,0 +1,194 @@
+"""What one Kubernetes sandbox is made of: its pod manifest and the Secret that carries its token.
+
+Kept apart from the lifecycle in backend.py so the security-relevant settings can be read (and reviewed) in
+one place. Manifests are plain dicts in the core/v1 shape, which every supported cluster version accepts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from runtime.base import SandboxSpec
+from runtime.limits import OPEN_FILES
+
+LABEL_MANAGED, LABEL_SESSION, LABEL_INSTANCE = "sandbox.managed", "sandbox.session", "sandbox.instance"
+ANNOTATION_SESSION = "sandbox.session-id"  # the exact session id (a label value is limited to 63 characters)
+ANNOTATION_DISK_MB = "sandbox.disk-mb"
+CONTAINER = "sandbox"
+# Inside the pod; the executor base image (images/executor-base) has the same layout.
+RUN_DIR, WORKSPACE, PACKAGES, EXECUTOR_HOME = "/run/sandbox", "/workspace", "/opt/packages", "/opt/sandbox"
+TOKEN_NAME, SECRET_MOUNT = "token", "/run/sandbox-secret"
+# The executor listens on the pod's loopback only: nothing on the pod network can reach it, and the control
+# plane comes in through the API server's port-forward, which connects inside the pod's network namespace.
+EXECUTOR_PORT = 7000
+
+_LABEL_VALUE = re.compile(r"\A(?:[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?)?\Z")
+_LABEL_KEY = re.compile(
+    r"\A(?:[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?\Z"
+)
+
+
+def pod_name(session_id: str) -> str:
+    """A DNS-1123 name fixed by the session id (session ids may hold capitals and underscores)."""
+    return "sandbox-" + hashlib.sha256(session_id.encode("utf-8")).hexdigest()[:20]
+
+
+def secret_name(session_id: str) -> str:
+    return pod_name(session_id) + "-token"
+
+
+def label_value(value: str) -> str:
+    """`value` when it is a valid label value, else a hash of it (selectors compare labels exactly)."""
+    return value if _LABEL_VALUE.match(value) else "h-" + hashlib.sha256(value.encode()).hexdigest()[:40]
+
+
+def managed_labels(session_id: str, instance: str) -> dict[str, str]:
+    return {
+        LABEL_MANAGED: "true",
+        LABEL_SESSION: label_value(session_id),
+        LABEL_INSTANCE: label_value(instance),
+    }
+
+
+def secret_manifest(spec: SandboxSpec, instance: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": secret_name(spec.session_id),
+            "labels": managed_labels(spec.session_id, instance),
+            "annotations": {ANNOTATION_SESSION: spec.session_id},
+        },
+        "type": "Opaque",
+        "stringData": {TOKEN_NAME: spec.token},
+    }
+
+
+def pod_manifest(
+    spec: SandboxSpec,
+    *,
+    image: str,
+    env: Mapping[str, str],
+    instance: str,
+    uid: int,
+    gid: int,
+    image_pull_policy: str,
+    runtime_class: str = "",
+    node_selector: Mapping[str, str] | None = None,
+    tolerations: list[dict[str, Any]] | None = None,
+    tmp_mb: int | None = None,
+    max_output: int | None = None,
+) -> dict[str, Any]:
+    """The pod of one sandbox: every field below is a decision of DESIGN.md §4."""
+    res = spec.resources
+    # /tmp and /dev/shm are memory-backed and charged to the pod: a quarter of its memory each by default.
+    scratch_mb = tmp_mb or max(16, int(res.memory_mb) // 4)
+    command = ["python3", "-m", "executor", "--tcp", f"127.0.0.1:{EXECUTOR_PORT}", "--workspace", WORKSPACE]
+    command += ["--token-file", f"{RUN_DIR}/{TOKEN_NAME}", "--packages", PACKAGES]
+    command += ["--session-id", spec.session_id, "--memory-mb", str(int(res.memory_mb))]
+    command += ["--limit", f"nofile={OPEN_FILES}"]
+    if max_output is not None:
+        command += ["--max-output", str(int(max_output))]
+    cpu = f"{int(float(res.cpu) * 1000)}m"
+    memory = f"{int(res.memory_mb)}Mi"
+    limits = {"cpu": cpu, "memory": memory, "ephemeral-storage": f"{int(res.disk_mb) + scratch_mb}Mi"}
+    container_security = {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": gid,
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    labels = {
+        str(k): str(v)
+        for k, v in spec.labels.items()
+        if _LABEL_KEY.match(str(k)) and _LABEL_VALUE.match(str(v))
+    }
+    labels.update(managed_labels(spec.session_id, instance))
+    pod: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": pod_name(spec.session_id),
+            "labels": labels,
+            "annotations": {ANNOTATION_SESSION: spec.session_id, ANNOTATION_DISK_MB: str(int(res.disk_mb))},
+        },
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "hostname": "sandbox",
+            "terminationGracePeriodSeconds": 2,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": uid,
+                "runAsGroup": gid,
+                "fsGroup": gid,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            # The token reaches the executor as a one-shot file: an init container (the only one that mounts
+            # the Secret) copies it into the run dir, where the executor reads and deletes it, so sandboxed
+            # code (the same uid) finds it neither on disk nor in any environment or command line.
+            "initContainers": [
+                {
+                    "name": "token",
+                    "image": image,
+                    "imagePullPolicy": image_pull_policy,
+                    "command": ["cp", f"{SECRET_MOUNT}/{TOKEN_NAME}", f"{RUN_DIR}/{TOKEN_NAME}"],
+                    "securityContext": container_security,
+                    "resources": {"limits": {"cpu": "100m", "memory": "32Mi"}},
+                    "volumeMounts": [
+                        {"name": "token", "mountPath": SECRET_MOUNT, "readOnly": True},
+                        {"name": "run", "mountPath": RUN_DIR},
+                    ],
+                }
+            ],
+            "containers": [
+                {
+                    "name": CONTAINER,
+                    "image": image,
+                    "imagePullPolicy": image_pull_policy,
+                    # `args` keeps the image's entrypoint (tini, which reaps orphans and forwards SIGTERM).
+                    "args": command,
+                    "workingDir": EXECUTOR_HOME,
+                    "env": [{"name": name, "value": value} for name, value in env.items()],
+                    "securityContext": container_security,
+                    "resources": {"requests": dict(limits), "limits": limits},
+                    "volumeMounts": [
+                        {"name": "run", "mountPath": RUN_DIR},
+                        {"name": "workspace", "mountPath": WORKSPACE},
+                        {"name": "packages", "mountPath": PACKAGES, "readOnly": True},
+                        {"name": "tmp", "mountPath": "/tmp"},
+                        {"name": "shm", "mountPath": "/dev/shm"},
+                    ],
+                    "stdin": False,
+                    "tty": False,
+                }
+            ],
+            "volumes": [
+                {
+                    "name": "token",
+                    "secret": {"secretName": secret_name(spec.session_id), "defaultMode": 0o440},
+                },
+                {"name": "run", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+                {"name": "workspace", "emptyDir": {"sizeLimit": f"{int(res.disk_mb)}Mi"}},
+                # TODO: per-session dependencies: the installed tree must reach this mount read-only.
+                {"name": "packages", "emptyDir": {"sizeLimit": "1Mi"}},
+                {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": f"{scratch_mb}Mi"}},
+                {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{scratch_mb}Mi"}},
+            ],
+        },
+    }
+    if runtime_class:
+        pod["spec"]["runtimeClassName"] = runtime_class
+    if node_selector:
+        pod["spec"]["nodeSelector"] = dict(node_selector)
+    if tolerations:
+        pod["spec"]["tolerations"] = list(tolerations)
+    return pod

@@ -1,0 +1,82 @@
+"""The kubernetes backend without a cluster: its settings, its pod's hardening, and clear failures when the
+API server cannot be reached. What every backend must do is in the contract suite (SANDBOX_K8S_TESTS=1)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from runtime.base import Resources, RuntimeFailure, SandboxHandle, SandboxSpec
+from runtime.kubernetes import KubernetesRuntime
+from runtime.kubernetes import spec as ks
+
+UNREACHABLE = """
+apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:9"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+"""
+
+
+def test_it_reads_its_settings_in_every_accepted_shape():
+    settings = SimpleNamespace(
+        SANDBOX_K8S_NAMESPACE="sandboxes",
+        SANDBOX_K8S_IMAGE_PULL_POLICY="Never",
+        SANDBOX_K8S_RUNTIME_CLASS="gvisor",
+        SANDBOX_K8S_NODE_SELECTOR="pool=sandbox, zone=a",
+        SANDBOX_K8S_TOLERATIONS='[{"key": "sandbox", "operator": "Exists", "effect": "NoSchedule"}]',
+        SANDBOX_K8S_POD_START_TIMEOUT="45",
+    )
+    config = KubernetesRuntime.config_from_settings(settings)
+    assert config == {
+        "namespace": "sandboxes",
+        "image_pull_policy": "Never",
+        "runtime_class": "gvisor",
+        "node_selector": {"pool": "sandbox", "zone": "a"},
+        "tolerations": [{"key": "sandbox", "operator": "Exists", "effect": "NoSchedule"}],
+        "startup_timeout": 45.0,
+    }
+    assert KubernetesRuntime(**config).namespace == "sandboxes"
+
+
+def test_an_unknown_pull_policy_is_refused():
+    with pytest.raises(RuntimeFailure) as info:
+        KubernetesRuntime(image_pull_policy="Sometimes")
+    assert info.value.permanent and "SANDBOX_K8S_IMAGE_PULL_POLICY" in info.value.message
+
+
+def test_an_unreachable_api_server_is_a_runtime_failure_not_a_crash(tmp_path):
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(UNREACHABLE)
+    runtime = KubernetesRuntime(kubeconfig=str(kubeconfig))  # constructing needs no cluster
+    handle = SandboxHandle(backend="kubernetes", sandbox_id="", session_id="s1", endpoint="", token="t")
+    for call in (runtime.check, runtime.list_managed, lambda: runtime.inspect(handle)):
+        with pytest.raises(RuntimeFailure) as info:
+            call()
+        assert "unreachable" in info.value.message
+
+
+def test_the_pod_is_hardened_and_carries_no_token():
+    spec = SandboxSpec(
+        session_id="Session_1", image="img", token="s3cret-token", resources=Resources(cpu=0.5, memory_mb=256)
+    )
+    pod = ks.pod_manifest(
+        spec, image="img", env={"A": "1"}, instance="i", uid=1000, gid=1000, image_pull_policy="Never"
+    )
+    assert "s3cret-token" not in repr(pod)
+    assert pod["metadata"]["name"] == ks.pod_name("Session_1") and pod["metadata"]["name"].islower()
+    assert pod["spec"]["automountServiceAccountToken"] is False and pod["spec"]["enableServiceLinks"] is False
+    for container in pod["spec"]["containers"] + pod["spec"]["initContainers"]:
+        security = container["securityContext"]
+        assert security["runAsNonRoot"] and security["runAsUser"] == 1000
+        assert security["readOnlyRootFilesystem"] and not security["allowPrivilegeEscalation"]
+        assert security["capabilities"] == {"drop": ["ALL"]}
+        assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert container["imagePullPolicy"] == "Never"
+    main = pod["spec"]["containers"][0]
+    assert main["resources"]["limits"]["memory"] == "256Mi" and main["resources"]["limits"]["cpu"] == "500m"
+    assert all(mount["name"] != "token" for mount in main["volumeMounts"])
+    assert "s3cret-token" in repr(ks.secret_manifest(spec, "i"))
