@@ -7,7 +7,7 @@ size-limited emptyDirs. The executor listens on the pod's loopback and is reache
 
 The cluster is the record: labels name the session and this control plane's instance, so a restarted
 control plane finds everything with one label query. The token lives in a Secret owned by the pod (deleted
-with it) that only a short init container mounts.
+with it) that only a short init container mounts; it is deleted once the executor answers.
 
 The API client is made on first use: importing or constructing this backend never needs a cluster.
 """
@@ -123,6 +123,7 @@ class KubernetesRuntime(Runtime):
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self._core: Any = None
+        self._stream_core: Any = None
         self._lock = threading.Lock()
 
     @classmethod
@@ -147,15 +148,24 @@ class KubernetesRuntime(Runtime):
         """The CoreV1 API, made on first use: in-cluster config, else the kubeconfig (KUBECONFIG, ~/.kube)."""
         with self._lock:
             if self._core is None:
-                try:
-                    api_client = _api_client(self.kubeconfig, self.context)
-                except (ConfigException, OSError, TypeError, ValueError) as exc:
-                    raise RuntimeFailure(
-                        f"no Kubernetes configuration: neither in-cluster nor a kubeconfig ({exc})",
-                        permanent=True,
-                    ) from exc
-                self._core = k8s.CoreV1Api(api_client)
+                self._core = self._new_core()
             return self._core
+
+    def stream_core(self) -> Any:
+        """A CoreV1 API on an ApiClient of its own, for exec and port-forward streams (transport.py)."""
+        with self._lock:
+            if self._stream_core is None:
+                self._stream_core = self._new_core()
+            return self._stream_core
+
+    def _new_core(self) -> Any:
+        try:
+            api_client = _api_client(self.kubeconfig, self.context)
+        except (ConfigException, OSError, TypeError, ValueError) as exc:
+            raise RuntimeFailure(
+                f"no Kubernetes configuration: neither in-cluster nor a kubeconfig ({exc})", permanent=True
+            ) from exc
+        return k8s.CoreV1Api(api_client)
 
     def check(self) -> None:
         try:
@@ -196,6 +206,7 @@ class KubernetesRuntime(Runtime):
             endpoint=f"k8s://{self.namespace}/{name}:{ks.EXECUTOR_PORT}",
             token=spec.token,
         )
+        self._clear_leftover(spec.session_id, name)
         try:
             core.create_namespaced_secret(self.namespace, ks.secret_manifest(spec, self.instance))
         except ApiException as exc:
@@ -214,6 +225,9 @@ class KubernetesRuntime(Runtime):
                 ks.secret_name(spec.session_id), self.namespace, {"metadata": {"ownerReferences": [owner]}}
             )
             node = self._wait_healthy(handle)
+            # The executor has read (and deleted) its copy; nothing else needs the token, so it is kept
+            # nowhere but the session row from now on.
+            self._delete_secret(spec.session_id)
         except BaseException as exc:
             try:
                 self._delete(spec.session_id, name)
@@ -298,7 +312,7 @@ class KubernetesRuntime(Runtime):
             handle.token,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
-            connector=transport.connector(self.core(), self.namespace, name, ks.EXECUTOR_PORT),
+            connector=transport.connector(self.stream_core(), self.namespace, name, ks.EXECUTOR_PORT),
         )
 
     def _wait_healthy(self, handle: SandboxHandle) -> str:
@@ -316,8 +330,8 @@ class KubernetesRuntime(Runtime):
                 break
             if time.monotonic() + pause > deadline:
                 raise RuntimeFailure(
-                    f"sandbox {handle.session_id}: the pod did not start within {self.startup_timeout:g} s "
-                    f"(phase {pod.status.phase})"
+                    f"sandbox {handle.session_id}: the executor did not become healthy within "
+                    f"{self.startup_timeout:g} s (the pod is still {pod.status.phase})"
                 )
             # TODO: a watch instead of polling (one stream per create; measure against this loop).
             time.sleep(pause)
@@ -335,12 +349,12 @@ class KubernetesRuntime(Runtime):
         )
         return node
 
-    @staticmethod
-    def _refuse_stuck(handle: SandboxHandle, pod: Any) -> None:
+    def _refuse_stuck(self, handle: SandboxHandle, pod: Any) -> None:
         if pod.status.phase in ("Failed", "Succeeded"):
             raise RuntimeFailure(
                 f"sandbox {handle.session_id}: the pod ended ({pod.status.phase}) before its executor was "
                 f"ready: {pod.status.reason or ''} {pod.status.message or ''}".rstrip()
+                + self._logs_tail(handle.sandbox_id)
             )
         statuses = (pod.status.init_container_statuses or []) + (pod.status.container_statuses or [])
         for status in statuses:
@@ -356,7 +370,55 @@ class KubernetesRuntime(Runtime):
                 raise RuntimeFailure(
                     f"sandbox {handle.session_id}: container {status.name} exited "
                     f"({terminated.exit_code}, {terminated.reason}) before the executor was ready"
+                    + self._logs_tail(handle.sandbox_id)
                 )
+
+    def _logs_tail(self, name: str) -> str:
+        """The last lines the sandbox's container wrote, for a failure message ("" when there are none)."""
+        try:
+            text = self.core().read_namespaced_pod_log(
+                name, self.namespace, container=ks.CONTAINER, tail_lines=20
+            )
+        except Exception:  # noqa: BLE001 - the message is better without logs than not at all
+            return ""
+        return f"; its output ends: {str(text).strip()[-2000:]}" if text and str(text).strip() else ""
+
+    def _clear_leftover(self, session_id: str, name: str) -> None:
+        """Refuse to replace a live sandbox; remove a dead or terminating one of the same session first.
+
+        Pod names are fixed by the session id, so a sandbox that died (or a destroy the kubelet has not
+        finished) would otherwise make the next create of that session fail with a name conflict.
+        """
+        core = self.core()
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            try:
+                pod = core.read_namespaced_pod(name, self.namespace)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise api_failure(exc, f"cannot create sandbox {session_id}") from exc
+                break
+            except Exception as exc:
+                raise api_failure(exc, f"cannot create sandbox {session_id}") from exc
+            deleting = pod.metadata.deletion_timestamp is not None
+            if not deleting and pod.status.phase in ("Pending", "Running"):
+                raise RuntimeFailure(f"a sandbox for session {session_id} is already running", permanent=True)
+            if not deleting:
+                self._delete(session_id, name)
+            if time.monotonic() > deadline:
+                raise RuntimeFailure(f"the previous pod of session {session_id} is still being deleted")
+            time.sleep(0.1)
+        try:
+            self._delete_secret(session_id)
+        except Exception as exc:
+            raise api_failure(exc, f"cannot create sandbox {session_id}") from exc
+
+    def _delete_secret(self, session_id: str) -> None:
+        try:
+            self.core().delete_namespaced_secret(ks.secret_name(session_id), self.namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
 
     def _delete(self, session_id: str, name: str) -> None:
         """Delete the pod and its token Secret now (no grace: the sandbox holds nothing to flush). Idempotent."""

@@ -19,8 +19,11 @@ ANNOTATION_SESSION = "sandbox.session-id"  # the exact session id (a label value
 ANNOTATION_DISK_MB = "sandbox.disk-mb"
 CONTAINER = "sandbox"
 # Inside the pod; the executor base image (images/executor-base) has the same layout.
-RUN_DIR, WORKSPACE, PACKAGES, EXECUTOR_HOME = "/run/sandbox", "/workspace", "/opt/packages", "/opt/sandbox"
+WORKSPACE, PACKAGES, EXECUTOR_HOME = "/workspace", "/opt/packages", "/opt/sandbox"
 TOKEN_NAME, SECRET_MOUNT = "token", "/run/sandbox-secret"
+# Where the init container leaves the token for the executor, which reads and deletes it before it listens,
+# so no sandboxed code runs while it exists. /tmp is the pod's own scratch anyway: no extra writable mount.
+TOKEN_FILE = "/tmp/.executor-token"
 # The executor listens on the pod's loopback only: nothing on the pod network can reach it, and the control
 # plane comes in through the API server's port-forward, which connects inside the pod's network namespace.
 EXECUTOR_PORT = 7000
@@ -87,7 +90,7 @@ def pod_manifest(
     # /tmp and /dev/shm are memory-backed and charged to the pod: a quarter of its memory each by default.
     scratch_mb = tmp_mb or max(16, int(res.memory_mb) // 4)
     command = ["python3", "-m", "executor", "--tcp", f"127.0.0.1:{EXECUTOR_PORT}", "--workspace", WORKSPACE]
-    command += ["--token-file", f"{RUN_DIR}/{TOKEN_NAME}", "--packages", PACKAGES]
+    command += ["--token-file", TOKEN_FILE, "--packages", PACKAGES]
     command += ["--session-id", spec.session_id, "--memory-mb", str(int(res.memory_mb))]
     command += ["--limit", f"nofile={OPEN_FILES}"]
     if max_output is not None:
@@ -133,19 +136,19 @@ def pod_manifest(
                 "seccompProfile": {"type": "RuntimeDefault"},
             },
             # The token reaches the executor as a one-shot file: an init container (the only one that mounts
-            # the Secret) copies it into the run dir, where the executor reads and deletes it, so sandboxed
-            # code (the same uid) finds it neither on disk nor in any environment or command line.
+            # the Secret) copies it into /tmp, where the executor reads and deletes it, so sandboxed code (the
+            # same uid) finds it neither on disk nor in any environment or command line.
             "initContainers": [
                 {
                     "name": "token",
                     "image": image,
                     "imagePullPolicy": image_pull_policy,
-                    "command": ["cp", f"{SECRET_MOUNT}/{TOKEN_NAME}", f"{RUN_DIR}/{TOKEN_NAME}"],
+                    "command": ["cp", f"{SECRET_MOUNT}/{TOKEN_NAME}", TOKEN_FILE],
                     "securityContext": container_security,
                     "resources": {"limits": {"cpu": "100m", "memory": "32Mi"}},
                     "volumeMounts": [
                         {"name": "token", "mountPath": SECRET_MOUNT, "readOnly": True},
-                        {"name": "run", "mountPath": RUN_DIR},
+                        {"name": "tmp", "mountPath": "/tmp"},
                     ],
                 }
             ],
@@ -161,7 +164,6 @@ def pod_manifest(
                     "securityContext": container_security,
                     "resources": {"requests": dict(limits), "limits": limits},
                     "volumeMounts": [
-                        {"name": "run", "mountPath": RUN_DIR},
                         {"name": "workspace", "mountPath": WORKSPACE},
                         {"name": "packages", "mountPath": PACKAGES, "readOnly": True},
                         {"name": "tmp", "mountPath": "/tmp"},
@@ -176,7 +178,6 @@ def pod_manifest(
                     "name": "token",
                     "secret": {"secretName": secret_name(spec.session_id), "defaultMode": 0o440},
                 },
-                {"name": "run", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
                 {"name": "workspace", "emptyDir": {"sizeLimit": f"{int(res.disk_mb)}Mi"}},
                 # TODO: per-session dependencies: the installed tree must reach this mount read-only.
                 {"name": "packages", "emptyDir": {"sizeLimit": "1Mi"}},

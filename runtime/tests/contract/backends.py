@@ -386,3 +386,148 @@ def open_backend(name: str) -> Backend:
     if problem:
         pytest.skip(problem)
     return kind()
+
+
+class KubernetesBackend(Backend):
+    """Pods on the cluster KUBECONFIG names (the test cluster: /work/shared/k8s), collected only with
+    SANDBOX_K8S_TESTS=1. The host sees the sandbox only through the API server (exec, object reads)."""
+
+    name = "kubernetes"
+    init_command = "tini"
+    # /run/sandbox is an emptyDir of the pod's own (it held the one-shot token file); no socket in it.
+    run_dir_views = ("[]",)
+    PYTHON_IMAGE = os.environ.get("SANDBOX_K8S_PYTHON_IMAGE", "sandbox-template-python-basic:latest")
+    NODE_IMAGE = os.environ.get("SANDBOX_K8S_NODE_IMAGE", "sandbox-template-nodejs-basic:latest")
+
+    @staticmethod
+    def missing() -> str | None:
+        from runtime.base import RuntimeFailure
+        from runtime.kubernetes import KubernetesRuntime
+
+        try:
+            KubernetesRuntime().check()
+        except RuntimeFailure as exc:
+            return f"no usable Kubernetes cluster (KUBECONFIG): {exc.message}"
+        return None
+
+    def build(self, data_dir: str | None = None, **config: Any) -> Runtime:
+        from runtime.kubernetes import KubernetesRuntime
+
+        config.setdefault("image_pull_policy", os.environ.get("SANDBOX_K8S_IMAGE_PULL_POLICY", "Never"))
+        config.setdefault("namespace", os.environ.get("SANDBOX_K8S_NAMESPACE", "default"))
+        # The data dir's name scopes list_managed, as a data dir does for the other backends.
+        return KubernetesRuntime(instance=os.path.basename(data_dir or self.data_dir), **config)
+
+    def image(self, image: str) -> str:
+        return {"python": self.PYTHON_IMAGE, "node": self.NODE_IMAGE}.get(image, image)
+
+    def _exec(self, handle: SandboxHandle, code: str) -> str:
+        """Run Python in the sandbox's container through the API server (as the sandbox's own uid)."""
+        from kubernetes.stream import stream
+
+        from runtime.kubernetes.transport import STREAM_LOCK
+
+        core = self.runtime.stream_core()  # type: ignore[attr-defined]
+        with STREAM_LOCK:
+            return str(
+                stream(
+                    core.connect_get_namespaced_pod_exec,
+                    handle.sandbox_id,
+                    self.runtime.namespace,  # type: ignore[attr-defined]
+                    container="sandbox",
+                    command=["python3", "-c", code],
+                    stderr=True,
+                    stdin=False,
+                    stdout=True,
+                    tty=False,
+                )
+            )
+
+    def host_record(self, handle: SandboxHandle) -> str:
+        core = self.runtime.core()  # type: ignore[attr-defined]
+        namespace = self.runtime.namespace  # type: ignore[attr-defined]
+        pod = core.read_namespaced_pod(handle.sandbox_id, namespace)
+        record = [core.api_client.sanitize_for_serialization(pod)]
+        secrets_of_pod = core.list_namespaced_secret(namespace, label_selector="sandbox.managed=true")
+        record += [
+            core.api_client.sanitize_for_serialization(secret)
+            for secret in secrets_of_pod.items
+            if (secret.metadata.annotations or {}).get("sandbox.session-id") == handle.session_id
+        ]
+        return json.dumps(record)
+
+    def processes(self, handle: SandboxHandle) -> list[str]:
+        out = self._exec(
+            handle,
+            "import os\n"
+            "for p in os.listdir('/proc'):\n"
+            "    if p.isdigit() and int(p) != os.getpid():\n"
+            "        try: print(p, open(f'/proc/{p}/cmdline','rb').read().replace(b'\\0', b' ').decode())\n"
+            "        except OSError: pass\n",
+        )
+        return sorted(line for line in out.splitlines() if line.strip())
+
+    def _cgroup_file(self, handle: SandboxHandle, *paths: str) -> str | None:
+        code = (
+            f"import os\nfor p in {list(paths)!r}:\n    if os.path.exists(p): print(open(p).read()); break\n"
+        )
+        out = self._exec(handle, code).strip()
+        return out or None
+
+    def pids_limit_hits(self, handle: SandboxHandle) -> int | None:
+        events = self._cgroup_file(handle, "/sys/fs/cgroup/pids/pids.events")
+        return int(events.split()[-1]) if events and events.startswith("max") else None
+
+    def peak_memory_bytes(self, handle: SandboxHandle) -> int | None:
+        peak = self._cgroup_file(
+            handle, "/sys/fs/cgroup/memory/memory.max_usage_in_bytes", "/sys/fs/cgroup/memory.peak"
+        )
+        return int(peak) if peak and peak.isdigit() else None
+
+    def kill(self, handle: SandboxHandle) -> None:
+        # Every process but tini (pid 1, which then exits with its child): the container ends under us.
+        self._exec(
+            handle,
+            "import os, signal\n"
+            "for p in os.listdir('/proc'):\n"
+            "    if p.isdigit() and int(p) not in (1, os.getpid()):\n"
+            "        try: os.kill(int(p), signal.SIGKILL)\n"
+            "        except OSError: pass\n",
+        )
+
+    def _objects(self, runtime: Runtime, session_id: str) -> list[str]:
+        from kubernetes.client.exceptions import ApiException
+
+        from runtime.kubernetes import spec as ks
+
+        core = runtime.core()  # type: ignore[attr-defined]
+        namespace = runtime.namespace  # type: ignore[attr-defined]
+        found = []
+        for read, name, kind in (
+            (core.read_namespaced_pod, ks.pod_name(session_id), "pod"),
+            (core.read_namespaced_secret, ks.secret_name(session_id), "secret"),
+        ):
+            try:
+                read(name, namespace)
+                found.append(f"{kind} {name}")
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+        return found
+
+    def footprint(self, runtime: Runtime, handle: SandboxHandle) -> dict[str, Any]:
+        return {"runtime": runtime, "session_id": handle.session_id}
+
+    def remains(self, footprint: dict[str, Any]) -> list[str]:
+        return self._objects(footprint["runtime"], footprint["session_id"])
+
+    def remains_of(self, runtime: Runtime, session_id: str) -> list[str]:
+        found = self._objects(runtime, session_id)
+        found += [f"listed {h.session_id}" for h in runtime.list_managed() if h.session_id == session_id]
+        return found
+
+    def disk_limit_problem(self) -> str | None:
+        return "an emptyDir's sizeLimit is enforced by kubelet eviction, not as a hard limit on writes"
+
+
+BACKENDS["kubernetes"] = KubernetesBackend

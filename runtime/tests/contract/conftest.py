@@ -8,6 +8,7 @@ executions through `run_code` (typed events), never the executor's wire format.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -19,14 +20,16 @@ from runtime.base import SandboxHandle
 from runtime.tests.conftest import Outcome, destroy_all, run_code
 from runtime.tests.contract.backends import Backend, open_backend
 
+BACKEND_PARAMS = [
+    pytest.param("process", marks=pytest.mark.bwrap),
+    pytest.param("docker", marks=pytest.mark.docker),
+]
+# The Kubernetes backend needs a cluster (KUBECONFIG); it is collected only when asked for.
+if os.environ.get("SANDBOX_K8S_TESTS") == "1":
+    BACKEND_PARAMS.append(pytest.param("kubernetes", marks=pytest.mark.kubernetes))
 
-@pytest.fixture(
-    scope="session",
-    params=[
-        pytest.param("process", marks=pytest.mark.bwrap),
-        pytest.param("docker", marks=pytest.mark.docker),
-    ],
-)
+
+@pytest.fixture(scope="session", params=BACKEND_PARAMS)
 def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     opened = open_backend(request.param)
     yield opened
