@@ -329,9 +329,14 @@ class KubernetesRuntime(Runtime):
             if pod.status.phase == "Running":
                 break
             if time.monotonic() + pause > deadline:
+                why = "; ".join(
+                    f"{c.type}: {c.reason}: {c.message}"
+                    for c in pod.status.conditions or []
+                    if c.status == "False" and c.message
+                )
                 raise RuntimeFailure(
                     f"sandbox {handle.session_id}: the executor did not become healthy within "
-                    f"{self.startup_timeout:g} s (the pod is still {pod.status.phase})"
+                    f"{self.startup_timeout:g} s (the pod is still {pod.status.phase}{'; ' + why if why else ''})"
                 )
             # TODO: a watch instead of polling (one stream per create; measure against this loop).
             time.sleep(pause)

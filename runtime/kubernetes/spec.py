@@ -97,6 +97,7 @@ def pod_manifest(
         command += ["--max-output", str(int(max_output))]
     cpu = f"{int(float(res.cpu) * 1000)}m"
     memory = f"{int(res.memory_mb)}Mi"
+    cpu_request = f"{max(10, int(float(res.cpu) * 250))}m"
     limits = {"cpu": cpu, "memory": memory, "ephemeral-storage": f"{int(res.disk_mb) + scratch_mb}Mi"}
     container_security = {
         "runAsNonRoot": True,
@@ -162,7 +163,10 @@ def pod_manifest(
                     "workingDir": EXECUTOR_HOME,
                     "env": [{"name": name, "value": value} for name, value in env.items()],
                     "securityContext": container_security,
-                    "resources": {"requests": dict(limits), "limits": limits},
+                    # Memory and disk are requested in full (a node never promises more than it has, so
+                    # the scheduler, not the kernel's OOM killer, says no); cpu is a ceiling shared with
+                    # idle sandboxes, requested at a quarter so idle sessions do not fill a node.
+                    "resources": {"requests": {**limits, "cpu": cpu_request}, "limits": limits},
                     "volumeMounts": [
                         {"name": "workspace", "mountPath": WORKSPACE},
                         {"name": "packages", "mountPath": PACKAGES, "readOnly": True},
