@@ -7,7 +7,8 @@ size-limited emptyDirs. The executor listens on the pod's loopback and is reache
 
 The cluster is the record: labels name the session and this control plane's instance, so a restarted
 control plane finds everything with one label query. The token lives in a Secret owned by the pod (deleted
-with it) that only a short init container mounts; it is deleted once the executor answers.
+with it) that only a short init container mounts; it is deleted once the executor answers. The first create
+ensures a deny-all NetworkPolicy for sandbox pods (spec.py; enforced where the CNI supports it).
 
 The API client is made on first use: importing or constructing this backend never needs a cluster.
 """
@@ -124,6 +125,7 @@ class KubernetesRuntime(Runtime):
         self.read_timeout = read_timeout
         self._core: Any = None
         self._stream_core: Any = None
+        self._policy_ensured = False
         self._lock = threading.Lock()
 
     @classmethod
@@ -206,6 +208,7 @@ class KubernetesRuntime(Runtime):
             endpoint=f"k8s://{self.namespace}/{name}:{ks.EXECUTOR_PORT}",
             token=spec.token,
         )
+        self._ensure_network_policy()
         self._clear_leftover(spec.session_id, name)
         try:
             core.create_namespaced_secret(self.namespace, ks.secret_manifest(spec, self.instance))
@@ -377,6 +380,22 @@ class KubernetesRuntime(Runtime):
                     f"({terminated.exit_code}, {terminated.reason}) before the executor was ready"
                     + self._logs_tail(handle.sandbox_id)
                 )
+
+    def _ensure_network_policy(self) -> None:
+        """Create the namespace's deny-all policy for sandbox pods once per process (it may exist already)."""
+        if self._policy_ensured:
+            return
+        networking = k8s.NetworkingV1Api(self.core().api_client)
+        try:
+            networking.create_namespaced_network_policy(self.namespace, ks.network_policy_manifest())
+        except ApiException as exc:
+            if exc.status != 409:
+                raise api_failure(
+                    exc, f"cannot create the sandbox NetworkPolicy in {self.namespace}"
+                ) from exc
+        except Exception as exc:
+            raise api_failure(exc, f"cannot create the sandbox NetworkPolicy in {self.namespace}") from exc
+        self._policy_ensured = True
 
     def _logs_tail(self, name: str) -> str:
         """The last lines the sandbox's container wrote, for a failure message ("" when there are none)."""

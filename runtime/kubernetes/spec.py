@@ -197,3 +197,23 @@ def pod_manifest(
     if tolerations:
         pod["spec"]["tolerations"] = list(tolerations)
     return pod
+
+
+NETWORK_POLICY = "sandbox-deny-all"
+
+
+def network_policy_manifest() -> dict[str, Any]:
+    """Deny all ingress and egress for every sandbox pod in the namespace (networking/v1).
+
+    Enforced only where the CNI implements NetworkPolicy (Calico, Cilium, ...); the test cluster's bridge
+    CNI accepts it but enforces nothing, there the pods simply have no route off their network.
+    """
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": NETWORK_POLICY, "labels": {LABEL_MANAGED: "true"}},
+        "spec": {
+            "podSelector": {"matchLabels": {LABEL_MANAGED: "true"}},
+            "policyTypes": ["Ingress", "Egress"],
+        },
+    }

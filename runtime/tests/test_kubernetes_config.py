@@ -80,3 +80,20 @@ def test_the_pod_is_hardened_and_carries_no_token():
     assert main["resources"]["limits"]["memory"] == "256Mi" and main["resources"]["limits"]["cpu"] == "500m"
     assert all(mount["name"] != "token" for mount in main["volumeMounts"])
     assert "s3cret-token" in repr(ks.secret_manifest(spec, "i"))
+
+
+def test_the_network_policy_denies_everything_to_every_sandbox_pod():
+    policy = ks.network_policy_manifest()
+    assert policy["spec"]["podSelector"] == {"matchLabels": {ks.LABEL_MANAGED: "true"}}
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert "ingress" not in policy["spec"] and "egress" not in policy["spec"]  # no rule: nothing allowed
+    pod = ks.pod_manifest(
+        SandboxSpec(session_id="s", image="i", token="t"),
+        image="i",
+        env={},
+        instance="x",
+        uid=1000,
+        gid=1000,
+        image_pull_policy="IfNotPresent",
+    )
+    assert pod["metadata"]["labels"][ks.LABEL_MANAGED] == "true"  # so the policy selects it
