@@ -74,6 +74,27 @@ def api_failure(exc: BaseException, what: str) -> RuntimeFailure:
     return RuntimeFailure(f"{what}: the Kubernetes API server is unreachable: {type(exc).__name__}: {exc}")
 
 
+def usage_from_summary(
+    summary: dict[str, Any], namespace: str, pod: str, uid: str | None = None
+) -> tuple[float | None, float | None]:
+    """(cpu_percent, memory_mb) of the sandbox container of `pod` in a kubelet stats/summary document."""
+    for entry in summary.get("pods") or []:
+        ref = entry.get("podRef") or {}
+        if ref.get("namespace") != namespace or ref.get("name") != pod:
+            continue
+        if uid and ref.get("uid") and ref.get("uid") != uid:
+            continue
+        for container in entry.get("containers") or []:
+            if container.get("name") != ks.CONTAINER:
+                continue
+            cores = (container.get("cpu") or {}).get("usageNanoCores")
+            working_set = (container.get("memory") or {}).get("workingSetBytes")
+            cpu = round(cores / 1e7, 2) if isinstance(cores, int | float) else None
+            memory = round(working_set / 2**20, 2) if isinstance(working_set, int | float) else None
+            return cpu, memory
+    return None, None
+
+
 class KubernetesRuntime(Runtime):
     """Sessions as hardened pods from template images, in one namespace of one cluster.
 
@@ -277,8 +298,8 @@ class KubernetesRuntime(Runtime):
                 detail = f"waiting ({state.waiting.reason})"
         if pod.status.reason:
             detail += f": {pod.status.reason}"
-        # TODO: usage (cpu_percent, memory_mb) from the metrics API where it exists.
-        return SandboxState(exists=True, running=running, detail=detail)
+        cpu, memory = self._usage(pod) if running else (None, None)
+        return SandboxState(exists=True, running=running, detail=detail, cpu_percent=cpu, memory_mb=memory)
 
     def list_managed(self) -> list[SandboxHandle]:
         """Every pod labelled as ours and made by this instance. The token is kept nowhere the API shows to
@@ -380,6 +401,23 @@ class KubernetesRuntime(Runtime):
                     f"({terminated.exit_code}, {terminated.reason}) before the executor was ready"
                     + self._logs_tail(handle.sandbox_id)
                 )
+
+    def _usage(self, pod: Any) -> tuple[float | None, float | None]:
+        """CPU (percent of one core) and memory (working set, MB) of the sandbox container, from the
+        kubelet's summary API through the API server's node proxy (no metrics-server needed). A figure the
+        kubelet has not sampled yet, or any failure to read it, stays None: usage is informative only."""
+        node = pod.spec.node_name
+        if not node:
+            return None, None
+        try:
+            response = self.core().connect_get_node_proxy_with_path(
+                node, "stats/summary", _preload_content=False, _request_timeout=5
+            )
+            summary = json.loads(response.data)
+        except Exception as exc:
+            logger.debug("no usage for pod %s from node %s: %s", pod.metadata.name, node, exc)
+            return None, None
+        return usage_from_summary(summary, self.namespace, pod.metadata.name, pod.metadata.uid)
 
     def _ensure_network_policy(self) -> None:
         """Create the namespace's deny-all policy for sandbox pods once per process (it may exist already)."""
