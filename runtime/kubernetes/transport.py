@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from typing import Any
 
 from kubernetes.stream import portforward
@@ -38,8 +39,44 @@ def connector(stream_core: Any, namespace: str, pod: str, port: int) -> Any:
                 )
         except Exception as exc:  # ApiException, websocket and socket errors all mean "cannot reach it"
             raise ConnectionRefusedError(f"port-forward to pod {namespace}/{pod}:{port}: {exc}") from exc
-        sock: socket.socket = forward.socket(port)
+        sock = QuietClose(forward.socket(port))
         sock.settimeout(timeout)
-        return sock
+        return sock  # type: ignore[return-value]  # a socket in every way http.client uses one
 
     return connect
+
+
+class QuietClose:
+    """The application's end of a port-forward socket pair, closed so that the library's proxy thread sees
+    an orderly end of stream.
+
+    Closing a socket pair end with data still unread in it (a response body abandoned half way, a download
+    stopped early) makes the proxy thread's next read fail with ConnectionResetError: the thread dies with
+    a logged traceback and leaves its websocket open. So `close` first shuts down writing (the proxy reads
+    the end of stream, closes its end and then the websocket), discards whatever is still arriving until
+    the proxy's end is closed, with a short deadline, and only then closes.
+    """
+
+    def __init__(self, sock: Any, grace: float = 2.0) -> None:
+        self._sock = sock
+        self._grace = grace
+        self._closed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + self._grace
+            while (left := deadline - time.monotonic()) > 0:
+                self._sock.settimeout(left)
+                if not self._sock.recv(65536):
+                    break
+        except OSError:
+            pass
+        finally:
+            self._sock.close()

@@ -123,3 +123,22 @@ def test_usage_is_read_from_the_sandbox_container_of_its_own_pod_in_a_kubelet_su
     assert usage_from_summary(fresh, "ns", "sbx", "u1") == (None, 1.0)
     assert usage_from_summary(summary, "other-ns", "sbx", "u1") == (None, None)
     assert usage_from_summary({}, "ns", "sbx") == (None, None)
+
+
+def test_closing_a_port_forward_socket_with_unread_data_gives_the_proxy_an_orderly_end():
+    import socket
+    import threading
+
+    from runtime.kubernetes.transport import QuietClose
+
+    ours, proxy = socket.socketpair()
+    proxy.sendall(b"x" * 100_000)  # a response body the application stops reading
+    sock = QuietClose(ours)
+    closer = threading.Thread(target=sock.close)
+    closer.start()
+    # The proxy's side reads the end of stream (not ConnectionResetError), then closes its end.
+    proxy.settimeout(5)
+    assert proxy.recv(1024) == b""
+    proxy.close()
+    closer.join(5)
+    assert not closer.is_alive() and ours.fileno() == -1
