@@ -23,15 +23,11 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.support import percentile  # noqa: E402
 from runtime.base import PackageInstall, SandboxSpec  # noqa: E402
 from runtime.process import ProcessRuntime  # noqa: E402
 
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))]
 
 
 def install(runtime: ProcessRuntime, request: PackageInstall) -> tuple[float, str]:

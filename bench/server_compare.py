@@ -35,22 +35,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.support import free_port, percentile  # noqa: E402
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 MIB = 1024 * 1024
 BODY = 300 * MIB
 SESSION_ID = "bench-keepalive"
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
-    return ordered[index]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def process_tree(root: int) -> list[int]:

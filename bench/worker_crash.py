@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,40 +30,15 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.support import Api, free_port, percentile  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 SLEEPER = "import time\ntime.sleep(3600)\n"
 # run_worker gives up on a child that dies within 5 s of its start five times in a row
 # (QUICK_EXIT_SECONDS in run_worker.py): each pool is left to live this long before it is killed.
 POOL_MIN_AGE = 6.0
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Api:
-    def __init__(self, base: str, key: str) -> None:
-        self.base, self.key = base, key
-
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        request = urllib.request.Request(
-            f"{self.base}/api/v1{path}",
-            method=method,
-            data=json.dumps(body).encode() if body is not None else None,
-            headers={"Authorization": f"Bearer {self.key}", "Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                return json.loads(response.read() or b"{}")
-        except urllib.error.HTTPError as exc:
-            raise SystemExit(f"{method} {path} answered {exc.code}: {exc.read()[:500]!r}") from None
 
 
 def poll(check, what: str, interval: float, timeout: float = 300) -> Any:
