@@ -14,6 +14,7 @@ from typing import Any
 
 from runtime.base import SandboxSpec
 from runtime.docker import workspace as ws
+from runtime.host_files import force_remove
 from runtime.limits import MIB, OPEN_FILES
 
 LABEL_MANAGED, LABEL_SESSION = "sandbox.managed", "sandbox.session"
@@ -97,7 +98,7 @@ def remove(dirs: HostDirs) -> None:
     """Unmount the workspace, then delete the directory; a no-op for what is already gone."""
     ws.unmount(dirs.image, dirs.workspace)
     if os.path.lexists(dirs.root):
-        shutil.rmtree(dirs.root, onerror=_force_remove)
+        shutil.rmtree(dirs.root, onerror=force_remove)
 
 
 def container_options(
@@ -172,17 +173,3 @@ def container_options(
         "stdin_open": False,
         "tty": False,
     }
-
-
-def _force_remove(func: Any, path: str, exc_info: Any) -> None:
-    """rmtree's error hook: sandboxed code may leave directories without write or search permission."""
-    parent = os.path.dirname(path)
-    try:
-        os.chmod(parent, 0o700)
-        if os.path.isdir(path) and not os.path.islink(path):
-            os.chmod(path, 0o700)
-            shutil.rmtree(path, onerror=_force_remove)
-        else:
-            func(path)
-    except FileNotFoundError:
-        pass

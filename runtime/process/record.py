@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 from typing import Any
@@ -69,20 +68,6 @@ def wait_gone(pid: int, start: int | None, proc: subprocess.Popen | None, timeou
     deadline = time.monotonic() + timeout
     while alive(pid, start) and time.monotonic() < deadline:
         time.sleep(0.01)
-
-
-def force_remove(func: Any, path: str, exc_info: Any) -> None:
-    """rmtree's error hook: sandboxed code may leave directories without write or search permission."""
-    parent = os.path.dirname(path)
-    try:
-        os.chmod(parent, 0o700)
-        if os.path.isdir(path) and not os.path.islink(path):
-            os.chmod(path, 0o700)
-            shutil.rmtree(path, onerror=force_remove)
-        else:
-            func(path)
-    except FileNotFoundError:
-        pass
 
 
 def read_record(root: str) -> dict[str, Any] | None:

@@ -33,7 +33,7 @@ import shutil
 from dataclasses import dataclass
 
 from runtime import loop_workspace as lw
-from runtime.process import record as pr
+from runtime.host_files import force_remove
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def remove(dirs: SessionDirs) -> list[str]:
     if lw.mounted(dirs.workspace):
         errors.append(f"workspace {dirs.workspace} is still mounted")
     elif os.path.lexists(dirs.root):
-        shutil.rmtree(dirs.root, onerror=pr.force_remove)
+        shutil.rmtree(dirs.root, onerror=force_remove)
     return errors
 
 
