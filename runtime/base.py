@@ -144,6 +144,9 @@ class Runtime(abc.ABC):
     """A sandbox backend. Implementations: process (bubblewrap), docker, kubernetes; fake for tests."""
 
     name: str = ""
+    # Whether update_resources can change the limits of a live sandbox. A warm sandbox of a backend that
+    # cannot serves only sessions asking for exactly the resources it was built with.
+    resizes_live: bool = True
 
     @classmethod
     def config_from_settings(cls, settings: Any) -> dict[str, Any]:

@@ -103,6 +103,7 @@ class KubernetesRuntime(Runtime):
     """
 
     name = "kubernetes"
+    resizes_live = False  # a pod's resources are fixed once it runs
 
     def __init__(
         self,
