@@ -383,6 +383,9 @@ def open_backend(name: str) -> Backend:
     """The backend `name`, or a skip naming what this machine lacks for it."""
     kind = BACKENDS[name]
     problem = kind.missing()  # type: ignore[attr-defined]
+    if problem and name == "kubernetes":
+        # Collected only when asked for (SANDBOX_K8S_TESTS=1): a cluster asked for and not there is a failure.
+        pytest.fail(f"SANDBOX_K8S_TESTS=1 but {problem}")
     if problem:
         pytest.skip(problem)
     return kind()
