@@ -36,12 +36,36 @@ def warm_handle(warm: WarmSandbox) -> SandboxHandle:
     )
 
 
+def warm_resources(template: SandboxTemplate) -> Resources:
+    """The limits a warm sandbox of `template` is built with: the template's defaults."""
+    return Resources(
+        cpu=float(template.default_cpu_cores),
+        memory_mb=template.default_memory_mb,
+        disk_mb=template.default_disk_mb,
+    )
+
+
+def session_resources(session: SandboxSession) -> Resources:
+    return Resources(
+        cpu=float(session.cpu),
+        memory_mb=session.memory_mb,
+        disk_mb=session.disk_mb,
+        max_processes=session.max_processes,
+    )
+
+
 def session_claim_warm(*, session: SandboxSession) -> bool:
     """Hand a ready warm sandbox of the session's template to this `creating` session. True if it got one.
 
     The claim is a conditional DELETE of the ready row, so of two concurrent creates exactly one wins the
-    sandbox; the loser tries the next one and, when none is left, cold-starts.
+    sandbox; the loser tries the next one and, when none is left, cold-starts. On a backend that cannot
+    resize a live sandbox (kubernetes) only a session asking for exactly the template's default resources
+    claims one; any other cold-starts.
     """
+    runtime = runtime_named(session.runtime_type)
+    wanted = session_resources(session)
+    if not runtime.resizes_live and wanted != warm_resources(session.template):
+        return False
     for _ in range(CLAIM_ATTEMPTS):
         warm = (
             WarmSandbox.objects.ready()
@@ -55,17 +79,9 @@ def session_claim_warm(*, session: SandboxSession) -> bool:
         if deleted != 1:
             continue
         handle = warm_handle(warm)
-        runtime = runtime_named(warm.runtime_type)
         try:
-            runtime.update_resources(
-                handle,
-                Resources(
-                    cpu=float(session.cpu),
-                    memory_mb=session.memory_mb,
-                    disk_mb=session.disk_mb,
-                    max_processes=session.max_processes,
-                ),
-            )
+            if runtime.resizes_live:
+                runtime.update_resources(handle, wanted)
             session.mark_running(
                 container_id=warm.container_id,
                 executor_endpoint=warm.executor_endpoint,
@@ -112,11 +128,7 @@ def warm_sandbox_build(*, warm_id: str) -> bool:
         session_id=warm.id,
         image=template.image_url,
         token=warm.executor_token,
-        resources=Resources(
-            cpu=float(template.default_cpu_cores),
-            memory_mb=template.default_memory_mb,
-            disk_mb=template.default_disk_mb,
-        ),
+        resources=warm_resources(template),
         env={str(k): str(v) for k, v in template.default_env_vars.items()},
         labels={"sandbox.managed": "true", "sandbox.warm": "true", "sandbox.template": template.id},
     )
