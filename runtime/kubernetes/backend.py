@@ -153,13 +153,15 @@ class KubernetesRuntime(Runtime):
     @classmethod
     def config_from_settings(cls, settings: Any) -> dict[str, Any]:
         """SANDBOX_K8S_*: namespace, image pull policy, runtime class, node selector (a dict, or JSON, or
-        "k=v,k=v"), tolerations (a list, or JSON), pod start timeout; the kubeconfig by the standard lookup."""
+        "k=v,k=v"), tolerations (a list, or JSON), instance label, pod start timeout; the kubeconfig by the
+        standard lookup."""
         config: dict[str, Any] = {
             "namespace": getattr(settings, "SANDBOX_K8S_NAMESPACE", "") or "default",
             "image_pull_policy": getattr(settings, "SANDBOX_K8S_IMAGE_PULL_POLICY", "") or "IfNotPresent",
             "runtime_class": getattr(settings, "SANDBOX_K8S_RUNTIME_CLASS", "") or "",
             "node_selector": _mapping(getattr(settings, "SANDBOX_K8S_NODE_SELECTOR", None)),
             "tolerations": _list(getattr(settings, "SANDBOX_K8S_TOLERATIONS", None)),
+            "instance": getattr(settings, "SANDBOX_K8S_INSTANCE", "") or "default",
         }
         timeout = getattr(settings, "SANDBOX_K8S_POD_START_TIMEOUT", None)
         if timeout:

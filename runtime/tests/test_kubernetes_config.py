@@ -29,6 +29,7 @@ def test_it_reads_its_settings_in_every_accepted_shape():
         SANDBOX_K8S_NODE_SELECTOR="pool=sandbox, zone=a",
         SANDBOX_K8S_TOLERATIONS='[{"key": "sandbox", "operator": "Exists", "effect": "NoSchedule"}]',
         SANDBOX_K8S_POD_START_TIMEOUT="45",
+        SANDBOX_K8S_INSTANCE="eu-1",
     )
     config = KubernetesRuntime.config_from_settings(settings)
     assert config == {
@@ -37,6 +38,7 @@ def test_it_reads_its_settings_in_every_accepted_shape():
         "runtime_class": "gvisor",
         "node_selector": {"pool": "sandbox", "zone": "a"},
         "tolerations": [{"key": "sandbox", "operator": "Exists", "effect": "NoSchedule"}],
+        "instance": "eu-1",
         "startup_timeout": 45.0,
     }
     assert KubernetesRuntime(**config).namespace == "sandboxes"
