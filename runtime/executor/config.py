@@ -7,11 +7,15 @@ request's `env` must not be able to point the daemon at a different `node`.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import hmac
 import os
+import re
 import shutil
 import sys
 
 TOKEN_ENV = "SANDBOX_EXECUTOR_TOKEN"
+_SHA256_HEX = re.compile(r"\A[0-9a-fA-F]{64}\Z")
 DEFAULT_MAX_OUTPUT = 1024 * 1024
 LIMIT_NAMES = ("nproc", "fsize", "nofile", "as")
 
@@ -26,7 +30,8 @@ class Config:
     def __init__(
         self,
         *,
-        token: str,
+        token: str = "",
+        token_sha256: bytes | None = None,
         workspace: str,
         socket_path: str | None = None,
         tcp: tuple[str, int] | None = None,
@@ -37,7 +42,11 @@ class Config:
         limits: dict[str, int] | None = None,
         use_zygote: bool = True,
     ) -> None:
-        self.token = token
+        # Only the SHA-256 of the token is kept: a request is admitted when the hash of its bearer token
+        # matches (compared in constant time), so a backend may start the daemon with the hash alone.
+        self.token_sha256 = token_sha256 if token_sha256 is not None else hash_token(token)
+        if len(self.token_sha256) != 32:
+            raise ConfigError("the token hash must be 32 bytes (SHA-256)")
         self.workspace = workspace
         self.socket_path = socket_path
         self.tcp = tcp
@@ -53,6 +62,9 @@ class Config:
         # What children inherit: the daemon's environment as it was started, minus the token.
         self.base_env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
 
+    def admits(self, bearer: str) -> bool:
+        return hmac.compare_digest(hash_token(bearer), self.token_sha256)
+
     def languages(self) -> dict[str, bool]:
         return {"python": True, "javascript": self.node is not None, "shell": self.shell is not None}
 
@@ -63,6 +75,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--tcp", help="also (or instead) listen on HOST:PORT")
     parser.add_argument("--workspace", required=True, help="directory executions run in")
     parser.add_argument("--token-file", help="read the bearer token from this file, then delete it")
+    parser.add_argument(
+        "--token-sha256",
+        metavar="HEX",
+        help="admit the bearer token with this SHA-256 (64 hex digits); the token itself is never given",
+    )
     parser.add_argument("--session-id", default="", help="reported to handlers as the function name")
     parser.add_argument("--memory-mb", type=int, default=None, help="memory limit reported to handlers")
     parser.add_argument("--packages", help="directory put first on sys.path of Python executions")
@@ -76,7 +93,14 @@ def parse_config(argv: list[str] | None = None) -> Config:
     args = _parser().parse_args(argv)
     if not args.socket and not args.tcp:
         raise ConfigError("give --socket PATH or --tcp HOST:PORT (or both)")
-    token = _take_token(args.token_file)
+    if args.token_sha256 is not None:
+        if not _SHA256_HEX.match(args.token_sha256):
+            raise ConfigError("--token-sha256 wants the 64 hex digits of a SHA-256")
+        if args.token_file or os.environ.get(TOKEN_ENV):
+            raise ConfigError(f"give one of --token-sha256, --token-file, {TOKEN_ENV}")
+        token, token_sha256 = "", bytes.fromhex(args.token_sha256)
+    else:
+        token, token_sha256 = _take_token(args.token_file), None
     if args.max_output < 0:
         raise ConfigError("--max-output must be zero or more")
     workspace = os.path.realpath(args.workspace)
@@ -88,6 +112,7 @@ def parse_config(argv: list[str] | None = None) -> Config:
     memory_mb = args.memory_mb if args.memory_mb is not None else _cgroup_memory_mb()
     return Config(
         token=token,
+        token_sha256=token_sha256,
         workspace=workspace,
         socket_path=args.socket,
         tcp=_parse_tcp(args.tcp) if args.tcp else None,
@@ -98,6 +123,11 @@ def parse_config(argv: list[str] | None = None) -> Config:
         limits=_parse_limits(args.limit),
         use_zygote=not args.no_zygote,
     )
+
+
+def hash_token(token: str) -> bytes:
+    """The SHA-256 of a bearer token (its UTF-8 bytes), as compared by `Config.admits`."""
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
 
 
 def _take_token(token_file: str | None) -> str:
@@ -114,7 +144,9 @@ def _take_token(token_file: str | None) -> str:
         except OSError:
             pass  # a read-only mount: the sandbox's own view of it is the process backend's business
     if not token:
-        raise ConfigError(f"no token: set {TOKEN_ENV} or pass --token-file; refusing to start without one")
+        raise ConfigError(
+            f"no token: set {TOKEN_ENV} or pass --token-file or --token-sha256; refusing to start without one"
+        )
     return token
 
 

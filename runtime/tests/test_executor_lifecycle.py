@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import http.client
 import json
 import os
@@ -112,6 +113,27 @@ def test_the_token_file_is_read_then_deleted(tmp_path):
         assert ExecutorClient(str(daemon.socket), "file-token-123").health()["status"] == "ok"
         with pytest.raises(RuntimeFailure):
             daemon.client.health()  # the default test token is not this daemon's
+
+
+def test_a_daemon_given_only_the_token_hash_admits_the_token_and_refuses_others():
+    token = "hashed-token-7c1d"
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    with running_daemon("--token-sha256", digest, token=None) as daemon:
+        assert ExecutorClient(str(daemon.socket), token).health()["status"] == "ok"
+        for wrong in (digest, token + "x", ""):
+            with pytest.raises(RuntimeFailure) as info:
+                ExecutorClient(str(daemon.socket), wrong).health()
+            assert info.value.permanent
+        assert raw_request(daemon, "GET", "/health")[0] == 401
+        status, _, _ = raw_request(daemon, "GET", "/health", headers={"Authorization": f"Basic {token}"})
+        assert status == 401
+
+
+@pytest.mark.parametrize("value", ["abc", "g" * 64, ""])
+def test_the_daemon_refuses_a_malformed_token_hash(tmp_path, value):
+    proc, log = spawn_daemon(tmp_path, "--socket", str(tmp_path / "s"), "--token-sha256", value, token=None)
+    assert proc.wait(timeout=10) == 2
+    assert "--token-sha256" in log.read_text()
 
 
 # -- bad requests --
