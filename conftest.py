@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 
 import pytest
 
@@ -123,6 +124,8 @@ def _sessions_on(settings, name: str, prefix: str):
     settings.SANDBOX_RUNTIME = name
     data_dir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     settings.DATA_DIR = data_dir
+    # Kubernetes scopes list_managed (and so state sync) by an instance label, as the others do by data dir.
+    settings.SANDBOX_K8S_INSTANCE = data_dir.name
     reset_runtimes()
     yield
     try:
@@ -153,18 +156,93 @@ def sessions_on_docker(settings, inline_worker):
     yield from _sessions_on(settings, "docker", "scd-")
 
 
-@pytest.fixture(params=["process", pytest.param("docker", marks=pytest.mark.docker)])
+KUBERNETES_TESTS = os.environ.get("SANDBOX_K8S_TESTS") == "1"
+
+
+@pytest.fixture
+def sessions_on_kubernetes(settings, inline_worker):
+    """Sessions in this test run in pods on the cluster KUBECONFIG names (the test cluster), with an instance
+    label of this test's own, so state sync and cleanup touch only the pods this test made. Only with
+    SANDBOX_K8S_TESTS=1; a cluster asked for and not there is a failure, not a skip."""
+    from runtime.base import RuntimeFailure
+    from runtime.kubernetes import KubernetesRuntime
+
+    if not KUBERNETES_TESTS:
+        pytest.skip("no Kubernetes cluster asked for (SANDBOX_K8S_TESTS=1 and KUBECONFIG)")
+    settings.SANDBOX_K8S_IMAGE_PULL_POLICY = os.environ.get("SANDBOX_K8S_IMAGE_PULL_POLICY", "Never")
+    settings.SANDBOX_K8S_NAMESPACE = os.environ.get("SANDBOX_K8S_NAMESPACE", "default")
+    try:
+        KubernetesRuntime().check()
+    except RuntimeFailure as exc:
+        pytest.fail(f"SANDBOX_K8S_TESTS=1 but no usable Kubernetes cluster (KUBECONFIG): {exc.message}")
+    yield from _sessions_on(settings, "kubernetes", "sck-")
+
+
+# The app tests that also run on Kubernetes (real_runtime's "kubernetes" parameter; `-m kubernetes` selects
+# them). Pods take a second or two to start, so not every real_runtime test runs there: only those whose
+# behaviour goes through what differs per backend -- how a sandbox is created, reached, inspected, listed,
+# lost, resized and removed, how files and executions travel (port-forward through the API server), and how
+# the workspace leaves the sandbox at the end. Tests of API validation, ownership or path rules that the
+# executor or the views decide the same way on every backend stay on process and Docker.
+KUBERNETES_SUBSET = {
+    # Executions through the API: sync timeout that goes on, cancel of a running one, every language
+    # (both template images), the idle clock.
+    "executions_app/tests/test_api.py::test_execute_sync_answers_408_and_the_execution_goes_on",
+    "executions_app/tests/test_api.py::test_every_language_runs_through_the_api",
+    "executions_app/tests/test_api.py::test_execution_refreshes_the_session_idle_clock",
+    # Files: the upload/list/download/delete round trip and code seeing them (streams through the API
+    # server), and an ended session's saved workspace (saved before the pod is deleted).
+    "sessions_app/tests/test_files_api.py::test_upload_list_download_delete_round_trip",
+    "sessions_app/tests/test_files_api.py::test_code_sees_uploaded_files_and_its_files_can_be_downloaded",
+    "sessions_app/tests/test_files_api.py::test_an_ended_session_serves_its_saved_files_and_refuses_changes",
+    "executions_app/tests/test_artifacts.py::test_artifacts_have_sizes_and_download_after_the_session_ended",
+    # Lifecycle: sweeps destroy pods, lifetime ends cancel a running execution, the probe reads usage and
+    # notices a lost pod, state sync removes this instance's orphan pods and fails sessions whose pod went,
+    # warm pools (claim without resizing; the conditional claim under a race), a failed provision.
+    "sessions_app/tests/test_lifecycle.py::test_idle_sessions_are_terminated_and_keepalive_postpones",
+    "sessions_app/tests/test_lifecycle.py::test_a_session_past_its_lifetime_ends_timeout_and_its_execution_is_cancelled",
+    "sessions_app/tests/test_lifecycle.py::test_a_failed_provision_fails_the_session_and_leaves_nothing",
+    "sessions_app/tests/test_lifecycle.py::test_the_probe_fails_a_session_after_repeated_failures",
+    "sessions_app/tests/test_lifecycle.py::test_state_sync_removes_orphans_and_fails_sessions_whose_sandbox_vanished",
+    "sessions_app/tests/test_lifecycle.py::test_the_warm_pool_fills_and_a_claim_returns_running_at_once",
+    "sessions_app/tests/test_lifecycle.py::test_two_concurrent_creates_never_share_a_warm_sandbox",
+    # Restoring a saved workspace into a new pod; per-session dependencies reaching the pod read-only.
+    "sessions_app/tests/test_storage_api.py::test_a_csv_goes_through_pandas_and_the_result_comes_back_from_storage",
+    "sessions_app/tests/test_dependencies.py::test_pyfiglet_installs_outside_and_the_sandbox_stays_offline",
+}
+
+REAL_RUNTIMES = ["process", pytest.param("docker", marks=pytest.mark.docker)]
+if KUBERNETES_TESTS:
+    REAL_RUNTIMES.append(pytest.param("kubernetes", marks=pytest.mark.kubernetes))
+
+
+@pytest.fixture(params=REAL_RUNTIMES)
 def real_runtime(request):
-    """Each test using this runs once on bubblewrap processes and once on Docker containers."""
+    """Each test using this runs once on bubblewrap processes and once on Docker containers; with
+    SANDBOX_K8S_TESTS=1 the tests of KUBERNETES_SUBSET run on Kubernetes pods as well."""
     request.getfixturevalue(f"sessions_on_{request.param}")
     return request.param
 
 
-def pytest_collection_modifyitems(items):
-    """Tests that run sessions in Docker carry the `docker` marker, so `-m "not docker"` leaves them out."""
+def pytest_collection_modifyitems(config, items):
+    """Tests that run sessions in Docker carry the `docker` marker, so `-m "not docker"` leaves them out;
+    likewise `kubernetes`. real_runtime's kubernetes parameter is kept only for KUBERNETES_SUBSET."""
+    kept, dropped = [], []
     for item in items:
-        if "sessions_on_docker" in getattr(item, "fixturenames", ()):
+        names = getattr(item, "fixturenames", ())
+        if "sessions_on_docker" in names:
             item.add_marker(pytest.mark.docker)
+        if "sessions_on_kubernetes" in names:
+            item.add_marker(pytest.mark.kubernetes)
+        callspec = getattr(item, "callspec", None)
+        on_kubernetes = callspec is not None and callspec.params.get("real_runtime") == "kubernetes"
+        if on_kubernetes and item.nodeid.split("[", 1)[0] not in KUBERNETES_SUBSET:
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 @pytest.fixture

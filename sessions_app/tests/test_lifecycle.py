@@ -17,7 +17,7 @@ from runtime.process.record import read_record
 from sandbox_site.testing import wait_until
 from sessions_app.lifecycle import sessions_probe, sessions_sweep, sessions_sync_state
 from sessions_app.models import SandboxSession, WarmSandbox
-from sessions_app.sandboxes import handle_for, runtime_for
+from sessions_app.sandboxes import handle_for, runtime_for, runtime_named
 from sessions_app.services import session_create, session_keepalive, session_provision, session_start
 from sessions_app.warm_pool import warm_pool_refill
 
@@ -44,6 +44,9 @@ def kill_sandbox(session) -> None:
         import docker
 
         docker.from_env().containers.get(handle.sandbox_id).kill()
+    elif session.runtime_type == "kubernetes":
+        runtime = runtime_for(session)
+        runtime.core().delete_namespaced_pod(handle.sandbox_id, runtime.namespace, grace_period_seconds=0)
     else:
         record = read_record(os.path.dirname(handle.workspace_path))
         assert record is not None
@@ -133,16 +136,21 @@ def test_state_sync_removes_orphans_and_fails_sessions_whose_sandbox_vanished(us
     assert sandbox_running(SandboxSession.objects.get(pk=alive.pk))
 
 
-def test_the_warm_pool_fills_and_a_claim_returns_running_at_once(user, python_template):
+def test_the_warm_pool_fills_and_a_claim_returns_running_at_once(user, python_template, settings):
     python_template.warm_pool_size = 2
     python_template.save()
     assert warm_pool_refill() == 2
     assert WarmSandbox.objects.ready().count() == 2
     assert warm_pool_refill() == 0
-    session = session_create(owner=user, template=python_template, memory_mb=256, env_vars={"GREETING": "hi"})
+    warm_sandboxes = set(WarmSandbox.objects.values_list("container_id", flat=True))
+    # A backend that can resize a live sandbox claims for other resources too; a pod cannot be resized, so
+    # there only a session asking for the template's defaults claims one.
+    asked = {"memory_mb": 256} if runtime_named(settings.SANDBOX_RUNTIME).resizes_live else {}
+    session = session_create(owner=user, template=python_template, env_vars={"GREETING": "hi"}, **asked)
     session_start(session=session)
     session.refresh_from_db()
     assert session.status == "running"
+    assert session.container_id in warm_sandboxes
     assert WarmSandbox.objects.count() == 2  # claimed one, the refill task (run inline) started another
     assert not SandboxSession.objects.filter(pk__startswith="warm_").exists()
     execution = execution_submit(
