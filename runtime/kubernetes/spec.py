@@ -27,6 +27,18 @@ TOKEN_FILE = "/tmp/.executor-token"
 # The executor listens on the pod's loopback only: nothing on the pod network can reach it, and the control
 # plane comes in through the API server's port-forward, which connects inside the pod's network namespace.
 EXECUTOR_PORT = 7000
+# Each pod runs as a uid (and gid) of its own, fixed by its session id, in [100000, 1000000): RLIMIT_NPROC,
+# the per-execution process limit (max_processes), counts every process of a uid on the node, so one uid
+# shared by all pods would let one session's fork bomb starve the others on the same node. Operators should
+# also set the kubelet's podPidsLimit, which bounds a pod's processes whatever their uid.
+SANDBOX_UID_BASE, SANDBOX_UID_SPAN = 100000, 900000
+
+
+def sandbox_uid(session_id: str) -> int:
+    """The uid and gid of the pod of `session_id` (two sessions share one with odds of 1 in 900000)."""
+    digest = hashlib.sha256(b"uid\0" + session_id.encode("utf-8")).digest()
+    return SANDBOX_UID_BASE + int.from_bytes(digest[:8], "big") % SANDBOX_UID_SPAN
+
 
 _LABEL_VALUE = re.compile(r"\A(?:[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?)?\Z")
 _LABEL_KEY = re.compile(
@@ -82,6 +94,7 @@ def pod_manifest(
     runtime_class: str = "",
     node_selector: Mapping[str, str] | None = None,
     tolerations: list[dict[str, Any]] | None = None,
+    isolate_network: bool = False,
     tmp_mb: int | None = None,
     max_output: int | None = None,
 ) -> dict[str, Any]:
@@ -92,7 +105,11 @@ def pod_manifest(
     command = ["python3", "-m", "executor", "--tcp", f"127.0.0.1:{EXECUTOR_PORT}", "--workspace", WORKSPACE]
     command += ["--token-file", TOKEN_FILE, "--packages", PACKAGES]
     command += ["--session-id", spec.session_id, "--memory-mb", str(int(res.memory_mb))]
-    command += ["--limit", f"nofile={OPEN_FILES}"]
+    command += ["--limit", f"nofile={OPEN_FILES}", "--limit", f"nproc={int(res.max_processes)}"]
+    # The kubelet holds the workspace to its size only by evicting the whole pod: a single file is capped a
+    # MiB under it (RLIMIT_FSIZE), so the usual runaway, one file growing without end, fails its own write
+    # (EFBIG, "File too large") and the session lives on; many files together still end the pod.
+    command += ["--limit", f"fsize={max(1, int(res.disk_mb) - 1) * 1024 * 1024}"]
     if max_output is not None:
         command += ["--max-output", str(int(max_output))]
     cpu = f"{int(float(res.cpu) * 1000)}m"
@@ -192,11 +209,63 @@ def pod_manifest(
     }
     if runtime_class:
         pod["spec"]["runtimeClassName"] = runtime_class
+    if isolate_network:
+        network = network_init_container(image, image_pull_policy)
+        pod["spec"].setdefault("initContainers", []).insert(0, network)
     if node_selector:
         pod["spec"]["nodeSelector"] = dict(node_selector)
     if tolerations:
         pod["spec"]["tolerations"] = list(tolerations)
     return pod
+
+
+# Run by the pod's first init container: every interface of the pod's network namespace but lo goes down
+# (and with it every route), and it fails, so the pod never starts, if one stays up. The images have no
+# iproute2: it is the template's own python3 with the SIOCGIFFLAGS/SIOCSIFFLAGS ioctls.
+NETWORK_DOWN = """
+import fcntl, os, socket, struct, sys
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+def flags(name, new=None):
+    request = 0x8914 if new is not None else 0x8913
+    return struct.unpack("16sH22x", fcntl.ioctl(sock, request, struct.pack("16sH22x", name, new or 0)))[1]
+up = []
+for name in sorted(os.listdir("/sys/class/net")):
+    if name != "lo":
+        flags(name.encode(), flags(name.encode()) & ~1)
+        if flags(name.encode()) & 1:
+            up.append(name)
+if up:
+    sys.exit("network interfaces still up: " + " ".join(up))
+"""
+
+
+def network_init_container(image: str, image_pull_policy: str) -> dict[str, Any]:
+    """The init container that takes the pod off its network before the sandbox starts.
+
+    The CNI gives every pod an interface on the pod network; a NetworkPolicy closes it only where the CNI
+    enforces policies. With the interface down the sandbox has loopback only, whatever the CNI, and its
+    container, which has no capabilities, cannot bring it back up. The API server's port-forward still
+    reaches the executor: the kubelet connects to 127.0.0.1 inside the pod's network namespace. Root with
+    NET_ADMIN alone, read-only root, no volumes, for a fraction of a second. Clusters whose admission refuses
+    it turn it off (SANDBOX_K8S_ISOLATE_NETWORK=false) and rely on the NetworkPolicy and a CNI enforcing it.
+    """
+    return {
+        "name": "network",
+        "image": image,
+        "imagePullPolicy": image_pull_policy,
+        "command": ["python3", "-I", "-S", "-c", NETWORK_DOWN],
+        "securityContext": {
+            "runAsUser": 0,
+            "runAsGroup": 0,
+            "runAsNonRoot": False,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "1", "memory": "32Mi"}},
+    }
 
 
 NETWORK_POLICY = "sandbox-deny-all"
