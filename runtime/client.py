@@ -1,9 +1,14 @@
 """The control plane's client for a sandbox's executor daemon (runtime/executor), over a Unix socket or HTTP.
 
-One connection per call: executors are local (a Unix socket, or a pod on the cluster network), so connecting
-costs little, and a fresh connection can never be left half-read by an abandoned stream. Every transport
-failure becomes a RuntimeFailure naming the endpoint; 401 is permanent (a wrong token will not become right),
-other failures may be retried by the caller.
+By default one connection per call: a local executor (a Unix socket) costs next to nothing to connect to, and
+a fresh connection can never be left half-read by an abandoned stream. Where connecting is dear (a
+port-forward through the Kubernetes API server), the backend hands its clients a `ConnectionPool`: a
+connection whose answer was read to its end goes back to the pool (HTTP/1.1 keep-alive; the executor keeps
+connections open), and the next call on that executor reuses it. A pooled connection the far end has closed
+(the pod went away, the executor dropped it after its idle timeout) is noticed before use and discarded; one
+that fails anyway is retried once on a fresh connection, but only for idempotent calls: an execute or an
+upload is never sent twice. Every transport failure becomes a RuntimeFailure naming the endpoint; 401 is
+permanent (a wrong token will not become right), other failures may be retried by the caller.
 """
 
 from __future__ import annotations
@@ -11,7 +16,10 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import select
 import socket
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 from urllib.parse import quote, urlsplit
@@ -80,6 +88,77 @@ class _FactoryConnection(http.client.HTTPConnection):
         self.sock = self._connector(float(self.timeout or 0) or 5.0)
 
 
+class ConnectionPool:
+    """Idle keep-alive connections to one executor, shared by the clients a backend makes for it.
+
+    At most `max_idle` are kept, none longer than `max_age` seconds idle (below the executor's own idle
+    timeout, so the pool does not hand out connections the executor is about to drop).
+    """
+
+    def __init__(self, max_idle: int = 4, max_age: float = 60.0) -> None:
+        self.max_idle = max_idle
+        self.max_age = max_age
+        self._idle: list[tuple[float, http.client.HTTPConnection]] = []
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def take(self) -> http.client.HTTPConnection | None:
+        """An idle connection that still looks open, or None."""
+        while True:
+            with self._lock:
+                if not self._idle:
+                    return None
+                since, conn = self._idle.pop()
+            if time.monotonic() - since <= self.max_age and _looks_open(conn):
+                return conn
+            conn.close()
+
+    def give(self, conn: http.client.HTTPConnection) -> None:
+        """Keep `conn` (its last answer read to the end) for the next call, or close it."""
+        if conn.sock is not None:
+            with self._lock:
+                if not self.closed and len(self._idle) < self.max_idle:
+                    self._idle.append((time.monotonic(), conn))
+                    return
+        conn.close()
+
+    def sweep(self) -> int:
+        """Close connections idle for longer than `max_age`; return how many are left."""
+        now = time.monotonic()
+        with self._lock:
+            old = [conn for since, conn in self._idle if now - since > self.max_age]
+            self._idle = [(since, conn) for since, conn in self._idle if now - since <= self.max_age]
+            left = len(self._idle)
+        for conn in old:
+            conn.close()
+        return left
+
+    def close(self) -> None:
+        """Close every idle connection; connections given back later are closed too."""
+        with self._lock:
+            self.closed = True
+            idle, self._idle = self._idle, []
+        for _, conn in idle:
+            conn.close()
+
+
+def _looks_open(conn: http.client.HTTPConnection) -> bool:
+    """An idle connection has nothing to read: readable means closed by the far end (or out of step)."""
+    sock = conn.sock
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return not readable
+
+
+# Calls that may be sent again when a reused connection turns out to be dead: they change nothing, or
+# nothing more the second time.
+_IDEMPOTENT = ("GET", "DELETE")
+
+
 class ExecutorClient:
     """Talks to one executor. `endpoint` is a Unix socket path ("/...") or "http://host:port"; with
     `connector`, every connection comes from it and `endpoint` only names the executor in messages."""
@@ -92,12 +171,14 @@ class ExecutorClient:
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
         connector: Connector | None = None,
+        pool: ConnectionPool | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.token = token
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self._connector = connector
+        self._pool = pool
         self._unix_path: str | None = None
         if connector is not None:
             self._host, self._port = "", 0
@@ -145,9 +226,8 @@ class ExecutorClient:
         return self._events(conn, resp)
 
     def cancel(self, execution_id: str) -> bool:
-        return bool(
-            self._json_call("POST", f"/executions/{quote(execution_id, safe='')}/cancel").get("cancelled")
-        )
+        url = f"/executions/{quote(execution_id, safe='')}/cancel"
+        return bool(self._json_call("POST", url, idempotent=True).get("cancelled"))
 
     def list_files(self, path: str = "") -> list[dict[str, Any]]:
         return self._json_call("GET", f"/files?path={quote(path, safe='')}", files=True)["files"]
@@ -161,7 +241,7 @@ class ExecutorClient:
 
     def upload(self, path: str, fileobj: BinaryIO, size: int) -> dict[str, Any]:
         """Stream `size` bytes of `fileobj` to `path` in the workspace, never holding it whole."""
-        conn = self._connection(self.read_timeout)
+        conn = self._connection(self.read_timeout, reuse=False)  # never sent twice: a fresh connection
         try:
             conn.putrequest("PUT", self._file_url(path), skip_accept_encoding=True)
             self._headers(conn, {"Content-Type": "application/octet-stream", "Content-Length": str(size)})
@@ -195,14 +275,20 @@ class ExecutorClient:
         conn, resp = self._open("DELETE", self._file_url(path))
         if resp.status != 204:
             self._fail(conn, resp, "delete", files=True)
-        conn.close()
+        self._release(conn, resp)
 
     # -- plumbing --
 
     def _file_url(self, path: str) -> str:
         return "/files/" + quote(path, safe="/")
 
-    def _connection(self, read_timeout: float) -> http.client.HTTPConnection:
+    def _connection(self, read_timeout: float, *, reuse: bool = True) -> http.client.HTTPConnection:
+        if reuse and self._pool is not None:
+            pooled = self._pool.take()
+            if pooled is not None:
+                pooled.sock.settimeout(read_timeout)
+                pooled.reused = True  # type: ignore[attr-defined]
+                return pooled
         if self._connector is not None:
             conn: http.client.HTTPConnection = _FactoryConnection(self._connector, self.connect_timeout)
         elif self._unix_path is not None:
@@ -219,7 +305,15 @@ class ExecutorClient:
         conn.sock.settimeout(read_timeout)
         if self._unix_path is None and self._connector is None:
             conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.reused = False  # type: ignore[attr-defined]
         return conn
+
+    def _release(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse) -> None:
+        """After an answer read to its end: back to the pool when the executor keeps the connection open."""
+        if self._pool is not None and resp.isclosed() and not resp.will_close:
+            self._pool.give(conn)
+        else:
+            conn.close()
 
     def _headers(self, conn: http.client.HTTPConnection, headers: dict[str, str]) -> None:
         conn.putheader("Authorization", f"Bearer {self.token}")
@@ -235,10 +329,32 @@ class ExecutorClient:
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
         read_timeout: float | None = None,
+        idempotent: bool | None = None,
     ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-        conn = self._connection(read_timeout if read_timeout is not None else self.read_timeout)
+        """Send one request and read the head of its answer.
+
+        A reused connection that turns out dead is replaced by a fresh one and the request sent again when
+        the request could not be sent whole (then nothing ran), or when it is idempotent; a request that went
+        out is never sent twice otherwise (an execute whose answer was lost may have run).
+        """
+        again = method in _IDEMPOTENT if idempotent is None else idempotent
+        timeout = read_timeout if read_timeout is not None else self.read_timeout
+        all_headers = {"Authorization": f"Bearer {self.token}", **(headers or {})}
+        conn = self._connection(timeout)
+        if getattr(conn, "reused", False):
+            try:
+                conn.request(method, url, body=body, headers=all_headers)
+            except (OSError, http.client.HTTPException):
+                conn.close()  # not sent whole: the executor cannot have acted on it
+            else:
+                try:
+                    return conn, conn.getresponse()
+                except (OSError, http.client.HTTPException) as exc:
+                    conn.close()
+                    if not again or isinstance(exc, TimeoutError):
+                        raise self._transport_error(exc) from exc
+            conn = self._connection(timeout, reuse=False)
         try:
-            all_headers = {"Authorization": f"Bearer {self.token}", **(headers or {})}
             try:
                 conn.request(method, url, body=body, headers=all_headers)
             except (BrokenPipeError, ConnectionResetError):
@@ -259,8 +375,10 @@ class ExecutorClient:
         except (OSError, http.client.HTTPException):
             return None
 
-    def _json_call(self, method: str, url: str, *, files: bool = False) -> Any:
-        conn, resp = self._open(method, url)
+    def _json_call(
+        self, method: str, url: str, *, files: bool = False, idempotent: bool | None = None
+    ) -> Any:
+        conn, resp = self._open(method, url, idempotent=idempotent)
         return self._finish_json(conn, resp, f"{method} {url.split('?')[0]}", files=files)
 
     def _finish_json(
@@ -275,15 +393,17 @@ class ExecutorClient:
         if resp.status not in expect:
             self._fail(conn, resp, what, files=files)
         try:
-            return json.loads(resp.read())
+            raw = resp.read()
         except (OSError, http.client.HTTPException) as exc:
+            conn.close()
             raise self._transport_error(exc) from exc
+        self._release(conn, resp)
+        try:
+            return json.loads(raw)
         except ValueError as exc:
             raise RuntimeFailure(
                 f"executor at {self.endpoint} sent malformed JSON for {what}: {exc}"
             ) from exc
-        finally:
-            conn.close()
 
     def _fail(
         self,
@@ -298,8 +418,9 @@ class ExecutorClient:
             raw = resp.read(64 * 1024)
         except (OSError, http.client.HTTPException):
             raw = b""
-        finally:
             conn.close()
+        else:
+            self._release(conn, resp)  # kept only when the answer was read to its end
         try:
             detail = json.loads(raw)
             message = detail.get("message") or detail.get("error") or ""
@@ -347,11 +468,30 @@ class ExecutorClient:
                     ) from exc
                 if event is None:
                     continue  # a kind of event this control plane does not know
-                yield event
                 if isinstance(event, ExecutionResult):
+                    self._finish_stream(conn, resp)
+                    conn = None
+                    yield event
                     return
+                yield event
         finally:
+            if conn is not None:
+                conn.close()
+
+    def _finish_stream(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse) -> None:
+        """After the result: read the stream's end (its last chunk), then keep or close the connection."""
+        if self._pool is None:
             conn.close()
+            return
+        try:
+            rest = resp.read()
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            return
+        if rest.strip():
+            conn.close()  # more than the end after the result: not a connection to reuse
+        else:
+            self._release(conn, resp)
 
     def _body(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse) -> Iterator[bytes]:
         try:
@@ -365,7 +505,10 @@ class ExecutorClient:
                         raise RuntimeFailure(
                             f"executor at {self.endpoint} ended the download {resp.length} bytes short"
                         )
+                    self._release(conn, resp)
+                    conn = None
                     return
                 yield chunk
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()

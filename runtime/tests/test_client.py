@@ -7,6 +7,7 @@ real sockets that refuse, stall or cut a stream short, not against a mock of htt
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import socket
 import threading
@@ -15,7 +16,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from runtime.base import ExecuteRequest, RuntimeFailure
-from runtime.client import ExecutorClient
+from runtime.client import ConnectionPool, ExecutorClient
 from runtime.events import (
     ExecutionMetrics,
     ExecutionResult,
@@ -373,3 +374,97 @@ def test_tcp_only_daemon_without_a_socket():
         finally:
             proc.terminate()
             proc.wait(timeout=5)
+
+
+# -- pooled keep-alive connections --
+
+
+def counting_connector(path: str) -> tuple[list[socket.socket], Callable[[float], socket.socket]]:
+    """A connector to the Unix socket `path` that remembers every connection it opens."""
+    opened: list[socket.socket] = []
+
+    def connect(timeout: float) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        sock.connect(path)
+        opened.append(sock)
+        return sock
+
+    return opened, connect
+
+
+def swallowing_peer(seen: list[bytes]) -> Callable[[socket.socket], None]:
+    """A reply that records the request head and closes without answering (a connection that died)."""
+
+    def reply(conn: socket.socket) -> None:
+        seen.append(b"request")
+
+    return reply
+
+
+def pooled_dead_connection(path: str) -> http.client.HTTPConnection:
+    conn = http.client.HTTPConnection("localhost")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(path)
+    conn.sock = sock
+    return conn
+
+
+def test_a_pool_keeps_one_connection_for_calls_one_after_another():
+    with running_daemon() as daemon:
+        opened, connect = counting_connector(str(daemon.socket))
+        pool = ConnectionPool()
+        for _ in range(3):
+            client = ExecutorClient(str(daemon.socket), TOKEN, connector=connect, pool=pool)
+            assert client.health()["status"] == "ok"
+            assert run(client, "def handler(e, c):\n    return e", event=[2]).value == [2]
+            assert client.list_files() == []
+            with pytest.raises(FileNotFoundError):
+                client.delete("absent")
+        assert len(opened) == 1
+        pool.close()
+        assert all(sock.fileno() == -1 for sock in opened)
+
+
+def test_a_closed_pooled_connection_is_noticed_before_use():
+    with running_daemon() as daemon:
+        opened, connect = counting_connector(str(daemon.socket))
+        pool = ConnectionPool()
+        client = ExecutorClient(str(daemon.socket), TOKEN, connector=connect, pool=pool)
+        client.health()
+        opened[0].shutdown(socket.SHUT_RDWR)  # as when the pod went away: the far end is closed
+        assert run(client, "print(1)").stdout == "1\n"  # an execute too: nothing was sent on the dead one
+        assert len(opened) == 2
+
+
+def test_a_dead_pooled_connection_is_retried_for_a_read_but_an_execute_is_never_sent_twice():
+    seen: list[bytes] = []
+    with running_daemon() as daemon, fake_executor(swallowing_peer(seen)) as dead:
+        opened, connect = counting_connector(str(daemon.socket))
+        pool = ConnectionPool()
+        client = ExecutorClient(str(daemon.socket), TOKEN, connector=connect, pool=pool)
+        pool.give(pooled_dead_connection(dead))
+        assert client.health()["status"] == "ok"
+        assert len(seen) == 1 and len(opened) == 1  # sent once on the dead one, then on a fresh one
+
+        pool.close()
+        pool = ConnectionPool()
+        client = ExecutorClient(str(daemon.socket), TOKEN, connector=connect, pool=pool)
+        pool.give(pooled_dead_connection(dead))
+        with pytest.raises(RuntimeFailure):
+            list(client.execute(request()))
+        assert len(seen) == 2 and len(opened) == 1  # not sent again on a fresh connection
+        assert client.health()["active_executions"] == 0
+
+
+def test_an_abandoned_stream_is_not_pooled():
+    with running_daemon() as daemon:
+        opened, connect = counting_connector(str(daemon.socket))
+        pool = ConnectionPool()
+        client = ExecutorClient(str(daemon.socket), TOKEN, connector=connect, pool=pool)
+        events = client.execute(request())
+        next(events)  # started, then the caller walks away
+        events.close()
+        assert pool.sweep() == 0
+        assert client.health()["status"] == "ok"
+        assert len(opened) == 2
