@@ -27,7 +27,15 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from runtime import readiness
-from runtime.base import SESSION_ID, Runtime, RuntimeFailure, SandboxHandle, SandboxSpec, SandboxState
+from runtime.base import (
+    SESSION_ID,
+    Resources,
+    Runtime,
+    RuntimeFailure,
+    SandboxHandle,
+    SandboxSpec,
+    SandboxState,
+)
 from runtime.client import ExecutorClient
 from runtime.environment import check_env
 from runtime.kubernetes import spec as ks
@@ -95,6 +103,26 @@ def usage_from_summary(
     return None, None
 
 
+def pod_resources(pod: Any) -> Resources | None:
+    """The resources a sandbox pod was made with (its container's limits, disk annotation and nproc limit),
+    or None when the pod is not one of ours."""
+    from kubernetes.utils import parse_quantity
+
+    container = next((c for c in pod.spec.containers or [] if c.name == ks.CONTAINER), None)
+    disk = (pod.metadata.annotations or {}).get(ks.ANNOTATION_DISK_MB, "")
+    args = list(container.args or []) if container is not None else []
+    nproc = [arg.partition("=")[2] for arg in args if arg.startswith("nproc=")]
+    limits = (container.resources.limits or {}) if container is not None and container.resources else {}
+    if not (disk.isdigit() and nproc and nproc[-1].isdigit() and "cpu" in limits and "memory" in limits):
+        return None
+    return Resources(
+        cpu=int(parse_quantity(limits["cpu"]) * 1000) / 1000,
+        memory_mb=int(parse_quantity(limits["memory"]) / 2**20),
+        disk_mb=int(disk),
+        max_processes=int(nproc[-1]),
+    )
+
+
 class KubernetesRuntime(Runtime):
     """Sessions as hardened pods from template images, in one namespace of one cluster.
 
@@ -117,7 +145,8 @@ class KubernetesRuntime(Runtime):
         runtime_class: str = "",
         node_selector: dict[str, str] | None = None,
         tolerations: list[dict[str, Any]] | None = None,
-        sandbox_uid: int = 1000,
+        sandbox_uid: int | None = None,
+        isolate_network: bool = True,
         tmp_mb: int | None = None,
         startup_timeout: float = 60.0,
         max_output: int | None = None,
@@ -139,7 +168,9 @@ class KubernetesRuntime(Runtime):
         self.runtime_class = runtime_class
         self.node_selector = dict(node_selector or {})
         self.tolerations = list(tolerations or [])
-        self.uid = self.gid = int(sandbox_uid)
+        # None: each pod a uid of its own (spec.sandbox_uid); a fixed uid shares RLIMIT_NPROC across pods.
+        self.uid = None if sandbox_uid is None else int(sandbox_uid)
+        self.isolate_network = bool(isolate_network)
         self.tmp_mb = tmp_mb
         self.startup_timeout = startup_timeout
         self.max_output = max_output
@@ -163,6 +194,9 @@ class KubernetesRuntime(Runtime):
             "tolerations": _list(getattr(settings, "SANDBOX_K8S_TOLERATIONS", None)),
             "instance": getattr(settings, "SANDBOX_K8S_INSTANCE", "") or "default",
         }
+        isolate = getattr(settings, "SANDBOX_K8S_ISOLATE_NETWORK", None)
+        if isolate is not None:
+            config["isolate_network"] = _flag(isolate)
         timeout = getattr(settings, "SANDBOX_K8S_POD_START_TIMEOUT", None)
         if timeout:
             config["startup_timeout"] = float(timeout)
@@ -211,17 +245,19 @@ class KubernetesRuntime(Runtime):
         core = self.core()
         image = spec.image or self.default_image
         name = ks.pod_name(spec.session_id)
+        uid = ks.sandbox_uid(spec.session_id) if self.uid is None else self.uid
         manifest = ks.pod_manifest(
             spec,
             image=image,
             env=env,
             instance=self.instance,
-            uid=self.uid,
-            gid=self.gid,
+            uid=uid,
+            gid=uid,
             image_pull_policy=self.image_pull_policy,
             runtime_class=self.runtime_class,
             node_selector=self.node_selector,
             tolerations=self.tolerations,
+            isolate_network=self.isolate_network,
             tmp_mb=self.tmp_mb,
             max_output=self.max_output,
         )
@@ -274,6 +310,36 @@ class KubernetesRuntime(Runtime):
 
     def destroy(self, handle: SandboxHandle) -> None:
         self._delete(handle.session_id, handle.sandbox_id or ks.pod_name(handle.session_id))
+
+    def update_resources(self, handle: SandboxHandle, resources: Resources) -> None:
+        """Accept the resources the pod already runs with; refuse any other, permanently: a running pod's
+        resources are fixed (Kubernetes 1.20 has no in-place resize), so the warm pool of this runtime claims
+        only pods built with the session's resources (`resizes_live`)."""
+        name = handle.sandbox_id or ks.pod_name(handle.session_id)
+        try:
+            pod = self.core().read_namespaced_pod(name, self.namespace)
+        except Exception as exc:
+            raise api_failure(exc, f"cannot read the resources of sandbox {handle.session_id}") from exc
+        current = pod_resources(pod)
+
+        def shown(res: Resources) -> str:
+            return (
+                f"cpu {float(res.cpu):g}, memory {int(res.memory_mb)} MiB, disk {int(res.disk_mb)} MiB, "
+                f"{int(res.max_processes)} processes"
+            )
+
+        asked = Resources(
+            cpu=int(float(resources.cpu) * 1000) / 1000,
+            memory_mb=int(resources.memory_mb),
+            disk_mb=int(resources.disk_mb),
+            max_processes=int(resources.max_processes),
+        )
+        if current != asked:
+            raise RuntimeFailure(
+                f"sandbox {handle.session_id} runs with {shown(current) if current else 'unknown resources'}; "
+                f"a running pod's resources cannot change, so it cannot take {shown(asked)}",
+                permanent=True,
+            )
 
     def inspect(self, handle: SandboxHandle) -> SandboxState:
         name = handle.sandbox_id or ks.pod_name(handle.session_id)
@@ -521,6 +587,12 @@ def _mapping(value: Any) -> dict[str, str]:
         return {str(k): str(v) for k, v in json.loads(text).items()}
     pairs = [item.partition("=") for item in text.split(",") if item.strip()]
     return {k.strip(): v.strip() for k, _, v in pairs}
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "0", "false", "no", "off")
+    return bool(value)
 
 
 def _list(value: Any) -> list[dict[str, Any]]:
