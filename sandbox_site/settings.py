@@ -360,6 +360,10 @@ SANDBOX_K8S_RUNTIME_CLASS = env.string("SANDBOX_K8S_RUNTIME_CLASS", "")
 SANDBOX_K8S_NODE_SELECTOR = env.string("SANDBOX_K8S_NODE_SELECTOR", "")
 SANDBOX_K8S_TOLERATIONS = env.string("SANDBOX_K8S_TOLERATIONS", "")
 SANDBOX_K8S_POD_START_TIMEOUT = env.integer("SANDBOX_K8S_POD_START_TIMEOUT", 60, minimum=1)
+# Each pod's first init container (root with NET_ADMIN alone) takes every interface but lo down, so the sandbox
+# has no network whatever the CNI. Clusters whose admission forbids that set it false and rely on the deny-all
+# NetworkPolicy, which only a CNI enforcing policies applies.
+SANDBOX_K8S_ISOLATE_NETWORK = env.boolean("SANDBOX_K8S_ISOLATE_NETWORK", True)
 SANDBOX_MAX_SESSIONS_PER_KEY = env.integer("SANDBOX_MAX_SESSIONS_PER_KEY", 20, minimum=1)
 SANDBOX_MAX_LIFETIME = env.integer("SANDBOX_MAX_LIFETIME", 24 * 3600, minimum=60)
 SANDBOX_CA_BUNDLE = env.string("SANDBOX_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
