@@ -144,3 +144,38 @@ def test_closing_a_port_forward_socket_with_unread_data_gives_the_proxy_an_order
     proxy.close()
     closer.join(5)
     assert not closer.is_alive() and ours.fileno() == -1
+
+
+@pytest.mark.parametrize(
+    "value,expected", [("false", False), ("0", False), ("true", True), ("1", True), (False, False)]
+)
+def test_the_network_isolation_setting_is_read_and_reaches_the_runtime(value, expected):
+    config = KubernetesRuntime.config_from_settings(SimpleNamespace(SANDBOX_K8S_ISOLATE_NETWORK=value))
+    assert config["isolate_network"] is expected
+    assert KubernetesRuntime(**config).isolate_network is expected
+    assert KubernetesRuntime().isolate_network is True  # on unless turned off
+
+
+def test_the_network_init_container_has_net_admin_alone_and_the_sandbox_nothing():
+    spec = SandboxSpec(session_id="s1", image="img", token="t", resources=Resources(max_processes=50))
+    common = {"image": "img", "env": {}, "instance": "i", "uid": 123456, "gid": 123456}
+    pod = ks.pod_manifest(spec, **common, image_pull_policy="Never", isolate_network=True)
+    network = pod["spec"]["initContainers"][0]
+    assert network["name"] == "network" and "volumeMounts" not in network
+    security = network["securityContext"]
+    assert security["capabilities"] == {"drop": ["ALL"], "add": ["NET_ADMIN"]}
+    assert security["readOnlyRootFilesystem"] and not security["allowPrivilegeEscalation"]
+    assert not security["privileged"] and security["seccompProfile"] == {"type": "RuntimeDefault"}
+    main = pod["spec"]["containers"][0]
+    assert main["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert main["securityContext"]["runAsUser"] == pod["spec"]["securityContext"]["fsGroup"] == 123456
+    assert "nproc=50" in main["args"]
+    without = ks.pod_manifest(spec, **common, image_pull_policy="Never", isolate_network=False)
+    assert all(c["name"] != "network" for c in without["spec"].get("initContainers", []))
+
+
+def test_each_session_gets_a_uid_of_its_own_in_the_documented_range():
+    uids = {ks.sandbox_uid(f"session{i}") for i in range(2000)}
+    assert len(uids) > 1990  # distinct but for rare collisions
+    assert all(100000 <= uid < 1000000 for uid in uids)
+    assert ks.sandbox_uid("session1") == ks.sandbox_uid("session1")
