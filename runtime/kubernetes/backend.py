@@ -367,6 +367,8 @@ class KubernetesRuntime(Runtime):
                 detail = f"waiting ({state.waiting.reason})"
         if pod.status.reason:
             detail += f": {pod.status.reason}"
+        if pod.status.message:  # why the kubelet ended it (an eviction names the volume and its limit)
+            detail += f": {pod.status.message.strip()}"
         cpu, memory = self._usage(pod) if running else (None, None)
         return SandboxState(exists=True, running=running, detail=detail, cpu_percent=cpu, memory_mb=memory)
 
