@@ -29,6 +29,8 @@ from kubernetes.config.config_exception import ConfigException
 from runtime import readiness
 from runtime.base import (
     SESSION_ID,
+    InstalledPackages,
+    PackageInstall,
     Resources,
     Runtime,
     RuntimeFailure,
@@ -394,6 +396,13 @@ class KubernetesRuntime(Runtime):
             for pod in pods.items
         ]
         return sorted(handles, key=lambda h: h.session_id)
+
+    def install_packages(self, handle: SandboxHandle, request: PackageInstall) -> InstalledPackages:
+        """Wheels downloaded and installed offline on the control plane's host (as the process backend does),
+        then streamed through the API server into the pod's packages container (packages.py)."""
+        from runtime.kubernetes import packages
+
+        return packages.install(self, handle, handle.sandbox_id or ks.pod_name(handle.session_id), request)
 
     def executor(self, handle: SandboxHandle) -> ExecutorClient:
         return self._client(handle, self.connect_timeout, self.read_timeout)

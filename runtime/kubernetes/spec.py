@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from runtime.base import SandboxSpec
+from runtime.kubernetes import packages
 from runtime.limits import OPEN_FILES
 
 LABEL_MANAGED, LABEL_SESSION, LABEL_INSTANCE = "sandbox.managed", "sandbox.session", "sandbox.instance"
@@ -200,13 +201,18 @@ def pod_manifest(
                     "secret": {"secretName": secret_name(spec.session_id), "defaultMode": 0o440},
                 },
                 {"name": "workspace", "emptyDir": {"sizeLimit": f"{int(res.disk_mb)}Mi"}},
-                # TODO: per-session dependencies: the installed tree must reach this mount read-only.
-                {"name": "packages", "emptyDir": {"sizeLimit": "1Mi"}},
+                # Per-session dependencies: written only by the packages container (packages.py).
+                packages.volume(),
                 {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": f"{scratch_mb}Mi"}},
                 {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{scratch_mb}Mi"}},
             ],
         },
     }
+    pod["spec"]["containers"].append(
+        packages.sidecar_container(
+            image=image, image_pull_policy=image_pull_policy, security_context=container_security
+        )
+    )
     if runtime_class:
         pod["spec"]["runtimeClassName"] = runtime_class
     if isolate_network:

@@ -160,8 +160,14 @@ def test_another_owners_session_is_404(api, other_api):
 
 
 OFFLINE_CHECK = """
-import socket
+import fcntl, socket, struct
 import pyfiglet
+
+def up(name):
+    # SIOCGIFFLAGS: a pod keeps its interface, taken down before the sandbox starts; only IFF_UP counts.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sH22x", name.encode(), 0)
+        return bool(struct.unpack("16sH22x", fcntl.ioctl(sock, 0x8913, request))[1] & 1)
 
 def handler(event, context):
     reached = []
@@ -178,7 +184,7 @@ def handler(event, context):
     return {
         "banner": pyfiglet.figlet_format("ok"),
         "version": pyfiglet.__version__,
-        "interfaces": sorted(name for _, name in socket.if_nameindex()),
+        "interfaces": sorted(name for _, name in socket.if_nameindex() if up(name)),
         "reached": reached,
     }
 """
