@@ -1,17 +1,23 @@
 """Each backend as the contract suite drives it: its runtime on a throwaway data dir, and what a test needs to
-look at from the host (the sandbox's processes, its directories, what is left after a destroy).
+look at from the control plane's side (the sandbox's processes, its workspace, what is left after a destroy).
+
+A local backend (process, docker) keeps the sandbox's workspace and socket on this host: what the control plane
+sees is read from the host. A remote one (kubernetes) is reached only through its API: the same questions are
+answered through it (an exec in the pod, object reads), never by a host path.
 
 The tests speak only to `Backend`; adding a backend to the suite means one subclass here and one entry in
-`BACKENDS`. Nothing in a subclass decides a test's verdict: it only reports what the host sees.
+`BACKENDS`. Nothing in a subclass decides a test's verdict: it only reports what the control plane sees.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
 import shutil
 import signal
+import socket
 import tempfile
 import uuid
 from typing import Any
@@ -33,6 +39,16 @@ class Backend:
     own_scratch: frozenset[str] = frozenset()
     # What sandboxed code sees when it lists /run/sandbox: at most the socket, never the token file.
     run_dir_views: tuple[str, ...] = ("['executor.sock']",)
+    # Whether the sandbox is reached only through an API (no host path of it exists on this machine).
+    remote = False
+    # Interfaces the sandbox may see besides lo, provided they are down (a pod's CNI interface).
+    downed_interfaces: frozenset[str] = frozenset()
+    # What a write past the disk limit says: the workspace's own file system is full; where the limit is
+    # enforced only by eviction, a single file meets RLIMIT_FSIZE first (Python's EFBIG, or bash reporting
+    # its child killed by SIGXFSZ).
+    disk_full_messages: tuple[str, ...] = ("No space left on device",)
+    # Whether many files past the disk limit end the whole sandbox (kubelet eviction) instead of a write.
+    disk_total_by_eviction = False
 
     def __init__(self) -> None:
         self.data_dir = tempfile.mkdtemp(prefix="sbc-", dir="/tmp")  # short: socket paths stay < 108 bytes
@@ -85,16 +101,56 @@ class Backend:
 
     # -- what the host sees --
 
+    def node_names(self) -> set[str]:
+        """The names a handle's `node` may have: this host's for a local backend."""
+        return {socket.gethostname()}
+
+    def endpoint_exists(self, handle: SandboxHandle) -> bool:
+        """Whether the handle's endpoint names a live listener place (the socket file, the pod)."""
+        return os.path.exists(handle.endpoint)
+
+    def connect_raw(self, handle: SandboxHandle) -> socket.socket:
+        """A connection to the executor with no client in between (for requests the client would not send)."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(5)
+        sock.connect(handle.endpoint)
+        return sock
+
     def workspace(self, runtime: Runtime, handle: SandboxHandle) -> str:
-        """The sandbox's workspace as a host directory."""
+        """The sandbox's workspace as a host directory (local backends only)."""
         raise NotImplementedError
+
+    def host_workspace(self, runtime: Runtime, handle: SandboxHandle) -> str | None:
+        """The workspace's host path, which other sandboxes must not find; None when it has none here."""
+        return None if self.remote else self.workspace(runtime, handle)
+
+    def read_workspace_file(self, runtime: Runtime, handle: SandboxHandle, path: str) -> bytes | None:
+        """A workspace file as the control plane reads it (not through the executor), None when missing."""
+        try:
+            with open(os.path.join(self.workspace(runtime, handle), path), "rb") as fh:
+                return fh.read()
+        except FileNotFoundError:
+            return None
 
     def run_dir(self, handle: SandboxHandle) -> str:
         """The host directory mounted at /run/sandbox (the executor's socket)."""
         raise NotImplementedError
 
+    def run_dir_entries(self, handle: SandboxHandle) -> list[str] | None:
+        """What is in the control plane's run dir next to the executor's socket; None for a remote backend,
+        whose control plane keeps nothing in the sandbox."""
+        return sorted(os.listdir(self.run_dir(handle)))
+
+    def packages_entries(self, handle: SandboxHandle) -> list[str]:
+        """What the sandbox's package tree (mounted read-only at /opt/packages) holds."""
+        return sorted(os.listdir(self.packages_dir(handle)))
+
     def packages_dir(self, handle: SandboxHandle) -> str:
         return self.runtime.packages_dir(handle.session_id)  # type: ignore[attr-defined]
+
+    def sandbox_uid(self, handle: SandboxHandle) -> int:
+        """The uid (and gid) sandboxed code runs as."""
+        return 1000
 
     def private_paths(self, handle: SandboxHandle) -> list[str]:
         """Host files and directories of this sandbox that only the control plane may read."""
@@ -397,8 +453,13 @@ class KubernetesBackend(Backend):
 
     name = "kubernetes"
     init_command = "tini"
-    # /run/sandbox is an emptyDir of the pod's own (it held the one-shot token file); no socket in it.
-    run_dir_views = ("[]",)
+    # The image's /run/sandbox stays empty: the executor listens on the pod's loopback (port-forward).
+    run_dir_views = ("[]", "FileNotFoundError")
+    remote = True
+    # The CNI's interface stays, taken down by the pod's network init container before the sandbox starts.
+    downed_interfaces = frozenset({"eth0"})
+    disk_full_messages = ("File too large", "File size limit exceeded")
+    disk_total_by_eviction = True
     PYTHON_IMAGE = os.environ.get("SANDBOX_K8S_PYTHON_IMAGE", "sandbox-template-python-basic:latest")
     NODE_IMAGE = os.environ.get("SANDBOX_K8S_NODE_IMAGE", "sandbox-template-nodejs-basic:latest")
 
@@ -446,6 +507,60 @@ class KubernetesBackend(Backend):
                 )
             )
 
+    def _pod(self, handle: SandboxHandle) -> Any:
+        return self.runtime.core().read_namespaced_pod(handle.sandbox_id, self.runtime.namespace)  # type: ignore[attr-defined]
+
+    def node_names(self) -> set[str]:
+        return {node.metadata.name for node in self.runtime.core().list_node().items}  # type: ignore[attr-defined]
+
+    def endpoint_exists(self, handle: SandboxHandle) -> bool:
+        from kubernetes.client.exceptions import ApiException
+
+        from runtime.kubernetes import spec as ks
+
+        namespace = self.runtime.namespace  # type: ignore[attr-defined]
+        if handle.endpoint != f"k8s://{namespace}/{handle.sandbox_id}:{ks.EXECUTOR_PORT}":
+            return False
+        try:
+            self._pod(handle)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def connect_raw(self, handle: SandboxHandle) -> socket.socket:
+        from runtime.kubernetes import spec as ks
+        from runtime.kubernetes import transport
+
+        core = self.runtime.stream_core()  # type: ignore[attr-defined]
+        namespace = self.runtime.namespace  # type: ignore[attr-defined]
+        return transport.connector(core, namespace, handle.sandbox_id, ks.EXECUTOR_PORT)(5.0)
+
+    def read_workspace_file(self, runtime: Runtime, handle: SandboxHandle, path: str) -> bytes | None:
+        out = self._exec(
+            handle,
+            "import base64, os\n"
+            f"path = os.path.join('/workspace', {path!r})\n"
+            "print('FILE', base64.b64encode(open(path, 'rb').read()).decode() if os.path.exists(path) else '-')\n",
+        )
+        encoded = next(line for line in out.splitlines() if line.startswith("FILE ")).removeprefix("FILE ")
+        return None if encoded == "-" else base64.b64decode(encoded)
+
+    def run_dir_entries(self, handle: SandboxHandle) -> list[str] | None:
+        return None
+
+    def packages_entries(self, handle: SandboxHandle) -> list[str]:
+        out = self._exec(handle, "import json, os\nprint(json.dumps(sorted(os.listdir('/opt/packages'))))")
+        return json.loads(out.strip().splitlines()[-1])
+
+    def sandbox_uid(self, handle: SandboxHandle) -> int:
+        """The uid the control plane gave the pod (each pod its own: runtime/kubernetes/spec.py)."""
+        return int(self._pod(handle).spec.security_context.run_as_user)
+
+    def private_paths(self, handle: SandboxHandle) -> list[str]:
+        return []  # nothing of a pod's is on the control plane's host
+
     def host_record(self, handle: SandboxHandle) -> str:
         core = self.runtime.core()  # type: ignore[attr-defined]
         namespace = self.runtime.namespace  # type: ignore[attr-defined]
@@ -478,6 +593,11 @@ class KubernetesBackend(Backend):
         return out or None
 
     def pids_limit_hits(self, handle: SandboxHandle) -> int | None:
+        # Without the kubelet's podPidsLimit the pod's pids cgroup has no limit: RLIMIT_NPROC of the pod's
+        # own uid (max_processes) is what binds, and the cgroup's count says nothing.
+        limit = self._cgroup_file(handle, "/sys/fs/cgroup/pids/pids.max")
+        if not limit or not limit.isdigit():
+            return None
         events = self._cgroup_file(handle, "/sys/fs/cgroup/pids/pids.events")
         return int(events.split()[-1]) if events and events.startswith("max") else None
 
@@ -530,7 +650,7 @@ class KubernetesBackend(Backend):
         return found
 
     def disk_limit_problem(self) -> str | None:
-        return "an emptyDir's sizeLimit is enforced by kubelet eviction, not as a hard limit on writes"
+        return None  # enforced by eviction (disk_total_by_eviction) and RLIMIT_FSIZE per file
 
 
 BACKENDS["kubernetes"] = KubernetesBackend

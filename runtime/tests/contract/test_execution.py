@@ -4,7 +4,6 @@ too), the statuses an execution can end with, cancel, and the environment it see
 from __future__ import annotations
 
 import json
-import os
 import threading
 import uuid
 
@@ -166,8 +165,8 @@ def test_spec_env_reaches_every_language_and_home_and_cwd_are_the_workspace(back
     )
     assert out.status == "completed", out.result
     assert out.stdout == "hello world\n/workspace /workspace 1\n"
-    with open(os.path.join(backend.workspace(backend.runtime, handle), "made-inside.txt")) as fh:
-        assert fh.read() == "from the sandbox"  # written by sandboxed code, readable by the control plane
+    # Written by sandboxed code, readable by the control plane.
+    assert backend.read_workspace_file(backend.runtime, handle, "made-inside.txt") == b"from the sandbox"
     shell = run_code(backend.runtime, handle, 'echo "$GREETING from $(pwd)"', language="shell")
     assert shell.stdout == "hello world from /workspace\n"
     node = run_code(

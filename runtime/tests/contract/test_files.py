@@ -16,14 +16,12 @@ from runtime.tests.contract.conftest import changed_files
 def test_upload_list_download_delete_round_trip_seen_by_code_and_host(backend):
     handle = backend.make()
     client = backend.runtime.executor(handle)
-    workspace = backend.workspace(backend.runtime, handle)
     payload = os.urandom(300 * 1024)  # several chunks
     assert client.upload("docs/data.bin", io.BytesIO(payload), len(payload)) == {
         "path": "docs/data.bin",
         "size": len(payload),
     }
-    with open(os.path.join(workspace, "docs", "data.bin"), "rb") as fh:
-        assert fh.read() == payload
+    assert backend.read_workspace_file(backend.runtime, handle, "docs/data.bin") == payload
     seen = run_code(
         backend.runtime,
         handle,
@@ -39,7 +37,7 @@ def test_upload_list_download_delete_round_trip_seen_by_code_and_host(backend):
     assert b"".join(client.download("docs/data.bin")) == payload
 
     client.delete("docs/data.bin")
-    assert not os.path.exists(os.path.join(workspace, "docs", "data.bin"))
+    assert backend.read_workspace_file(backend.runtime, handle, "docs/data.bin") is None
     with pytest.raises(FileNotFoundError):
         client.delete("docs/data.bin")
     with pytest.raises(FileNotFoundError):

@@ -7,6 +7,7 @@ nothing. Attacks that leave nothing behind share one sandbox per module.
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import os
 import socket
@@ -14,7 +15,6 @@ import socket
 import pytest
 
 from runtime.base import RuntimeFailure
-from runtime.client import ExecutorClient
 from runtime.tests.conftest import run_code
 from runtime.tests.contract.conftest import run_json, still_serves
 
@@ -76,18 +76,31 @@ print(json.dumps(results))
             server.accept()  # nothing from the sandbox arrived
 
 
-def test_the_only_network_interface_is_loopback(backend, shared):
+def test_the_only_network_interface_up_is_loopback_and_there_is_no_route(backend, shared):
     seen = run_json(
         backend,
         shared,
         """
-import json, os, socket
+import fcntl, json, os, socket, struct
 dev = [line.split(":")[0].strip() for line in open("/proc/net/dev").read().splitlines()[2:]]
 sys_net = sorted(os.listdir("/sys/class/net")) if os.path.isdir("/sys/class/net") else ["lo"]
-print(json.dumps({"sys": sys_net, "proc": sorted(dev), "if": sorted(name for _, name in socket.if_nameindex())}))
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+up = []
+for _, name in socket.if_nameindex():
+    request = struct.pack("16sH22x", name.encode(), 0)
+    if struct.unpack("16sH22x", fcntl.ioctl(sock, 0x8913, request))[1] & 1:  # SIOCGIFFLAGS, IFF_UP
+        up.append(name)
+routes = [line.split()[0] for line in open("/proc/net/route").read().splitlines()[1:]]
+routes6 = [line.split()[-1] for line in open("/proc/net/ipv6_route").read().splitlines()] if os.path.exists(
+    "/proc/net/ipv6_route") else []
+print(json.dumps({"sys": sys_net, "proc": sorted(dev), "if": sorted(name for _, name in socket.if_nameindex()),
+                  "up": sorted(up), "routes": routes, "routes6": sorted(set(routes6))}))
 """,
     )
-    assert seen == {"sys": ["lo"], "proc": ["lo"], "if": ["lo"]}
+    assert seen["up"] == ["lo"], seen
+    assert seen["routes"] == [] and set(seen["routes6"]) <= {"lo"}, seen  # nothing leaves but through lo
+    for listing in ("sys", "proc", "if"):
+        assert "lo" in seen[listing] and set(seen[listing]) - {"lo"} <= backend.downed_interfaces, seen
 
 
 def test_the_code_runs_unprivileged_with_no_capabilities_and_a_seccomp_filter(backend, shared):
@@ -102,7 +115,8 @@ print(json.dumps({"uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(), 
                                                     "NoNewPrivs", "Seccomp")}}))
 """,
     )
-    assert status["uid"] == status["euid"] == 1000 and status["gid"] == 1000
+    uid = backend.sandbox_uid(shared)
+    assert uid != 0 and status["uid"] == status["euid"] == uid and status["gid"] == uid
     assert 0 not in status["groups"]
     for name in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
         assert int(status[name], 16) == 0, (name, status)
@@ -174,11 +188,11 @@ def test_sandboxed_code_can_write_only_its_workspace_tmp_and_its_own_scratch(bac
     if backend.name == "process" and os.geteuid() != 0:
         results.pop("/run/sandbox/evil")  # only root can hand the run dir to nobody after the socket exists
     assert "WROTE" not in results.values(), results
-    # From the host: nothing landed outside the workspace, and the workspace is the host's view too.
+    # From the control plane: nothing landed outside the workspace, and the workspace is its view too.
     assert not os.path.exists("/evil.txt") and not os.path.exists("/dev/evil")
-    assert os.path.exists(os.path.join(backend.workspace(backend.runtime, shared), "ok.txt"))
-    assert os.listdir(backend.run_dir(shared)) == ["executor.sock"]
-    assert os.listdir(backend.packages_dir(shared)) == []
+    assert backend.read_workspace_file(backend.runtime, shared, "ok.txt") is not None
+    assert backend.run_dir_entries(shared) in (["executor.sock"], None)  # None: nothing of it in the sandbox
+    assert backend.packages_entries(shared) == []
 
 
 def test_sandboxed_code_cannot_read_host_files_the_project_or_the_data_dir(backend, shared):
@@ -233,8 +247,9 @@ def test_a_session_cannot_find_or_read_another_sessions_workspace(backend):
     secret = "s3cret-" + os.urandom(8).hex()
     written = run_code(backend.runtime, b, f"open('secret-of-b.txt', 'w').write({secret!r}); print('ok')")
     assert written.stdout == "ok\n"
-    b_workspace = backend.workspace(backend.runtime, b)
-    assert os.path.exists(os.path.join(b_workspace, "secret-of-b.txt"))
+    assert backend.read_workspace_file(backend.runtime, b, "secret-of-b.txt") == secret.encode()
+    # Where b's workspace is a host directory, a must not find it there either.
+    b_workspace = backend.host_workspace(backend.runtime, b) or "/nonexistent-host-workspace"
     out = run_code(
         backend.runtime,
         a,
@@ -299,14 +314,13 @@ for pid in [p for p in os.listdir("/proc") if p.isdigit()]:
     run_line = next(line for line in out.stdout.splitlines() if line.startswith("RUN "))
     assert run_line.removeprefix("RUN ") in backend.run_dir_views, run_line
     assert backend.data_dir not in out.stdout  # no host path reaches the sandbox's view
-    assert os.listdir(backend.run_dir(shared)) == ["executor.sock"]  # the token file was read and removed
+    # The token file was read and removed (a remote backend keeps no run dir in the sandbox).
+    assert backend.run_dir_entries(shared) in (["executor.sock"], None)
     assert shared.token not in backend.host_record(shared)
 
 
 def test_a_request_without_the_token_gets_401(backend, shared):
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(5)
-    sock.connect(shared.endpoint)
+    sock = backend.connect_raw(shared)
     conn = http.client.HTTPConnection("localhost")
     conn.sock = sock
     conn.request(
@@ -318,6 +332,6 @@ def test_a_request_without_the_token_gets_401(backend, shared):
     assert conn.getresponse().status == 401
     conn.close()
     with pytest.raises(RuntimeFailure) as info:
-        ExecutorClient(shared.endpoint, "not-the-token").health()
+        backend.runtime.executor(dataclasses.replace(shared, token="not-the-token")).health()
     assert info.value.permanent and "401" in info.value.message
     still_serves(backend, shared)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import socket
 
 import pytest
 
@@ -18,9 +17,9 @@ from sandbox_site.testing import wait_until
 def test_create_inspect_then_destroy_leaves_nothing_and_destroy_is_idempotent(backend):
     handle = backend.make()
     runtime = backend.runtime
-    assert handle.backend == backend.name and handle.node == socket.gethostname()
+    assert handle.backend == backend.name and handle.node in backend.node_names()
     assert handle.session_id in {h.session_id for h in runtime.list_managed()}
-    assert os.path.exists(handle.endpoint)
+    assert backend.endpoint_exists(handle)
     assert runtime.executor(handle).health()["status"] == "ok"
     state = runtime.inspect(handle)
     assert state.exists and state.running
@@ -37,7 +36,7 @@ def test_create_inspect_then_destroy_leaves_nothing_and_destroy_is_idempotent(ba
 
 def test_a_new_runtime_instance_finds_and_destroys_a_running_sandbox(backend, scratch_dir):
     first = backend.build(data_dir=scratch_dir)
-    data_dir = first.data_dir
+    data_dir = scratch_dir
     try:
         handle = backend.make(runtime=first)
         restarted = backend.build(data_dir=data_dir)  # what a control-plane restart sees
@@ -133,11 +132,17 @@ def test_a_session_id_too_long_for_a_socket_path_still_works(backend):
     assert backend.remains(footprint) == []
 
 
-def test_a_claimed_warm_sandbox_is_resized_and_destroyed_through_the_claiming_sessions_handle(backend):
+def test_a_claimed_warm_sandbox_is_resized_if_it_can_be_and_destroyed_through_the_claiming_handle(backend):
     warm = backend.make(session_id=f"w{os.urandom(4).hex()}", memory_mb=256)
     claimed = dataclasses.replace(warm, session_id="claimingsession")  # what the session row stores
     footprint = backend.footprint(backend.runtime, warm)
-    backend.runtime.update_resources(claimed, Resources(memory_mb=384))
+    if backend.runtime.resizes_live:
+        backend.runtime.update_resources(claimed, Resources(memory_mb=384))
+    else:  # only sessions asking for the warm sandbox's own resources claim it
+        backend.runtime.update_resources(claimed, Resources(memory_mb=256))
+        with pytest.raises(RuntimeFailure, match="cannot change") as info:
+            backend.runtime.update_resources(claimed, Resources(memory_mb=384))
+        assert info.value.permanent
     assert run_code(backend.runtime, claimed, "print('served')").stdout == "served\n"
     state = backend.runtime.inspect(claimed)
     assert state.running and state.memory_mb is not None and 0 < state.memory_mb < 384
