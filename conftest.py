@@ -209,6 +209,7 @@ KUBERNETES_SUBSET = {
     # Restoring a saved workspace into a new pod; per-session dependencies reaching the pod read-only.
     "sessions_app/tests/test_storage_api.py::test_a_csv_goes_through_pandas_and_the_result_comes_back_from_storage",
     "sessions_app/tests/test_dependencies.py::test_pyfiglet_installs_outside_and_the_sandbox_stays_offline",
+    "sessions_app/tests/test_dependencies.py::test_a_new_install_replaces_the_set_in_a_package_dir_the_sandbox_cannot_write",
 }
 
 REAL_RUNTIMES = ["process", pytest.param("docker", marks=pytest.mark.docker)]

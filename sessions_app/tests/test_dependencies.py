@@ -4,6 +4,7 @@ real installs with pip outside the sandbox on both runtimes (the sandbox itself 
 from __future__ import annotations
 
 import dataclasses
+import json
 import socket
 import threading
 from datetime import timedelta
@@ -233,6 +234,41 @@ def test_pyfiglet_installs_outside_and_the_sandbox_stays_offline(api, host_liste
     assert {"name": "pyfiglet", "version": "1.0.2"} in detail["installed_dependencies"]
     again = check()
     assert again["version"] == "1.0.2" and again["reached"] == []
+
+
+REPLACED_CHECK = """
+import json, os, pyfiglet, six
+packages = os.path.dirname(six.__file__)
+try:
+    open(os.path.join(packages, "planted.py"), "w")
+    written = True
+except OSError as exc:
+    written = exc.strerror
+print(json.dumps({
+    "versions": [pyfiglet.__version__, six.__version__],
+    "pyfiglet": sorted(name for name in os.listdir(packages) if name.startswith("pyfiglet-")),
+    "hidden": sorted(name for name in os.listdir(packages) if name.startswith(".")),
+    "written": written,
+}))
+"""
+
+
+@pytest.mark.usefixtures("real_runtime")
+def test_a_new_install_replaces_the_set_in_a_package_dir_the_sandbox_cannot_write(api):
+    session_id = create(api, dependencies=[{"name": "pyfiglet", "version": "1.0.2"}]).json()["id"]
+    new_set = [{"name": "pyfiglet", "version": "1.0.1"}, {"name": "six", "version": "1.16.0"}]
+    assert install(api, session_id, new_set).status_code == 202
+    detail = api.get(f"/api/v1/sessions/{session_id}").json()
+    assert detail["dependency_install_status"] == "completed", detail["dependency_install_error"]
+    assert sorted(detail["installed_dependencies"], key=lambda d: d["name"]) == new_set
+    result = run(api, session_id, REPLACED_CHECK)
+    assert result["status"] == "completed", result["stderr"]
+    assert json.loads(result["stdout"]) == {
+        "versions": ["1.0.1", "1.16.0"],
+        "pyfiglet": ["pyfiglet-1.0.1.dist-info"],  # nothing of the earlier set is left beside it
+        "hidden": [],
+        "written": "Read-only file system",
+    }
 
 
 @pytest.mark.usefixtures("sessions_on_process")
