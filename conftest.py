@@ -206,7 +206,10 @@ KUBERNETES_SUBSET = {
     "sessions_app/tests/test_lifecycle.py::test_state_sync_removes_orphans_and_fails_sessions_whose_sandbox_vanished",
     "sessions_app/tests/test_lifecycle.py::test_the_warm_pool_fills_and_a_claim_returns_running_at_once",
     "sessions_app/tests/test_lifecycle.py::test_two_concurrent_creates_never_share_a_warm_sandbox",
-    # Restoring a saved workspace into a new pod; per-session dependencies reaching the pod read-only.
+    # The workspace saved at an idle and a lifetime ending (read through the executor before the pod is
+    # deleted: a pod's emptyDir goes with it), restored into a new pod; dependencies reaching it read-only.
+    "sessions_app/tests/test_storage_api.py::test_idle_and_lifetime_endings_save_the_workspace",
+    "sessions_app/tests/test_storage_api.py::test_a_new_session_can_start_from_a_saved_workspace",
     "sessions_app/tests/test_storage_api.py::test_a_csv_goes_through_pandas_and_the_result_comes_back_from_storage",
     "sessions_app/tests/test_dependencies.py::test_pyfiglet_installs_outside_and_the_sandbox_stays_offline",
     "sessions_app/tests/test_dependencies.py::test_a_new_install_replaces_the_set_in_a_package_dir_the_sandbox_cannot_write",

@@ -181,7 +181,7 @@ def test_a_file_named_upload_is_a_file_like_any_other(api, s3_storage):
     assert api.delete(f"/api/v1/sessions/{sid}/files/upload").status_code == 409
 
 
-@pytest.mark.usefixtures("sessions_on_process")
+@pytest.mark.usefixtures("real_runtime")
 def test_idle_and_lifetime_endings_save_the_workspace(api, s3_storage):
     idle, old = create(api)["id"], create(api)["id"]
     upload(api, idle, "idle.txt", b"idle")
@@ -225,7 +225,7 @@ def test_a_crashed_sandbox_is_saved_from_its_directory_without_following_symlink
     assert download(api, sid, "leak")[0] == 404
 
 
-@pytest.mark.usefixtures("sessions_on_process")
+@pytest.mark.usefixtures("real_runtime")
 def test_a_new_session_can_start_from_a_saved_workspace(api, other_api, s3_storage):
     first = create(api)["id"]
     upload(api, first, "inputs/data.csv", CSV)
