@@ -52,6 +52,17 @@ def sessions_sweep(*, now: Any = None) -> dict[str, int]:
     return counts
 
 
+def _answers(runtime: Any, handle: Any) -> bool:
+    """Whether the sandbox's executor answers /health. A backend's status can lag behind a sandbox that has
+    just started (the API server reports a pod Pending for a moment after its executor answers), so a
+    sandbox reported stopped is lost only when its executor does not answer either."""
+    try:
+        runtime.executor(handle).health()
+    except RuntimeFailure:
+        return False
+    return True
+
+
 def _lose(session: SandboxSession, detail: str) -> None:
     session_end(session=session, status=SessionStatus.FAILED, reason="container_lost", detail=detail)
 
@@ -142,7 +153,7 @@ def sessions_sync_state() -> dict[str, int]:
             if stored is None:
                 continue
             state = runtime.inspect(stored)
-            if not state.running:
+            if not state.running and not _answers(runtime, stored):
                 _lose(session, f"the sandbox stopped: {state.detail}")
                 counts["sessions_lost"] += 1
     return counts
