@@ -360,6 +360,9 @@ SANDBOX_K8S_RUNTIME_CLASS = env.string("SANDBOX_K8S_RUNTIME_CLASS", "")
 SANDBOX_K8S_NODE_SELECTOR = env.string("SANDBOX_K8S_NODE_SELECTOR", "")
 SANDBOX_K8S_TOLERATIONS = env.string("SANDBOX_K8S_TOLERATIONS", "")
 SANDBOX_K8S_POD_START_TIMEOUT = env.integer("SANDBOX_K8S_POD_START_TIMEOUT", 60, minimum=1)
+# The label value naming this control plane's pods: state sync removes only pods of its own instance, so two
+# control planes (or a test run beside a dev server) can share a namespace.
+SANDBOX_K8S_INSTANCE = env.string("SANDBOX_K8S_INSTANCE", "default")
 # Each pod's first init container (root with NET_ADMIN alone) takes every interface but lo down, so the sandbox
 # has no network whatever the CNI. Clusters whose admission forbids that set it false and rely on the deny-all
 # NetworkPolicy, which only a CNI enforcing policies applies.
