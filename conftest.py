@@ -190,6 +190,11 @@ KUBERNETES_SUBSET = {
     "executions_app/tests/test_api.py::test_execute_sync_answers_408_and_the_execution_goes_on",
     "executions_app/tests/test_api.py::test_every_language_runs_through_the_api",
     "executions_app/tests/test_api.py::test_execution_refreshes_the_session_idle_clock",
+    # How executions end: failure, timeout, crash and exit status told apart; cancel of a running one and a
+    # terminate mid-run stop it in the pod.
+    "executions_app/tests/test_services.py::test_failures_timeouts_and_crashes_are_told_apart",
+    "executions_app/tests/test_services.py::test_cancel_stops_a_running_execution",
+    "executions_app/tests/test_services.py::test_terminating_the_session_mid_run_cancels_the_execution",
     # Files: the upload/list/download/delete round trip and code seeing them (streams through the API
     # server), and an ended session's saved workspace (saved before the pod is deleted).
     "sessions_app/tests/test_files_api.py::test_upload_list_download_delete_round_trip",

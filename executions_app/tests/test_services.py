@@ -12,9 +12,18 @@ from executions_app.services import ExecutionError, execution_cancel, execution_
 from sandbox_site.testing import wait_until
 from sessions_app.files import files_upload
 
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("sessions_on_process")]
+pytestmark = [pytest.mark.django_db]
 # Runs in other threads use their own database connections, so these tests commit for real.
 THREADED = pytest.mark.django_db(transaction=True)
+# How executions end (timeouts, crashes, cancels) goes through each backend's executor transport: those tests
+# run on every real backend (real_runtime); the rest on bubblewrap processes.
+EVERY_BACKEND = pytest.mark.usefixtures("real_runtime")
+
+
+@pytest.fixture(autouse=True)
+def _sandboxes(request):
+    if "real_runtime" not in request.fixturenames:
+        request.getfixturevalue("sessions_on_process")
 
 
 # Prints, then runs until the test drops a file named `go` into the workspace: the test decides when it ends.
@@ -51,6 +60,7 @@ def test_falsy_return_values_survive(running_session, value):
     assert execution.return_value == eval(value)  # noqa: S307 - literal from the parameter list
 
 
+@EVERY_BACKEND
 def test_failures_timeouts_and_crashes_are_told_apart(running_session):
     failed = run(running_session, "def handler(event):\n    raise ValueError('bad input')\n")
     assert failed.status == "failed" and "ValueError: bad input" in failed.error_message
@@ -116,6 +126,7 @@ def test_a_pending_execution_on_an_ended_session_is_cancelled(running_session):
     assert stored.status == "cancelled" and "terminated" in stored.error_message
 
 
+@EVERY_BACKEND
 @THREADED
 def test_cancel_stops_a_running_execution(running_session):
     execution = execution_submit(session=running_session, language="python", code=EARLY_THEN_WAIT_FOR_GO)
@@ -135,6 +146,7 @@ def test_cancelling_a_pending_execution_never_runs_it(running_session):
     assert Execution.objects.get(pk=execution.id).status == "cancelled"
 
 
+@EVERY_BACKEND
 @THREADED
 def test_terminating_the_session_mid_run_cancels_the_execution(running_session):
     from sessions_app.models import SandboxSession
