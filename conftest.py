@@ -313,6 +313,14 @@ def database_url_of_test_db() -> str:
 
 
 @pytest.fixture
+def queued(monkeypatch):
+    """Tasks go through the broker to the worker processes, not inline."""
+    from django_q.conf import Conf
+
+    monkeypatch.setattr(Conf, "SYNC", False)
+
+
+@pytest.fixture
 def start_worker(settings):
     """Start real `run_worker` processes (django-q2 clusters and the execution stream pool) against the test
     database; stopped at the end."""
@@ -333,6 +341,11 @@ def start_worker(settings):
                 "DATABASE_URL": database_url_of_test_db(),
                 "SANDBOX_DATA_DIR": str(settings.DATA_DIR),
                 "SANDBOX_RUNTIME": settings.SANDBOX_RUNTIME,
+                "SANDBOX_K8S_INSTANCE": getattr(settings, "SANDBOX_K8S_INSTANCE", "default"),
+                "SANDBOX_K8S_NAMESPACE": getattr(settings, "SANDBOX_K8S_NAMESPACE", "default"),
+                "SANDBOX_K8S_IMAGE_PULL_POLICY": getattr(
+                    settings, "SANDBOX_K8S_IMAGE_PULL_POLICY", "IfNotPresent"
+                ),
                 "SANDBOX_WORKERS": "2",
                 "DJANGO_SECRET_KEY": settings.SECRET_KEY,
                 **env_overrides,

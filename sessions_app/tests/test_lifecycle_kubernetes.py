@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import pytest
 
+from executions_app.models import Execution
 from executions_app.services import execution_run, execution_submit
 from runtime import SandboxSpec
 from runtime.kubernetes import KubernetesRuntime
 from sandbox_site.testing import wait_until
 from sessions_app.lifecycle import sessions_sync_state
 from sessions_app.models import SandboxSession, WarmSandbox
-from sessions_app.sandboxes import handle_for, runtime_for
+from sessions_app.sandboxes import handle_for, runtime_for, runtime_named
 from sessions_app.services import session_create, session_provision, session_start
 from sessions_app.warm_pool import warm_pool_refill
 
@@ -96,3 +97,28 @@ def test_a_warm_pod_serves_only_the_resources_it_was_made_with(user, python_temp
     assert (
         execution_run(execution_submit(session=default, language="python", code=code).id).return_value == 42
     )
+
+
+def test_a_worker_reconciles_pods_on_start_provisions_new_ones_and_runs_their_executions(
+    user, python_template, start_worker, queued
+):
+    from django_q.tasks import async_task
+
+    runtime = runtime_named("kubernetes")
+    orphan = runtime.create(SandboxSpec(session_id="made-behind-our-back", image="", token="t"))
+    start_worker()  # it syncs state on start, with this test's instance label
+    wait_until(lambda: not runtime.inspect(orphan).exists, what="the orphan pod to be deleted")
+    session = session_create(owner=user, template=python_template)
+    session_start(session=session)  # queued: the worker provisions the pod
+    session = wait_until(
+        lambda: SandboxSession.objects.exclude(status="creating").filter(pk=session.pk).first(),
+        what="the worker to provision the session",
+    )
+    assert session.status == "running", session.status_detail
+    execution = execution_submit(session=session, language="python", code="def handler(e):\n    return 'pod'")
+    async_task("executions_app.tasks.execution_run_task", execution.id)
+    done = wait_until(
+        lambda: Execution.objects.filter(pk=execution.pk, status="completed").first(),
+        what="the worker to run the execution",
+    )
+    assert done.return_value == "pod"

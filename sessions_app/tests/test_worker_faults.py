@@ -36,14 +36,6 @@ def enqueue(session, code):
     return execution
 
 
-@pytest.fixture
-def queued(monkeypatch):
-    """Tasks go through the broker to the worker processes, not inline."""
-    from django_q.conf import Conf
-
-    monkeypatch.setattr(Conf, "SYNC", False)
-
-
 def test_a_killed_worker_crashes_its_execution_and_a_new_worker_takes_queued_work(
     user, python_template, start_worker, queued
 ):
