@@ -6,9 +6,17 @@ takes every network interface but lo down; the workspace, /tmp and /dev/shm are 
 (transport.py), so the control plane works from inside or outside the cluster with only API access.
 
 The cluster is the record: labels name the session and this control plane's instance, so a restarted
-control plane finds everything with one label query. The token lives in a Secret owned by the pod (deleted
-with it) that only a short init container mounts; it is deleted once the executor answers. The first create
-ensures a deny-all NetworkPolicy for sandbox pods (spec.py; enforced where the CNI supports it).
+control plane finds everything with one label query. The pod is given only the SHA-256 of its token (the
+executor's --token-sha256): no Secret carries it. The first create ensures a deny-all NetworkPolicy for
+sandbox pods (spec.py; enforced where the CNI supports it).
+
+A cold create is: one pod create (a name conflict, rare, clears a dead pod of the session and creates again),
+then /health through a port-forward until the executor answers, tried from the start rather than after the
+pod's status says Running (the kubelet reports that up to a second late), with the pod read a few times a
+second to fail fast on one that cannot start. Pods prefer nodes whose image list holds their image (a
+node list cached for NODE_CACHE_SECONDS and refreshed in the background, so no create waits on it).
+Executor calls share a ConnectionPool per pod (runtime/client.py): one port-forward carries many requests.
+Measured figures are in docs/architecture.md.
 
 The API client is made on first use: importing or constructing this backend never needs a cluster.
 """
@@ -26,7 +34,6 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from runtime import readiness
 from runtime.base import (
     SESSION_ID,
     InstalledPackages,
@@ -38,7 +45,7 @@ from runtime.base import (
     SandboxSpec,
     SandboxState,
 )
-from runtime.client import ExecutorClient
+from runtime.client import ConnectionPool, ExecutorClient
 from runtime.environment import check_env
 from runtime.kubernetes import spec as ks
 from runtime.kubernetes import transport
@@ -57,6 +64,13 @@ STUCK_REASONS = (
     "CreateContainerError",
     "RunContainerError",
 )
+# How long the list of nodes and the images they hold is trusted before a background refresh.
+NODE_CACHE_SECONDS = 30.0
+# Waiting for a new pod's executor: /health every FAST_PAUSE for the first FAST_SECONDS (or while the
+# container runs), then backing off to SLOW_PAUSE; the pod's status read every STATUS_EVERY.
+FAST_PAUSE, FAST_SECONDS, SLOW_PAUSE, STATUS_EVERY = 0.01, 3.0, 0.25, 0.5
+# Idle port-forward connections are closed after this long (each holds a stream through the API server).
+IDLE_CONNECTION_SECONDS = 30.0
 
 
 def api_failure(exc: BaseException, what: str) -> RuntimeFailure:
@@ -182,6 +196,11 @@ class KubernetesRuntime(Runtime):
         self._stream_core: Any = None
         self._policy_ensured = False
         self._lock = threading.Lock()
+        self._pools: dict[str, ConnectionPool] = {}
+        self._last_sweep = time.monotonic()
+        self._nodes: dict[str, set[str]] | None = None  # node name -> the image names it holds
+        self._nodes_at = 0.0
+        self._nodes_refreshing = False
 
     @classmethod
     def config_from_settings(cls, settings: Any) -> dict[str, Any]:
@@ -244,7 +263,6 @@ class KubernetesRuntime(Runtime):
             env = check_env(spec.env)
         except ValueError as exc:
             raise RuntimeFailure(str(exc), permanent=True) from exc
-        core = self.core()
         image = spec.image or self.default_image
         name = ks.pod_name(spec.session_id)
         uid = ks.sandbox_uid(spec.session_id) if self.uid is None else self.uid
@@ -262,6 +280,7 @@ class KubernetesRuntime(Runtime):
             isolate_network=self.isolate_network,
             tmp_mb=self.tmp_mb,
             max_output=self.max_output,
+            preferred_nodes=self._nodes_with(image),
         )
         handle = SandboxHandle(
             backend=self.name,
@@ -271,28 +290,10 @@ class KubernetesRuntime(Runtime):
             token=spec.token,
         )
         self._ensure_network_policy()
-        self._clear_leftover(spec.session_id, name)
+        self._drop_pool(name)
+        pod = self._create_pod(spec.session_id, name, manifest)
         try:
-            core.create_namespaced_secret(self.namespace, ks.secret_manifest(spec, self.instance))
-        except ApiException as exc:
-            if exc.status == 409:
-                raise RuntimeFailure(
-                    f"a sandbox for session {spec.session_id} exists or is being created", permanent=True
-                ) from None
-            raise api_failure(exc, f"cannot create the token of sandbox {spec.session_id}") from exc
-        except Exception as exc:
-            raise api_failure(exc, f"cannot create the token of sandbox {spec.session_id}") from exc
-        try:
-            pod = core.create_namespaced_pod(self.namespace, manifest)
-            # The Secret goes with the pod: the garbage collector deletes it once the pod is gone.
-            owner = {"apiVersion": "v1", "kind": "Pod", "name": name, "uid": pod.metadata.uid}
-            core.patch_namespaced_secret(
-                ks.secret_name(spec.session_id), self.namespace, {"metadata": {"ownerReferences": [owner]}}
-            )
-            node = self._wait_healthy(handle)
-            # The executor has read (and deleted) its copy; nothing else needs the token, so it is kept
-            # nowhere but the session row from now on.
-            self._delete_secret(spec.session_id)
+            node = self._wait_healthy(handle, pod)
         except BaseException as exc:
             try:
                 self._delete(spec.session_id, name)
@@ -311,7 +312,9 @@ class KubernetesRuntime(Runtime):
         )
 
     def destroy(self, handle: SandboxHandle) -> None:
-        self._delete(handle.session_id, handle.sandbox_id or ks.pod_name(handle.session_id))
+        name = handle.sandbox_id or ks.pod_name(handle.session_id)
+        self._drop_pool(name)
+        self._delete(handle.session_id, name)
 
     def update_resources(self, handle: SandboxHandle, resources: Resources) -> None:
         """Accept the resources the pod already runs with; refuse any other, permanently: a running pod's
@@ -417,46 +420,101 @@ class KubernetesRuntime(Runtime):
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             connector=transport.connector(self.stream_core(), self.namespace, name, ks.EXECUTOR_PORT),
+            pool=self._pool(name),
         )
 
-    def _wait_healthy(self, handle: SandboxHandle) -> str:
-        """Wait until the pod runs and its executor answers /health; return the node. Fail fast on a pod
-        that cannot start (image missing, bad spec) or that ended."""
+    def _pool(self, name: str) -> ConnectionPool:
+        """The idle port-forward connections to pod `name`; pools left idle are swept now and then."""
+        now = time.monotonic()
+        pools: list[tuple[str, ConnectionPool]] = []
+        with self._lock:
+            pool = self._pools.get(name)
+            if pool is None:
+                pool = self._pools[name] = ConnectionPool(max_idle=4, max_age=IDLE_CONNECTION_SECONDS)
+            if now - self._last_sweep > IDLE_CONNECTION_SECONDS / 2:
+                self._last_sweep = now
+                pools = [(other, p) for other, p in self._pools.items() if p is not pool]
+        for other, candidate in pools:
+            if candidate.sweep() == 0:
+                with self._lock:
+                    if self._pools.get(other) is candidate:
+                        del self._pools[other]
+        return pool
+
+    def _drop_pool(self, name: str) -> None:
+        with self._lock:
+            pool = self._pools.pop(name, None)
+        if pool is not None:
+            pool.close()
+
+    def _create_pod(self, session_id: str, name: str, manifest: dict[str, Any]) -> Any:
+        """Create the pod. A name conflict means a pod of this session exists: a live one is refused, a dead
+        or terminating one is removed and the create tried once more (the happy path reads nothing first)."""
         core = self.core()
-        deadline = time.monotonic() + self.startup_timeout
-        node = ""
-        pause = 0.05
+        for attempt in (1, 2):
+            try:
+                return core.create_namespaced_pod(self.namespace, manifest)
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise api_failure(exc, f"cannot create sandbox {session_id}") from exc
+                if attempt == 2:
+                    raise RuntimeFailure(
+                        f"a sandbox for session {session_id} exists or is being created", permanent=True
+                    ) from None
+            except Exception as exc:
+                raise api_failure(exc, f"cannot create sandbox {session_id}") from exc
+            self._clear_leftover(session_id, name)
+        raise AssertionError("unreachable")
+
+    def _wait_healthy(self, handle: SandboxHandle, pod: Any) -> str:
+        """Wait until the executor answers /health; return the node. `pod` is the created pod.
+
+        /health is tried through a port-forward from the start, not once the pod's status says Running:
+        the kubelet reports a started container only at its next relist (up to a second later), while a
+        port-forward reaches the executor the moment it listens. Attempts come every FAST_PAUSE while a
+        start is expected soon (the first FAST_SECONDS, or once the container runs), then back off (an image
+        being pulled). The pod is read every STATUS_EVERY seconds to fail fast on one that cannot start
+        (image missing, bad spec) or that ended, and to say where it got to when the time is up.
+        """
+        core = self.core()
+        started = time.monotonic()
+        deadline = started + self.startup_timeout
+        client = self._client(handle, 5.0, 5.0)
+        next_read = started + STATUS_EVERY
+        pause = FAST_PAUSE
+        last = ""
         while True:
-            pod = core.read_namespaced_pod(handle.sandbox_id, self.namespace)
-            node = pod.spec.node_name or ""
-            self._refuse_stuck(handle, pod)
-            if pod.status.phase == "Running":
+            try:
+                client.health()
                 break
-            if time.monotonic() + pause > deadline:
-                why = "; ".join(
-                    f"{c.type}: {c.reason}: {c.message}"
-                    for c in pod.status.conditions or []
-                    if c.status == "False" and c.message
+            except RuntimeFailure as exc:
+                if exc.permanent:
+                    raise
+                last = exc.message
+            now = time.monotonic()
+            if now >= next_read or now >= deadline:
+                pod = core.read_namespaced_pod(handle.sandbox_id, self.namespace)
+                self._refuse_stuck(handle, pod)
+                next_read = now + STATUS_EVERY
+            if now >= deadline:
+                why = (
+                    "; ".join(
+                        f"{c.type}: {c.reason}: {c.message}"
+                        for c in pod.status.conditions or []
+                        if c.status == "False" and c.message
+                    )
+                    or last
                 )
                 raise RuntimeFailure(
                     f"sandbox {handle.session_id}: the executor did not become healthy within "
-                    f"{self.startup_timeout:g} s (the pod is still {pod.status.phase}{'; ' + why if why else ''})"
+                    f"{self.startup_timeout:g} s (the pod is {pod.status.phase}{'; ' + why if why else ''})"
                 )
-            # TODO: a watch instead of polling (one stream per create; measure against this loop).
-            time.sleep(pause)
-            pause = min(pause * 1.5, 0.5)
-
-        def alive() -> None:
-            self._refuse_stuck(handle, core.read_namespaced_pod(handle.sandbox_id, self.namespace))
-
-        readiness.wait_healthy(
-            self._client(handle, 5.0, 5.0),
-            max(1.0, deadline - time.monotonic()),
-            alive=alive,
-            alive_every=0.5,
-            what=f"sandbox {handle.session_id}: the executor",
-        )
-        return node
+            soon = now - started < FAST_SECONDS or _sandbox_running(pod)
+            pause = FAST_PAUSE if soon else min(max(pause, FAST_PAUSE) * 1.5, SLOW_PAUSE)
+            time.sleep(min(pause, max(0.0, deadline - now)))
+        if not pod.spec.node_name:
+            pod = core.read_namespaced_pod(handle.sandbox_id, self.namespace)
+        return pod.spec.node_name or ""
 
     def _refuse_stuck(self, handle: SandboxHandle, pod: Any) -> None:
         if pod.status.phase in ("Failed", "Succeeded"):
@@ -498,6 +556,42 @@ class KubernetesRuntime(Runtime):
             logger.debug("no usage for pod %s from node %s: %s", pod.metadata.name, node, exc)
             return None, None
         return usage_from_summary(summary, self.namespace, pod.metadata.name, pod.metadata.uid)
+
+    def _nodes_with(self, image: str) -> list[str]:
+        """Nodes whose status lists `image` among the images they hold, from a short-lived cache.
+
+        The first call of a process reads the node list (one API call); later ones use the cache and, once
+        it is older than NODE_CACHE_SECONDS, refresh it in a background thread. Without permission to list
+        nodes (the minimal Role has none), pods simply get no preference.
+        """
+        with self._lock:
+            nodes, stale = self._nodes, time.monotonic() - self._nodes_at > NODE_CACHE_SECONDS
+            refresh = stale and not self._nodes_refreshing
+            if refresh:
+                self._nodes_refreshing = True
+        if refresh:
+            if nodes is None:
+                self._refresh_nodes()
+                with self._lock:
+                    nodes = self._nodes
+            else:
+                threading.Thread(target=self._refresh_nodes, name="k8s-node-images", daemon=True).start()
+        wanted = image_names(image)
+        return sorted(node for node, images in (nodes or {}).items() if images & wanted)
+
+    def _refresh_nodes(self) -> None:
+        nodes: dict[str, set[str]] = {}
+        try:
+            for node in self.core().list_node(_request_timeout=10).items:
+                names: set[str] = set()
+                for entry in node.status.images or []:
+                    for image_name in entry.names or []:
+                        names |= image_names(image_name)
+                nodes[node.metadata.name] = names
+        except Exception as exc:  # noqa: BLE001 - a preference only: never a reason to fail a create
+            logger.debug("no node image list for scheduling preferences: %s", exc)
+        with self._lock:
+            self._nodes, self._nodes_at, self._nodes_refreshing = nodes, time.monotonic(), False
 
     def _ensure_network_policy(self) -> None:
         """Create the namespace's deny-all policy for sandbox pods once per process (it may exist already)."""
@@ -550,32 +644,44 @@ class KubernetesRuntime(Runtime):
             if time.monotonic() > deadline:
                 raise RuntimeFailure(f"the previous pod of session {session_id} is still being deleted")
             time.sleep(0.1)
-        try:
-            self._delete_secret(session_id)
-        except Exception as exc:
-            raise api_failure(exc, f"cannot create sandbox {session_id}") from exc
-
-    def _delete_secret(self, session_id: str) -> None:
-        try:
-            self.core().delete_namespaced_secret(ks.secret_name(session_id), self.namespace)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
 
     def _delete(self, session_id: str, name: str) -> None:
-        """Delete the pod and its token Secret now (no grace: the sandbox holds nothing to flush). Idempotent."""
-        core = self.core()
-        for delete, target in (
-            (core.delete_namespaced_pod, name),
-            (core.delete_namespaced_secret, ks.secret_name(session_id)),
-        ):
-            try:
-                delete(target, self.namespace, grace_period_seconds=0)
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise api_failure(exc, f"cannot delete sandbox {session_id}") from exc
-            except Exception as exc:
+        """Delete the pod now (no grace: the sandbox holds nothing to flush). Idempotent."""
+        try:
+            self.core().delete_namespaced_pod(name, self.namespace, grace_period_seconds=0)
+        except ApiException as exc:
+            if exc.status != 404:
                 raise api_failure(exc, f"cannot delete sandbox {session_id}") from exc
+        except Exception as exc:
+            raise api_failure(exc, f"cannot delete sandbox {session_id}") from exc
+
+
+def _sandbox_running(pod: Any) -> bool:
+    """Whether the sandbox container has started (its executor may still be importing)."""
+    for status in pod.status.container_statuses or []:
+        if status.name == ks.CONTAINER and status.state is not None and status.state.running is not None:
+            return True
+    return False
+
+
+def image_names(image: str) -> set[str]:
+    """The spellings of one image reference that a node's image list may hold: "python:3" is also
+    "docker.io/library/python:3", a reference without a tag also ends in ":latest"."""
+    names = {image}
+    last = image.rsplit("/", 1)[-1]
+    if "@" not in last and ":" not in last:
+        image += ":latest"
+        names.add(image)
+    first = image.split("/", 1)[0]
+    if "/" not in image:
+        names.add(f"docker.io/library/{image}")
+    elif "." not in first and ":" not in first and first != "localhost":
+        names.add(f"docker.io/{image}")
+    if image.startswith("docker.io/library/"):
+        names.add(image[len("docker.io/library/") :])
+    elif image.startswith("docker.io/"):
+        names.add(image[len("docker.io/") :])
+    return names
 
 
 def _api_client(kubeconfig: str | None, context: str | None) -> Any:

@@ -1,4 +1,4 @@
-"""What one Kubernetes sandbox is made of: its pod manifest and the Secret that carries its token.
+"""What one Kubernetes sandbox is made of: its pod manifest (and the namespace's NetworkPolicy).
 
 Kept apart from the lifecycle in backend.py so the security-relevant settings can be read (and reviewed) in
 one place. Manifests are plain dicts in the core/v1 shape, which every supported cluster version accepts.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from runtime.base import SandboxSpec
@@ -21,10 +21,6 @@ ANNOTATION_DISK_MB = "sandbox.disk-mb"
 CONTAINER = "sandbox"
 # Inside the pod; the executor base image (images/executor-base) has the same layout.
 WORKSPACE, PACKAGES, EXECUTOR_HOME = "/workspace", "/opt/packages", "/opt/sandbox"
-TOKEN_NAME, SECRET_MOUNT = "token", "/run/sandbox-secret"
-# Where the init container leaves the token for the executor, which reads and deletes it before it listens,
-# so no sandboxed code runs while it exists. /tmp is the pod's own scratch anyway: no extra writable mount.
-TOKEN_FILE = "/tmp/.executor-token"
 # The executor listens on the pod's loopback only: nothing on the pod network can reach it, and the control
 # plane comes in through the API server's port-forward, which connects inside the pod's network namespace.
 EXECUTOR_PORT = 7000
@@ -52,10 +48,6 @@ def pod_name(session_id: str) -> str:
     return "sandbox-" + hashlib.sha256(session_id.encode("utf-8")).hexdigest()[:20]
 
 
-def secret_name(session_id: str) -> str:
-    return pod_name(session_id) + "-token"
-
-
 def label_value(value: str) -> str:
     """`value` when it is a valid label value, else a hash of it (selectors compare labels exactly)."""
     return value if _LABEL_VALUE.match(value) else "h-" + hashlib.sha256(value.encode()).hexdigest()[:40]
@@ -69,18 +61,13 @@ def managed_labels(session_id: str, instance: str) -> dict[str, str]:
     }
 
 
-def secret_manifest(spec: SandboxSpec, instance: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {
-            "name": secret_name(spec.session_id),
-            "labels": managed_labels(spec.session_id, instance),
-            "annotations": {ANNOTATION_SESSION: spec.session_id},
-        },
-        "type": "Opaque",
-        "stringData": {TOKEN_NAME: spec.token},
-    }
+def token_sha256(token: str) -> str:
+    """The hex SHA-256 of a bearer token: all the pod is given (the executor's --token-sha256).
+
+    The token is random (the control plane makes it), so its hash tells nothing about it; anyone who can
+    read the pod spec, the sandboxed code included (/proc/1/cmdline), learns nothing that admits a request.
+    """
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def pod_manifest(
@@ -98,13 +85,16 @@ def pod_manifest(
     isolate_network: bool = False,
     tmp_mb: int | None = None,
     max_output: int | None = None,
+    preferred_nodes: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The pod of one sandbox: every field below is a decision of DESIGN.md §4."""
     res = spec.resources
     # /tmp and /dev/shm are memory-backed and charged to the pod: a quarter of its memory each by default.
     scratch_mb = tmp_mb or max(16, int(res.memory_mb) // 4)
     command = ["python3", "-m", "executor", "--tcp", f"127.0.0.1:{EXECUTOR_PORT}", "--workspace", WORKSPACE]
-    command += ["--token-file", TOKEN_FILE, "--packages", PACKAGES]
+    # The executor gets only the token's hash: no Secret, volume or init container carries the token, and
+    # sandboxed code (the same uid) that reads the command line learns nothing that admits a request.
+    command += ["--token-sha256", token_sha256(spec.token), "--packages", PACKAGES]
     command += ["--session-id", spec.session_id, "--memory-mb", str(int(res.memory_mb))]
     command += ["--limit", f"nofile={OPEN_FILES}", "--limit", f"nproc={int(res.max_processes)}"]
     # The kubelet holds the workspace to its size only by evicting the whole pod: a single file is capped a
@@ -154,23 +144,6 @@ def pod_manifest(
                 "fsGroup": gid,
                 "seccompProfile": {"type": "RuntimeDefault"},
             },
-            # The token reaches the executor as a one-shot file: an init container (the only one that mounts
-            # the Secret) copies it into /tmp, where the executor reads and deletes it, so sandboxed code (the
-            # same uid) finds it neither on disk nor in any environment or command line.
-            "initContainers": [
-                {
-                    "name": "token",
-                    "image": image,
-                    "imagePullPolicy": image_pull_policy,
-                    "command": ["cp", f"{SECRET_MOUNT}/{TOKEN_NAME}", TOKEN_FILE],
-                    "securityContext": container_security,
-                    "resources": {"limits": {"cpu": "100m", "memory": "32Mi"}},
-                    "volumeMounts": [
-                        {"name": "token", "mountPath": SECRET_MOUNT, "readOnly": True},
-                        {"name": "tmp", "mountPath": "/tmp"},
-                    ],
-                }
-            ],
             "containers": [
                 {
                     "name": CONTAINER,
@@ -196,10 +169,6 @@ def pod_manifest(
                 }
             ],
             "volumes": [
-                {
-                    "name": "token",
-                    "secret": {"secretName": secret_name(spec.session_id), "defaultMode": 0o440},
-                },
                 {"name": "workspace", "emptyDir": {"sizeLimit": f"{int(res.disk_mb)}Mi"}},
                 # Per-session dependencies: written only by the packages container (packages.py).
                 packages.volume(),
@@ -222,6 +191,17 @@ def pod_manifest(
         pod["spec"]["nodeSelector"] = dict(node_selector)
     if tolerations:
         pod["spec"]["tolerations"] = list(tolerations)
+    if preferred_nodes:
+        # Nodes that already hold the image start the pod without a pull: preferred, never required (a
+        # node missing from a cached list, or a full one, must still be chosen when it is the only fit).
+        term = {
+            "matchFields": [{"key": "metadata.name", "operator": "In", "values": sorted(preferred_nodes)}]
+        }
+        pod["spec"]["affinity"] = {
+            "nodeAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "preference": term}]
+            }
+        }
     return pod
 
 

@@ -13,14 +13,47 @@ opening one holds STREAM_LOCK (only the handshake; the stream itself runs unlock
 
 from __future__ import annotations
 
+import functools
 import socket
 import threading
 import time
 from typing import Any
 
-from kubernetes.stream import portforward
+from kubernetes.stream import portforward, ws_client
 
 STREAM_LOCK = threading.Lock()
+
+
+def _ending_cleanly(proxy: Any) -> Any:
+    """The library's proxy thread, made to close the local socket and the websocket when it fails.
+
+    When the API server ends a port-forward while the thread is still writing to it (the kubelet could not
+    connect: the executor does not listen yet), the write raises in the thread, which then dies with a
+    logged traceback and leaves the application's end of the socket pair open: a request on it would wait
+    for its whole read timeout instead of failing at once. Ended here, it fails at once and quietly.
+    """
+
+    @functools.wraps(proxy)
+    def run(self: Any) -> None:
+        try:
+            proxy(self)
+        except Exception:  # noqa: BLE001 - any failure ends the stream; the application sees it closed
+            for port in self.local_ports.values():
+                try:
+                    port.python.close()
+                except OSError:
+                    pass
+            try:
+                self.websocket.close()
+            except Exception:  # noqa: BLE001, S110 - already broken
+                pass
+
+    run.ends_cleanly = True  # type: ignore[attr-defined]
+    return run
+
+
+if not getattr(ws_client.PortForward._proxy, "ends_cleanly", False):
+    ws_client.PortForward._proxy = _ending_cleanly(ws_client.PortForward._proxy)
 
 
 def connector(stream_core: Any, namespace: str, pod: str, port: int) -> Any:

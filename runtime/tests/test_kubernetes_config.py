@@ -3,6 +3,7 @@ API server cannot be reached. What every backend must do is in the contract suit
 
 from __future__ import annotations
 
+import hashlib
 from types import SimpleNamespace
 
 import pytest
@@ -71,7 +72,7 @@ def test_the_pod_is_hardened_and_carries_no_token():
     assert "s3cret-token" not in repr(pod)
     assert pod["metadata"]["name"] == ks.pod_name("Session_1") and pod["metadata"]["name"].islower()
     assert pod["spec"]["automountServiceAccountToken"] is False and pod["spec"]["enableServiceLinks"] is False
-    for container in pod["spec"]["containers"] + pod["spec"]["initContainers"]:
+    for container in pod["spec"]["containers"] + pod["spec"].get("initContainers", []):
         security = container["securityContext"]
         assert security["runAsNonRoot"] and security["runAsUser"] == 1000
         assert security["readOnlyRootFilesystem"] and not security["allowPrivilegeEscalation"]
@@ -81,7 +82,11 @@ def test_the_pod_is_hardened_and_carries_no_token():
     main = pod["spec"]["containers"][0]
     assert main["resources"]["limits"]["memory"] == "256Mi" and main["resources"]["limits"]["cpu"] == "500m"
     assert all(mount["name"] != "token" for mount in main["volumeMounts"])
-    assert "s3cret-token" in repr(ks.secret_manifest(spec, "i"))
+    # The executor is given the token's SHA-256 only: no Secret, no volume, no init container carries it.
+    digest = hashlib.sha256(b"s3cret-token").hexdigest()
+    assert main["args"][main["args"].index("--token-sha256") + 1] == digest
+    assert "--token-file" not in main["args"]
+    assert all("secret" not in volume for volume in pod["spec"]["volumes"])
 
 
 def test_the_network_policy_denies_everything_to_every_sandbox_pod():
@@ -179,3 +184,30 @@ def test_each_session_gets_a_uid_of_its_own_in_the_documented_range():
     assert len(uids) > 1990  # distinct but for rare collisions
     assert all(100000 <= uid < 1000000 for uid in uids)
     assert ks.sandbox_uid("session1") == ks.sandbox_uid("session1")
+
+
+def test_pods_prefer_the_nodes_that_hold_their_image_without_requiring_them():
+    spec = SandboxSpec(session_id="s", image="img", token="t")
+    common = dict(image="img", env={}, instance="x", uid=1000, gid=1000, image_pull_policy="Never")
+    assert "affinity" not in ks.pod_manifest(spec, **common)["spec"]
+    pod = ks.pod_manifest(spec, **common, preferred_nodes=["node-b", "node-a"])
+    node_affinity = pod["spec"]["affinity"]["nodeAffinity"]
+    assert "requiredDuringSchedulingIgnoredDuringExecution" not in node_affinity
+    [term] = node_affinity["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["weight"] > 0
+    assert term["preference"] == {
+        "matchFields": [{"key": "metadata.name", "operator": "In", "values": ["node-a", "node-b"]}]
+    }
+
+
+def test_an_image_reference_matches_the_names_a_node_lists_for_it():
+    from runtime.kubernetes.backend import image_names
+
+    node_lists = "docker.io/library/sandbox-template-python-basic:latest"
+    assert node_lists in image_names("sandbox-template-python-basic:latest")
+    assert node_lists in image_names("sandbox-template-python-basic")
+    assert "sandbox-template-python-basic:latest" in image_names(node_lists)
+    assert "docker.io/peerbench/python:bookworm" in image_names("peerbench/python:bookworm")
+    assert "registry.example:5000/team/img:1" in image_names("registry.example:5000/team/img:1")
+    assert not image_names("sandbox-template-python-basic:latest") & image_names("other:latest")
+    assert not image_names("python:3.12") & image_names("python:3.11")
