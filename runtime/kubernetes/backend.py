@@ -637,7 +637,12 @@ class KubernetesRuntime(Runtime):
             except Exception as exc:
                 raise api_failure(exc, f"cannot create sandbox {session_id}") from exc
             deleting = pod.metadata.deletion_timestamp is not None
-            if not deleting and pod.status.phase in ("Pending", "Running"):
+            # The sandbox's container may have ended a moment before the kubelet moves the phase on.
+            ended = any(
+                s.name == ks.CONTAINER and s.state is not None and s.state.terminated is not None
+                for s in pod.status.container_statuses or []
+            )
+            if not deleting and not ended and pod.status.phase in ("Pending", "Running"):
                 raise RuntimeFailure(f"a sandbox for session {session_id} is already running", permanent=True)
             if not deleting:
                 self._delete(session_id, name)
