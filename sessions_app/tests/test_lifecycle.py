@@ -36,6 +36,15 @@ def sandbox_running(session) -> bool:
     return runtime_for(session).inspect(handle).running
 
 
+def sandbox_serves(session) -> bool:
+    """The sandbox's executor answers. (A backend's status may lag behind a sandbox that just started: the API
+    server reports a new pod Pending for a moment after its executor answers.)"""
+    handle = handle_for(session)
+    assert handle is not None
+    runtime_for(session).executor(handle).health()
+    return True
+
+
 def kill_sandbox(session) -> None:
     """Kill the sandbox behind the control plane's back, as a crash or an operator would."""
     handle = handle_for(session)
@@ -47,6 +56,9 @@ def kill_sandbox(session) -> None:
     elif session.runtime_type == "kubernetes":
         runtime = runtime_for(session)
         runtime.core().delete_namespaced_pod(handle.sandbox_id, runtime.namespace, grace_period_seconds=0)
+        # Not "not running": a new pod may still be reported Pending while it serves.
+        wait_until(lambda: not runtime.inspect(handle).exists, what="the deleted pod to be gone")
+        return
     else:
         record = read_record(os.path.dirname(handle.workspace_path))
         assert record is not None
@@ -64,7 +76,7 @@ def test_idle_sessions_are_terminated_and_keepalive_postpones(user, python_templ
     assert (idle.status, idle.termination_reason) == ("terminated", "idle_timeout")
     assert not runtime_for(idle).inspect(handle_for(idle)).exists
     assert SandboxSession.objects.get(pk=kept.pk).status == "running"
-    assert sandbox_running(SandboxSession.objects.get(pk=kept.pk))
+    assert sandbox_serves(SandboxSession.objects.get(pk=kept.pk))
 
 
 def test_a_session_past_its_lifetime_ends_timeout_and_its_execution_is_cancelled(user, python_template):
@@ -133,7 +145,7 @@ def test_state_sync_removes_orphans_and_fails_sessions_whose_sandbox_vanished(us
     assert not runtime.inspect(orphan).exists
     vanished.refresh_from_db()
     assert (vanished.status, vanished.termination_reason) == ("failed", "container_lost")
-    assert sandbox_running(SandboxSession.objects.get(pk=alive.pk))
+    assert sandbox_serves(SandboxSession.objects.get(pk=alive.pk))
 
 
 def test_the_warm_pool_fills_and_a_claim_returns_running_at_once(user, python_template, settings):
