@@ -33,6 +33,9 @@ pytestmark = [
     ),
 ]
 
+# A small cpu share: these pods share the node with other tests' (a pod requests a quarter of its cpu).
+CPU = 0.5
+
 # Tries to connect to each (host, port) and says how it failed; "CONNECTED" when it did not.
 CONNECT = """
 import json, socket
@@ -109,7 +112,7 @@ def listen_in(k8s: KubernetesBackend, handle: Any, port: int, seconds: float) ->
 
 
 def test_code_in_a_pod_is_unprivileged_read_only_filtered_and_holds_no_cluster_credentials(k8s):
-    handle = k8s.make()
+    handle = k8s.make(cpu=CPU)
     seen = run_json(
         k8s,
         handle,
@@ -152,7 +155,7 @@ print(json.dumps({
 
 
 def test_no_route_leaves_the_pod_and_nothing_reaches_the_host_the_api_server_or_another_pod(k8s):
-    a, b = k8s.make(), k8s.make()
+    a, b = k8s.make(cpu=CPU), k8s.make(cpu=CPU)
     b_ip = pod_of(k8s, b).status.pod_ip
     assert b_ip, "the pod has an address on the pod network (taken down inside it)"
     listener = listen_in(k8s, b, 8080, seconds=15)
@@ -184,7 +187,7 @@ def test_without_the_network_init_container_packets_do_leave_the_pod(k8s):
     (Whether the packet then arrives is the node's business: the test host's firewall drops bridged traffic.)"""
     open_runtime = k8s.build(data_dir=f"/tmp/k8s-open-{secrets.token_hex(4)}", isolate_network=False)
     try:
-        a, b = k8s.make(runtime=open_runtime), k8s.make(runtime=open_runtime)
+        a, b = k8s.make(runtime=open_runtime, cpu=CPU), k8s.make(runtime=open_runtime, cpu=CPU)
         b_ip = pod_of(k8s, b).status.pod_ip
         routes = run_json(
             k8s, a, "import json\nprint(json.dumps(open('/proc/net/route').read().splitlines()[1:]))"
@@ -197,7 +200,7 @@ def test_without_the_network_init_container_packets_do_leave_the_pod(k8s):
 
 
 def test_a_fork_bomb_ends_clearly_while_another_sessions_pod_keeps_starting_processes(k8s):
-    bomb, other = k8s.make(max_processes=64), k8s.make(max_processes=64)
+    bomb, other = k8s.make(max_processes=64, cpu=CPU), k8s.make(max_processes=64, cpu=CPU)
     assert ks.sandbox_uid(bomb.session_id) != ks.sandbox_uid(other.session_id)  # RLIMIT_NPROC is per uid
     baseline = k8s.processes(bomb)
     outcome: dict[str, Any] = {}
@@ -256,7 +259,7 @@ print(json.dumps({"forked": len(children), "failure": failure}))
 
 
 def test_a_memory_hog_is_killed_with_a_clear_error_and_its_pod_and_the_others_go_on(k8s):
-    hog, other = k8s.make(memory_mb=256), k8s.make(memory_mb=256)
+    hog, other = k8s.make(memory_mb=256, cpu=CPU), k8s.make(memory_mb=256, cpu=CPU)
     out = run_code(
         k8s.runtime,
         hog,
@@ -277,7 +280,7 @@ def test_a_memory_hog_is_killed_with_a_clear_error_and_its_pod_and_the_others_go
 def test_a_workspace_past_its_disk_limit_gets_the_pod_evicted_with_a_reason_and_the_session_can_start_again(
     k8s,
 ):
-    filler, other = k8s.make(disk_mb=32), k8s.make()
+    filler, other = k8s.make(disk_mb=32, cpu=CPU), k8s.make(cpu=CPU)
     big = run_code(k8s.runtime, filler, "open('one', 'wb').write(b'x' * (64 << 20))", timeout=30)
     assert big.status == "failed" and "File too large" in (big.result.error or ""), big.result
     many = run_code(
@@ -299,12 +302,12 @@ def test_a_workspace_past_its_disk_limit_gets_the_pod_evicted_with_a_reason_and_
     with pytest.raises(RuntimeFailure):
         run_code(k8s.runtime, filler, "print(1)", timeout=5)
     still_serves(k8s, other)
-    again = k8s.make(session_id=filler.session_id)  # the evicted pod does not block its session
+    again = k8s.make(session_id=filler.session_id, cpu=CPU)  # the evicted pod does not block its session
     still_serves(k8s, again)
 
 
 def test_the_network_init_container_ran_first_and_the_executor_is_still_reached_by_port_forward(k8s):
-    handle = k8s.make()
+    handle = k8s.make(cpu=CPU)
     pod = pod_of(k8s, handle)
     assert [c.name for c in pod.spec.init_containers or []][:1] == ["network"]
     status = next(s for s in pod.status.init_container_statuses if s.name == "network")

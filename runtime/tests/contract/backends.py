@@ -627,8 +627,7 @@ class KubernetesBackend(Backend):
         namespace = runtime.namespace  # type: ignore[attr-defined]
         found = []
         for read, name, kind in (
-            (core.read_namespaced_pod, ks.pod_name(session_id), "pod"),
-            (core.read_namespaced_secret, ks.secret_name(session_id), "secret"),
+            (core.read_namespaced_pod, ks.pod_name(session_id), "pod"),  # the only object a sandbox has
         ):
             try:
                 read(name, namespace)
