@@ -360,16 +360,29 @@ class KubernetesRuntime(Runtime):
             return SandboxState(exists=True, running=False, detail="terminating")
         phase = pod.status.phase or "Unknown"
         running, detail = phase == "Running", phase
+        starting = phase == "Pending"
         for status in pod.status.container_statuses or []:
             if status.name != ks.CONTAINER:
                 continue
             state = status.state
             if state.terminated is not None:
-                running = False
+                running, starting = False, False
                 detail = f"terminated (exit code {state.terminated.exit_code}, {state.terminated.reason})"
             elif state.waiting is not None:
                 running = False
+                starting = starting and state.waiting.reason in ("ContainerCreating", "PodInitializing")
                 detail = f"waiting ({state.waiting.reason})"
+        if starting:
+            # The kubelet reports a started container at its next relist, up to a second after the executor
+            # answers (create returns on the answer): an executor that answers is running, even one that
+            # refuses the token (list_managed's handles carry none).
+            try:
+                self._client(handle, 5.0, 5.0).health()
+                running = True
+            except RuntimeFailure as exc:
+                running = exc.permanent  # an HTTP answer, not a transport failure
+            if running:
+                detail = "Running"
         if pod.status.reason:
             detail += f": {pod.status.reason}"
         if pod.status.message:  # why the kubelet ended it (an eviction names the volume and its limit)
