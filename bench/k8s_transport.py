@@ -1,12 +1,12 @@
 """How the control plane reaches an executor on Kubernetes: port-forward against exec streams, one sandbox.
 
 Both go through the API server (the control plane never talks to pod IPs):
-  port-forward  `GET /health` of the executor through a fresh port-forward stream (the kubernetes runtime's
-                transport: one stream per HTTP request);
-  port-forward  `POST /execute` of `print(1)` through the runtime (a full execution round trip);
-  exec          an exec stream running `cat /proc/loadavg` in the sandbox's container (the least an exec
-                stream can do: a fresh process, no executor involved).
-Samples alternate between the three so a busy host slows all alike. Prints median and p95 per transport,
+  port-forward, kept alive  `GET /health` and `POST /execute` of `print(1)` through the runtime, whose
+                clients share a pool of keep-alive port-forward connections per pod (the transport in use);
+  port-forward, fresh       `GET /health` and `POST /execute` on a new port-forward stream each (no pool);
+  exec                      an exec stream running `cat /proc/loadavg` in the sandbox's container (the least
+                            an exec stream can do: a fresh process, no executor involved).
+Samples alternate between them so a busy host slows all alike. Prints median and p95 per transport,
 and the host's load average before and after.
 
 Usage: KUBECONFIG=... python bench/k8s_transport.py [--runs 50] [--image IMAGE] [--pull-policy Never] [--json]
@@ -27,8 +27,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from kubernetes.stream import stream  # noqa: E402
 
-from runtime.base import SandboxSpec  # noqa: E402
-from runtime.kubernetes import KubernetesRuntime  # noqa: E402
+from runtime.base import ExecuteRequest, SandboxSpec  # noqa: E402
+from runtime.client import ExecutorClient  # noqa: E402
+from runtime.events import ExecutionResult  # noqa: E402
+from runtime.kubernetes import KubernetesRuntime, transport  # noqa: E402
+from runtime.kubernetes import spec as ks  # noqa: E402
 from runtime.kubernetes.transport import STREAM_LOCK  # noqa: E402
 from runtime.tests.conftest import run_code  # noqa: E402
 
@@ -61,21 +64,38 @@ def main() -> None:
     )
     create_s = time.perf_counter() - started
     samples: dict[str, list[float]] = {
-        "port-forward health": [],
-        "port-forward execute": [],
+        "pooled health": [],
+        "pooled execute": [],
+        "fresh health": [],
+        "fresh execute": [],
         "exec stream": [],
     }
     try:
         client = runtime.executor(handle)
         core = runtime.stream_core()
-        for _ in range(args.runs):
+        fresh = ExecutorClient(
+            handle.endpoint,
+            handle.token,
+            connector=transport.connector(core, args.namespace, handle.sandbox_id, ks.EXECUTOR_PORT),
+        )
+        run_code(runtime, handle, "print(1)")  # the zygote warms up; not measured
+        for i in range(args.runs):
             t = time.perf_counter()
             client.health()
-            samples["port-forward health"].append(time.perf_counter() - t)
+            samples["pooled health"].append(time.perf_counter() - t)
             t = time.perf_counter()
             out = run_code(runtime, handle, "print(1)")
             assert out.status == "completed" and out.stdout == "1\n", out.result
-            samples["port-forward execute"].append(time.perf_counter() - t)
+            samples["pooled execute"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            fresh.health()
+            samples["fresh health"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            events = list(
+                fresh.execute(ExecuteRequest(execution_id=f"fresh-{i}", language="python", code="print(1)"))
+            )
+            assert isinstance(events[-1], ExecutionResult) and events[-1].status == "completed", events
+            samples["fresh execute"].append(time.perf_counter() - t)
             t = time.perf_counter()
             with STREAM_LOCK:
                 text = stream(
