@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from executions_app.models import Execution, ExecutionOutputChunk
 from executions_app.services import execution_expire_leases, execution_run, execution_submit
-from runtime import SandboxSpec
+from runtime import RuntimeFailure, SandboxSpec
 from runtime.process.record import read_record
 from sandbox_site.testing import wait_until
 from sessions_app.lifecycle import sessions_probe, sessions_sweep, sessions_sync_state
@@ -36,6 +36,13 @@ def sandbox_running(session) -> bool:
     return runtime_for(session).inspect(handle).running
 
 
+def answers(session) -> bool:
+    try:
+        return sandbox_serves(session)
+    except RuntimeFailure:
+        return False
+
+
 def sandbox_serves(session) -> bool:
     """The sandbox's executor answers. (A backend's status may lag behind a sandbox that just started: the API
     server reports a new pod Pending for a moment after its executor answers.)"""
@@ -56,8 +63,10 @@ def kill_sandbox(session) -> None:
     elif session.runtime_type == "kubernetes":
         runtime = runtime_for(session)
         runtime.core().delete_namespaced_pod(handle.sandbox_id, runtime.namespace, grace_period_seconds=0)
-        # Not "not running": a new pod may still be reported Pending while it serves.
+        # Not "not running": a new pod may still be reported Pending while it serves. And the pod object
+        # goes before its containers do: a connection already open reaches the executor until they stop.
         wait_until(lambda: not runtime.inspect(handle).exists, what="the deleted pod to be gone")
+        wait_until(lambda: not answers(session), what="the deleted pod's executor to stop answering")
         return
     else:
         record = read_record(os.path.dirname(handle.workspace_path))
