@@ -43,6 +43,8 @@ SIDECAR_RESOURCES = {
 CHUNK = 256 * 1024
 STREAM_TIMEOUT = 600.0
 CHECK_TIMEOUT = 30.0
+SIDECAR_START_TIMEOUT = 30.0
+OPEN_ATTEMPTS = 3
 
 # Runs in the sidecar: "$1" bytes of tar on stdin, "$2" a fresh id. The new set is extracted beside the
 # current one, then entries are swapped by rename; leftovers of an install that died halfway are removed.
@@ -198,23 +200,27 @@ def exec_in_sidecar(
     from runtime.kubernetes import transport
     from runtime.kubernetes.backend import api_failure
 
-    try:
-        with transport.STREAM_LOCK:
-            ws = stream(
-                runtime.stream_core().connect_get_namespaced_pod_exec,
-                pod,
-                runtime.namespace,
-                container=SIDECAR,
-                command=command,
-                stdin=stdin is not None,
-                stdout=True,
-                stderr=True,
-                tty=False,
-                binary=True,
-                _preload_content=False,
-            )
-    except Exception as exc:
-        raise api_failure(exc, f"cannot exec in the packages container of pod {pod}") from exc
+    for attempt in range(OPEN_ATTEMPTS):
+        try:
+            with transport.STREAM_LOCK:
+                ws = stream(
+                    runtime.stream_core().connect_get_namespaced_pod_exec,
+                    pod,
+                    runtime.namespace,
+                    container=SIDECAR,
+                    command=command,
+                    stdin=stdin is not None,
+                    stdout=True,
+                    stderr=True,
+                    tty=False,
+                    binary=True,
+                    _preload_content=False,
+                )
+            break
+        except Exception as exc:  # nothing was sent yet: opening again is safe
+            if attempt + 1 == OPEN_ATTEMPTS:
+                raise api_failure(exc, f"cannot exec in the packages container of pod {pod}") from exc
+            time.sleep(0.5 * (attempt + 1))
     out, err = bytearray(), bytearray()
     deadline = time.monotonic() + timeout
 
@@ -292,14 +298,29 @@ def _check_interpreter(runtime: Any, pod: str, handle: SandboxHandle, host_pytho
 
 
 def _pod_image(runtime: Any, pod: str) -> str:
-    """The image id the pod's sidecar runs (its digest once started; else the image name)."""
+    """The image id the pod's sidecar runs, once it runs: the API server may report a new pod's containers
+    waiting for a moment after its executor answers, and an exec into a container not yet running fails."""
     from runtime.kubernetes.backend import api_failure
 
-    try:
-        status = runtime.core().read_namespaced_pod(pod, runtime.namespace).status
-    except Exception as exc:
-        raise api_failure(exc, f"cannot read pod {pod}") from exc
-    for container in status.container_statuses or []:
-        if container.name == SIDECAR:
-            return container.image_id or container.image
-    raise RuntimeFailure(f"pod {pod} has no {SIDECAR} container (made before packages could be installed)")
+    deadline = time.monotonic() + SIDECAR_START_TIMEOUT
+    while True:
+        try:
+            status = runtime.core().read_namespaced_pod(pod, runtime.namespace).status
+        except Exception as exc:
+            raise api_failure(exc, f"cannot read pod {pod}") from exc
+        sidecar = next((c for c in status.container_statuses or [] if c.name == SIDECAR), None)
+        if sidecar is None and status.phase == "Running":
+            raise RuntimeFailure(
+                f"pod {pod} has no {SIDECAR} container (made before packages could be installed)",
+                permanent=True,
+            )
+        state = sidecar.state if sidecar is not None else None
+        if sidecar is not None and state is not None and state.running is not None:
+            return str(sidecar.image_id or sidecar.image)
+        if state is not None and state.terminated is not None:
+            raise RuntimeFailure(
+                f"the {SIDECAR} container of pod {pod} ended ({state.terminated.reason or 'no reason given'})"
+            )
+        if status.phase in ("Failed", "Succeeded") or time.monotonic() > deadline:
+            raise RuntimeFailure(f"the {SIDECAR} container of pod {pod} is not running (pod {status.phase})")
+        time.sleep(0.2)

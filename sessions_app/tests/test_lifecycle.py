@@ -13,6 +13,7 @@ from django.utils import timezone
 from executions_app.models import Execution, ExecutionOutputChunk
 from executions_app.services import execution_expire_leases, execution_run, execution_submit
 from runtime import RuntimeFailure, SandboxSpec
+from runtime.kubernetes import KubernetesRuntime
 from runtime.process.record import read_record
 from sandbox_site.testing import wait_until
 from sessions_app.lifecycle import sessions_probe, sessions_sweep, sessions_sync_state
@@ -62,6 +63,7 @@ def kill_sandbox(session) -> None:
         docker.from_env().containers.get(handle.sandbox_id).kill()
     elif session.runtime_type == "kubernetes":
         runtime = runtime_for(session)
+        assert isinstance(runtime, KubernetesRuntime)
         runtime.core().delete_namespaced_pod(handle.sandbox_id, runtime.namespace, grace_period_seconds=0)
         # Not "not running": a new pod may still be reported Pending while it serves. And the pod object
         # goes before its containers do: a connection already open reaches the executor until they stop.
