@@ -2,8 +2,9 @@
 
 The pod (spec.py) runs the template image as a non-root uid of its session's own with a read-only root, no
 capabilities, RuntimeDefault seccomp, no service-account token and no service links; an init container first
-takes every network interface but lo down; the workspace, /tmp and /dev/shm are size-limited emptyDirs. The executor listens on the pod's loopback and is reached by a port-forward stream
-(transport.py), so the control plane works from inside or outside the cluster with only API access.
+takes every network interface but lo down; the workspace, /tmp and /dev/shm are size-limited emptyDirs. The
+executor listens on the pod's loopback and is reached by a port-forward stream (transport.py), so the control
+plane works from inside or outside the cluster with only API access.
 
 The cluster is the record: labels name the session and this control plane's instance, so a restarted
 control plane finds everything with one label query. The pod is given only the SHA-256 of its token (the
@@ -12,8 +13,8 @@ sandbox pods (spec.py; enforced where the CNI supports it).
 
 A cold create is: one pod create (a name conflict, rare, clears a dead pod of the session and creates again),
 then /health through a port-forward until the executor answers, tried from the start rather than after the
-pod's status says Running (the kubelet reports that up to a second late), with the pod read a few times a
-second to fail fast on one that cannot start. Pods prefer nodes whose image list holds their image (a
+pod's status says Running (the kubelet reports that up to a second late), with the pod read twice a second
+to fail fast on one that cannot start. Pods prefer nodes whose image list holds their image (a
 node list cached for NODE_CACHE_SECONDS and refreshed in the background, so no create waits on it).
 Executor calls share a ConnectionPool per pod (runtime/client.py): one port-forward carries many requests.
 Measured figures are in docs/architecture.md.
