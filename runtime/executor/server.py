@@ -23,6 +23,7 @@ from . import VERSION
 from .config import Config, ConfigError, parse_config
 from .executions import Registry
 from .handlers import ExecutorHandler
+from .network import interfaces_up
 from .prctl import set_dumpable
 from .zygote import Zygote
 
@@ -45,6 +46,7 @@ class App:
             "version": VERSION,
             "active_executions": len(self.registry),
             "languages": self.config.languages(),
+            "interfaces_up": interfaces_up(),
             "zygote": {
                 "enabled": zygote is not None,
                 "ready": zygote.pid is not None if zygote else False,

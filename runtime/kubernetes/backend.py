@@ -483,6 +483,10 @@ class KubernetesRuntime(Runtime):
     def _wait_healthy(self, handle: SandboxHandle, pod: Any) -> str:
         """Wait until the executor answers /health; return the node. `pod` is the created pod.
 
+        With isolate_network, the answer must also list no interface but lo as up: the network container
+        (spec.network_container) starts next to the sandbox's, and the sandbox is handed out only once its
+        own side confirms it is off the network.
+
         /health is tried through a port-forward from the start, not once the pod's status says Running:
         the kubelet reports a started container only at its next relist (up to a second later), while a
         port-forward reaches the executor the moment it listens. Attempts come every FAST_PAUSE while a
@@ -499,8 +503,17 @@ class KubernetesRuntime(Runtime):
         last = ""
         while True:
             try:
-                client.health()
-                break
+                health = client.health()
+                up = health.get("interfaces_up") if self.isolate_network else []
+                if up is None:
+                    raise RuntimeFailure(
+                        f"sandbox {handle.session_id}: the executor in image {pod.spec.containers[0].image} "
+                        "does not report its network interfaces (rebuild the image with images/build.sh)",
+                        permanent=True,
+                    )
+                if not up:
+                    break
+                last = f"network interfaces still up: {' '.join(up)}"
             except RuntimeFailure as exc:
                 if exc.permanent:
                     raise

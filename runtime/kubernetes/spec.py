@@ -185,8 +185,10 @@ def pod_manifest(
     if runtime_class:
         pod["spec"]["runtimeClassName"] = runtime_class
     if isolate_network:
-        network = network_init_container(image, image_pull_policy)
-        pod["spec"].setdefault("initContainers", []).insert(0, network)
+        # First of the pod's containers, so the kubelet starts it before the sandbox's, in the same pass; an
+        # init container would hold the sandbox back until the kubelet's next status cycle (0.3-1 s). The
+        # runtime hands the sandbox out only once its executor sees no interface but lo up (/health).
+        pod["spec"]["containers"].insert(0, network_container(image, image_pull_policy))
     if node_selector:
         pod["spec"]["nodeSelector"] = dict(node_selector)
     if tolerations:
@@ -205,8 +207,8 @@ def pod_manifest(
     return pod
 
 
-# Run by the pod's first init container: every interface of the pod's network namespace but lo goes down
-# (and with it every route), and it fails, so the pod never starts, if one stays up. The images have no
+# Run by the pod's network container: every interface of the pod's network namespace but lo goes down (and
+# with it every route), and it exits non-zero, which fails the create, if one stays up. The images have no
 # iproute2: it is the template's own python3 with the SIOCGIFFLAGS/SIOCSIFFLAGS ioctls.
 NETWORK_DOWN = """
 import fcntl, os, socket, struct, sys
@@ -225,14 +227,16 @@ if up:
 """
 
 
-def network_init_container(image: str, image_pull_policy: str) -> dict[str, Any]:
-    """The init container that takes the pod off its network before the sandbox starts.
+def network_container(image: str, image_pull_policy: str) -> dict[str, Any]:
+    """The container that takes the pod off its network before the sandbox is handed out, then exits.
 
     The CNI gives every pod an interface on the pod network; a NetworkPolicy closes it only where the CNI
     enforces policies. With the interface down the sandbox has loopback only, whatever the CNI, and its
     container, which has no capabilities, cannot bring it back up. The API server's port-forward still
     reaches the executor: the kubelet connects to 127.0.0.1 inside the pod's network namespace. Root with
-    NET_ADMIN alone, read-only root, no volumes, for a fraction of a second. Clusters whose admission refuses
+    NET_ADMIN alone, read-only root, no volumes, for a fraction of a second (restartPolicy Never: it stays
+    exited). No sandboxed code runs before the runtime has confirmed the result from the sandbox's own
+    side (the executor's /health lists the interfaces that are up). Clusters whose admission refuses
     it turn it off (SANDBOX_K8S_ISOLATE_NETWORK=false) and rely on the NetworkPolicy and a CNI enforcing it.
     """
     return {

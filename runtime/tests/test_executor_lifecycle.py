@@ -19,6 +19,7 @@ import pytest
 from runtime.base import ExecuteRequest, RuntimeFailure
 from runtime.client import ExecutorClient
 from runtime.events import ExecutionResult, ExecutionStarted, OutputChunk
+from runtime.executor.network import interfaces_up
 from runtime.tests.test_executor_support import (
     TOKEN,
     Run,
@@ -97,6 +98,18 @@ def test_health_reports_languages_and_the_zygote(executor):
     assert health["active_executions"] == 0
     assert health["languages"] == {"python": True, "javascript": True, "shell": True}
     assert health["zygote"]["enabled"] and health["zygote"]["ready"] and health["zygote"]["pid"] > 0
+    # This daemon runs on the host: it sees the host's interfaces that are up, as sysfs lists them.
+    assert health["interfaces_up"] == interfaces_up()
+
+
+def test_interfaces_up_reads_the_up_flag_of_every_interface_but_loopback(tmp_path):
+    for name, flags in (("lo", "0x9"), ("eth0", "0x1003"), ("eth1", "0x1002"), ("wg0", "0x91")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "flags").write_text(flags + "\n")
+    assert interfaces_up(str(tmp_path)) == ["eth0", "wg0"]
+    (tmp_path / "eth1" / "flags").write_text("garbage\n")
+    assert interfaces_up(str(tmp_path)) is None  # unreadable: it cannot tell, so it does not say "none"
+    assert interfaces_up(str(tmp_path / "missing")) is None
 
 
 def test_the_daemon_refuses_to_start_without_a_token(tmp_path):

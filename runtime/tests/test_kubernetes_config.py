@@ -161,22 +161,25 @@ def test_the_network_isolation_setting_is_read_and_reaches_the_runtime(value, ex
     assert KubernetesRuntime().isolate_network is True  # on unless turned off
 
 
-def test_the_network_init_container_has_net_admin_alone_and_the_sandbox_nothing():
+def test_the_network_container_has_net_admin_alone_and_the_sandbox_nothing():
     spec = SandboxSpec(session_id="s1", image="img", token="t", resources=Resources(max_processes=50))
     common = {"image": "img", "env": {}, "instance": "i", "uid": 123456, "gid": 123456}
     pod = ks.pod_manifest(spec, **common, image_pull_policy="Never", isolate_network=True)
-    network = pod["spec"]["initContainers"][0]
-    assert network["name"] == "network" and "volumeMounts" not in network
+    containers = {c["name"]: c for c in pod["spec"]["containers"]}
+    # Started first, in the same pass as the sandbox (not an init container the sandbox would wait for).
+    assert pod["spec"]["containers"][0]["name"] == "network" and "initContainers" not in pod["spec"]
+    network = containers["network"]
+    assert "volumeMounts" not in network
     security = network["securityContext"]
     assert security["capabilities"] == {"drop": ["ALL"], "add": ["NET_ADMIN"]}
     assert security["readOnlyRootFilesystem"] and not security["allowPrivilegeEscalation"]
     assert not security["privileged"] and security["seccompProfile"] == {"type": "RuntimeDefault"}
-    main = pod["spec"]["containers"][0]
+    main = containers[ks.CONTAINER]
     assert main["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert main["securityContext"]["runAsUser"] == pod["spec"]["securityContext"]["fsGroup"] == 123456
     assert "nproc=50" in main["args"]
     without = ks.pod_manifest(spec, **common, image_pull_policy="Never", isolate_network=False)
-    assert all(c["name"] != "network" for c in without["spec"].get("initContainers", []))
+    assert all(c["name"] != "network" for c in without["spec"]["containers"])
 
 
 def test_each_session_gets_a_uid_of_its_own_in_the_documented_range():

@@ -80,6 +80,12 @@ def host_address() -> str:
         probe.close()
 
 
+def pod_ip(k8s: KubernetesBackend, handle: Any) -> str:
+    """The pod's address on the pod network, once the kubelet has reported it (a sandbox is handed out as
+    soon as its executor answers, which can be before the kubelet's next status update)."""
+    return str(wait_until(lambda: pod_of(k8s, handle).status.pod_ip, what="the pod's reported address"))
+
+
 def listen_in(k8s: KubernetesBackend, handle: Any, port: int, seconds: float) -> threading.Thread:
     """An execution in `handle` that listens on every address of its pod at `port` for `seconds`."""
     code = (
@@ -156,7 +162,7 @@ print(json.dumps({
 
 def test_no_route_leaves_the_pod_and_nothing_reaches_the_host_the_api_server_or_another_pod(k8s):
     a, b = k8s.make(cpu=CPU), k8s.make(cpu=CPU)
-    b_ip = pod_of(k8s, b).status.pod_ip
+    b_ip = pod_ip(k8s, b)
     assert b_ip, "the pod has an address on the pod network (taken down inside it)"
     listener = listen_in(k8s, b, 8080, seconds=15)
     targets = [
@@ -181,14 +187,14 @@ def test_no_route_leaves_the_pod_and_nothing_reaches_the_host_the_api_server_or_
     assert not listener.is_alive()
 
 
-def test_without_the_network_init_container_packets_do_leave_the_pod(k8s):
+def test_without_the_network_container_packets_do_leave_the_pod(k8s):
     """The control for the test above: the same probe from a pod whose interface was left up gets past its
-    own network stack (a route, and no ENETUNREACH), so "unreachable" above is the init container's doing.
+    own network stack (a route, and no ENETUNREACH), so "unreachable" above is the network container's doing.
     (Whether the packet then arrives is the node's business: the test host's firewall drops bridged traffic.)"""
     open_runtime = k8s.build(data_dir=f"/tmp/k8s-open-{secrets.token_hex(4)}", isolate_network=False)
     try:
         a, b = k8s.make(runtime=open_runtime, cpu=CPU), k8s.make(runtime=open_runtime, cpu=CPU)
-        b_ip = pod_of(k8s, b).status.pod_ip
+        b_ip = pod_ip(k8s, b)
         routes = run_json(
             k8s, a, "import json\nprint(json.dumps(open('/proc/net/route').read().splitlines()[1:]))"
         )
@@ -306,11 +312,20 @@ def test_a_workspace_past_its_disk_limit_gets_the_pod_evicted_with_a_reason_and_
     still_serves(k8s, again)
 
 
-def test_the_network_init_container_ran_first_and_the_executor_is_still_reached_by_port_forward(k8s):
+def test_the_sandbox_is_handed_out_only_once_it_sees_itself_off_the_network(k8s):
     handle = k8s.make(cpu=CPU)
+    # The moment create returns, the sandbox's own side already sees no interface but lo up.
+    assert k8s.runtime.executor(handle).health()["interfaces_up"] == []
     pod = pod_of(k8s, handle)
-    assert [c.name for c in pod.spec.init_containers or []][:1] == ["network"]
-    status = next(s for s in pod.status.init_container_statuses if s.name == "network")
-    assert status.state.terminated.exit_code == 0
-    assert pod.spec.init_containers[0].security_context.capabilities.add == ["NET_ADMIN"]
+    assert [c.name for c in pod.spec.containers][:1] == ["network"]
+    assert pod.spec.containers[0].security_context.capabilities.add == ["NET_ADMIN"]
+
+    def network_exited() -> Any:
+        statuses = pod_of(k8s, handle).status.container_statuses or []
+        status = next((s for s in statuses if s.name == "network"), None)
+        return status if status is not None and status.state.terminated is not None else None
+
+    status = wait_until(network_exited, what="the kubelet reporting the network container's exit")
+    assert status.state.terminated.exit_code == 0 and not status.restart_count
+    assert k8s.runtime.inspect(handle).running  # an exited network container is not the sandbox ending
     still_serves(k8s, handle)  # through the API server's port-forward, on the pod's loopback
