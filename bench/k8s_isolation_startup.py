@@ -21,6 +21,7 @@ import secrets
 import statistics
 import sys
 import time
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -28,7 +29,7 @@ from bench.support import percentile  # noqa: E402
 from runtime.base import SandboxSpec  # noqa: E402
 from runtime.kubernetes import KubernetesRuntime  # noqa: E402
 
-VARIANTS = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "isolated, own uid": {"isolate_network": True, "sandbox_uid": None},
     "open, own uid": {"isolate_network": False, "sandbox_uid": None},
     "isolated, uid 1000": {"isolate_network": True, "sandbox_uid": 1000},

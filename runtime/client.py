@@ -450,6 +450,7 @@ class ExecutorClient:
     def _events(
         self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse
     ) -> Iterator[ExecutionEvent]:
+        owned: http.client.HTTPConnection | None = conn  # closed on the way out unless given back
         try:
             while True:
                 try:
@@ -470,13 +471,13 @@ class ExecutorClient:
                     continue  # a kind of event this control plane does not know
                 if isinstance(event, ExecutionResult):
                     self._finish_stream(conn, resp)
-                    conn = None
+                    owned = None
                     yield event
                     return
                 yield event
         finally:
-            if conn is not None:
-                conn.close()
+            if owned is not None:
+                owned.close()
 
     def _finish_stream(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse) -> None:
         """After the result: read the stream's end (its last chunk), then keep or close the connection."""
@@ -494,6 +495,7 @@ class ExecutorClient:
             self._release(conn, resp)
 
     def _body(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse) -> Iterator[bytes]:
+        owned: http.client.HTTPConnection | None = conn  # closed on the way out unless given back
         try:
             while True:
                 try:
@@ -506,9 +508,9 @@ class ExecutorClient:
                             f"executor at {self.endpoint} ended the download {resp.length} bytes short"
                         )
                     self._release(conn, resp)
-                    conn = None
+                    owned = None
                     return
                 yield chunk
         finally:
-            if conn is not None:
-                conn.close()
+            if owned is not None:
+                owned.close()
