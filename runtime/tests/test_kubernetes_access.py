@@ -33,6 +33,7 @@ pytestmark = [
 ]
 
 RBAC = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes" / "rbac.yaml"
+RBAC_NODES = RBAC.with_name("rbac-nodes.yaml")
 IMAGE = os.environ.get("SANDBOX_K8S_PYTHON_IMAGE", "sandbox-template-python-basic:latest")
 PULL_POLICY = os.environ.get("SANDBOX_K8S_IMAGE_PULL_POLICY", "Never")
 
@@ -143,6 +144,13 @@ def test_the_role_in_rbac_yaml_is_enough_for_a_whole_sandbox_lifecycle(
         assert b"".join(client.download("data/in.txt")) == b"hello"
         state = runtime.inspect(handle)
         assert state.exists and state.running, state
+        # Without rbac-nodes.yaml: no usage figures and no node preference, and nothing fails for it.
+        assert state.cpu_percent is None and state.memory_mb is None
+        assert "affinity" not in (
+            runtime.core().api_client.sanitize_for_serialization(
+                admin_core().read_namespaced_pod(handle.sandbox_id, namespace).spec
+            )
+        )
         assert [h.session_id for h in runtime.list_managed()] == [handle.session_id]
     finally:
         runtime.destroy(handle)
@@ -168,3 +176,48 @@ def test_a_missing_namespace_names_the_setting() -> None:
         runtime.create(spec())
     assert missing.value.permanent
     assert "SANDBOX_K8S_NAMESPACE" in missing.value.message, missing.value.message
+
+
+@pytest.fixture
+def node_access(namespace: str) -> Iterator[None]:
+    """deploy/kubernetes/rbac-nodes.yaml bound to the namespace's service account, under names of its own."""
+    from kubernetes import client as k8s
+    from kubernetes import utils
+
+    suffix = namespace.rsplit("-", 1)[-1]
+    objects = list(yaml.safe_load_all(RBAC_NODES.read_text()))
+    for obj in objects:
+        obj["metadata"]["name"] += f"-{suffix}"
+        if obj["kind"] == "ClusterRoleBinding":
+            obj["roleRef"]["name"] += f"-{suffix}"
+            obj["subjects"][0]["namespace"] = namespace
+    core = admin_core()
+    utils.create_from_yaml(core.api_client, yaml_objects=objects)
+    try:
+        yield
+    finally:
+        rbac = k8s.RbacAuthorizationV1Api(core.api_client)
+        rbac.delete_cluster_role_binding(f"sandbox-control-plane-nodes-{suffix}")
+        rbac.delete_cluster_role(f"sandbox-control-plane-nodes-{suffix}")
+
+
+def test_with_rbac_nodes_yaml_pods_prefer_nodes_holding_their_image_and_usage_is_reported(
+    tmp_path: Path, namespace: str, node_access: None
+) -> None:
+    runtime = runtime_as(tmp_path, "sandbox-control-plane", namespace)
+    handle = runtime.create(spec())
+    try:
+        pod = admin_core().read_namespaced_pod(handle.sandbox_id, namespace)
+        terms = pod.spec.affinity.node_affinity.preferred_during_scheduling_ignored_during_execution
+        assert pod.spec.node_name in terms[0].preference.match_fields[0].values
+        run_code(runtime, handle, "sum(range(10**6))")
+
+        def usage() -> Any:
+            state = runtime.inspect(handle)
+            return state if state.memory_mb is not None and state.cpu_percent is not None else None
+
+        # The kubelet samples every few seconds; the figures come through the API server's node proxy.
+        state = wait_until(usage, timeout=90, interval=1.0, what="usage figures of the sandbox's container")
+        assert 1 < state.memory_mb < 512, state
+    finally:
+        runtime.destroy(handle)
