@@ -70,6 +70,7 @@ def test_each_backend_reads_its_own_settings(tmp_path):
         "runtime_class": "",
         "node_selector": {},
         "tolerations": [],
+        "instance": "default",
     }
     runtime = get_runtime("process", process)
     assert runtime.tmp_size_mb == 16 and runtime.allow_unisolated

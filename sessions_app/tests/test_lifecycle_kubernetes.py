@@ -11,6 +11,7 @@ from executions_app.models import Execution
 from executions_app.services import execution_run, execution_submit
 from runtime import SandboxSpec
 from runtime.kubernetes import KubernetesRuntime
+from runtime.kubernetes import spec as ks
 from sandbox_site.testing import wait_until
 from sessions_app.lifecycle import sessions_sync_state
 from sessions_app.models import SandboxSession, WarmSandbox
@@ -71,6 +72,10 @@ def test_state_sync_leaves_pods_of_another_control_plane_alone(user, python_temp
         neighbour.destroy(theirs)
 
 
+def sandbox_container(pod):
+    return next(c for c in pod.spec.containers if c.name == ks.CONTAINER)
+
+
 def test_a_warm_pod_serves_only_the_resources_it_was_made_with(user, python_template):
     python_template.warm_pool_size = 1
     python_template.save()
@@ -83,7 +88,7 @@ def test_a_warm_pod_serves_only_the_resources_it_was_made_with(user, python_temp
     session_start(session=smaller)
     smaller = SandboxSession.objects.get(pk=smaller.pk)
     assert smaller.status == "running" and smaller.container_id != warm.container_id
-    limits = pod_of(smaller).spec.containers[0].resources.limits
+    limits = sandbox_container(pod_of(smaller)).resources.limits
     assert limits["memory"] == "256Mi"
     assert WarmSandbox.objects.ready().get().pk == warm.pk
 
@@ -91,7 +96,7 @@ def test_a_warm_pod_serves_only_the_resources_it_was_made_with(user, python_temp
     session_start(session=default)
     default = SandboxSession.objects.get(pk=default.pk)
     assert (default.status, default.container_id) == ("running", warm.container_id)
-    limits = pod_of(default).spec.containers[0].resources.limits
+    limits = sandbox_container(pod_of(default)).resources.limits
     assert limits["memory"] == f"{python_template.default_memory_mb}Mi"
     code = "def handler(event):\n    return 6 * 7"
     assert (
