@@ -178,48 +178,6 @@ def sessions_on_kubernetes(settings, inline_worker):
     yield from _sessions_on(settings, "kubernetes", "sck-")
 
 
-# The app tests that also run on Kubernetes (real_runtime's "kubernetes" parameter; `-m kubernetes` selects
-# them). Pods take a second or two to start, so not every real_runtime test runs there: only those whose
-# behaviour goes through what differs per backend -- how a sandbox is created, reached, inspected, listed,
-# lost, resized and removed, how files and executions travel (port-forward through the API server), and how
-# the workspace leaves the sandbox at the end. Tests of API validation, ownership or path rules that the
-# executor or the views decide the same way on every backend stay on process and Docker.
-KUBERNETES_SUBSET = {
-    # Executions through the API: sync timeout that goes on, cancel of a running one, every language
-    # (both template images), the idle clock.
-    "executions_app/tests/test_api.py::test_execute_sync_answers_408_and_the_execution_goes_on",
-    "executions_app/tests/test_api.py::test_every_language_runs_through_the_api",
-    "executions_app/tests/test_api.py::test_execution_refreshes_the_session_idle_clock",
-    # How executions end: failure, timeout, crash and exit status told apart; cancel of a running one and a
-    # terminate mid-run stop it in the pod.
-    "executions_app/tests/test_services.py::test_failures_timeouts_and_crashes_are_told_apart",
-    "executions_app/tests/test_services.py::test_cancel_stops_a_running_execution",
-    "executions_app/tests/test_services.py::test_terminating_the_session_mid_run_cancels_the_execution",
-    # Files: the upload/list/download/delete round trip and code seeing them (streams through the API
-    # server), and an ended session's saved workspace (saved before the pod is deleted).
-    "sessions_app/tests/test_files_api.py::test_upload_list_download_delete_round_trip",
-    "sessions_app/tests/test_files_api.py::test_code_sees_uploaded_files_and_its_files_can_be_downloaded",
-    "sessions_app/tests/test_files_api.py::test_an_ended_session_serves_its_saved_files_and_refuses_changes",
-    "executions_app/tests/test_artifacts.py::test_artifacts_have_sizes_and_download_after_the_session_ended",
-    # Lifecycle: sweeps destroy pods, lifetime ends cancel a running execution, the probe reads usage and
-    # notices a lost pod, state sync removes this instance's orphan pods and fails sessions whose pod went,
-    # warm pools (claim without resizing; the conditional claim under a race), a failed provision.
-    "sessions_app/tests/test_lifecycle.py::test_idle_sessions_are_terminated_and_keepalive_postpones",
-    "sessions_app/tests/test_lifecycle.py::test_a_session_past_its_lifetime_ends_timeout_and_its_execution_is_cancelled",
-    "sessions_app/tests/test_lifecycle.py::test_a_failed_provision_fails_the_session_and_leaves_nothing",
-    "sessions_app/tests/test_lifecycle.py::test_the_probe_fails_a_session_after_repeated_failures",
-    "sessions_app/tests/test_lifecycle.py::test_state_sync_removes_orphans_and_fails_sessions_whose_sandbox_vanished",
-    "sessions_app/tests/test_lifecycle.py::test_the_warm_pool_fills_and_a_claim_returns_running_at_once",
-    "sessions_app/tests/test_lifecycle.py::test_two_concurrent_creates_never_share_a_warm_sandbox",
-    # The workspace saved at an idle and a lifetime ending (read through the executor before the pod is
-    # deleted: a pod's emptyDir goes with it), restored into a new pod; dependencies reaching it read-only.
-    "sessions_app/tests/test_storage_api.py::test_idle_and_lifetime_endings_save_the_workspace",
-    "sessions_app/tests/test_storage_api.py::test_a_new_session_can_start_from_a_saved_workspace",
-    "sessions_app/tests/test_storage_api.py::test_a_csv_goes_through_pandas_and_the_result_comes_back_from_storage",
-    "sessions_app/tests/test_dependencies.py::test_pyfiglet_installs_outside_and_the_sandbox_stays_offline",
-    "sessions_app/tests/test_dependencies.py::test_a_new_install_replaces_the_set_in_a_package_dir_the_sandbox_cannot_write",
-}
-
 REAL_RUNTIMES = ["process", pytest.param("docker", marks=pytest.mark.docker)]
 if KUBERNETES_TESTS:
     REAL_RUNTIMES.append(pytest.param("kubernetes", marks=pytest.mark.kubernetes))
@@ -228,30 +186,20 @@ if KUBERNETES_TESTS:
 @pytest.fixture(params=REAL_RUNTIMES)
 def real_runtime(request):
     """Each test using this runs once on bubblewrap processes and once on Docker containers; with
-    SANDBOX_K8S_TESTS=1 the tests of KUBERNETES_SUBSET run on Kubernetes pods as well."""
+    SANDBOX_K8S_TESTS=1 once more on Kubernetes pods."""
     request.getfixturevalue(f"sessions_on_{request.param}")
     return request.param
 
 
 def pytest_collection_modifyitems(config, items):
     """Tests that run sessions in Docker carry the `docker` marker, so `-m "not docker"` leaves them out;
-    likewise `kubernetes`. real_runtime's kubernetes parameter is kept only for KUBERNETES_SUBSET."""
-    kept, dropped = [], []
+    likewise `kubernetes`."""
     for item in items:
         names = getattr(item, "fixturenames", ())
         if "sessions_on_docker" in names:
             item.add_marker(pytest.mark.docker)
         if "sessions_on_kubernetes" in names:
             item.add_marker(pytest.mark.kubernetes)
-        callspec = getattr(item, "callspec", None)
-        on_kubernetes = callspec is not None and callspec.params.get("real_runtime") == "kubernetes"
-        if on_kubernetes and item.nodeid.split("[", 1)[0] not in KUBERNETES_SUBSET:
-            dropped.append(item)
-        else:
-            kept.append(item)
-    if dropped:
-        config.hook.pytest_deselected(items=dropped)
-        items[:] = kept
 
 
 @pytest.fixture
