@@ -47,11 +47,14 @@ def execution_submit(
     event: Any = None,
     timeout: int = 30,
     entrypoint: str = "",
+    run_here: bool = False,
 ) -> Execution:
     """Record a pending execution on a running session and refresh the session's idle clock.
 
     Refused (`quota_exceeded`) when the owner already has SANDBOX_MAX_RUNNING_EXECUTIONS_PER_OWNER
     executions pending or running, async and sync alike: the stream pool is shared by every tenant.
+    With `run_here` (a sync request that runs it in its own thread at once) the row is recorded already
+    claimed, `running` with this worker's lease, for `execution_run_here`: no second write to claim it.
     """
     if session.status != SessionStatus.RUNNING:
         raise ExecutionError(
@@ -69,6 +72,15 @@ def execution_submit(
                 "quota_exceeded",
                 f"you have {in_flight} executions pending or running; the limit is {limit} at a time",
             )
+        claim: dict[str, Any] = {}
+        if run_here:
+            now = timezone.now()
+            claim = {
+                "status": ExecutionStatus.RUNNING,
+                "started_at": now,
+                "worker": worker_id(),
+                "lease_expires_at": now + timedelta(seconds=settings.SANDBOX_EXECUTION_LEASE),
+            }
         execution = Execution.objects.create(
             session=session,
             language=language,
@@ -76,8 +88,9 @@ def execution_submit(
             event=event if event is not None else {},
             timeout=timeout,
             entrypoint=entrypoint or "",
+            **claim,
         )
-    session.touch()
+        session.touch()  # in the same commit: one durable write, not two
     return execution
 
 
@@ -124,11 +137,17 @@ def execution_run(execution_id: str, *, release_connection: bool = False) -> Exe
     if claimed != 1:
         return None
     with ExecutionLease(execution_id):
-        return _run_claimed(execution_id, release_connection)
+        execution = Execution.objects.select_related("session").get(pk=execution_id)
+        return _run_claimed(execution, release_connection)
 
 
-def _run_claimed(execution_id: str, release_connection: bool = False) -> Execution:
-    execution = Execution.objects.select_related("session").get(pk=execution_id)
+def execution_run_here(execution: Execution) -> Execution:
+    """Run an execution submitted with `run_here` (so already claimed by this worker) to its end."""
+    with ExecutionLease(execution.id):
+        return _run_claimed(execution)
+
+
+def _run_claimed(execution: Execution, release_connection: bool = False) -> Execution:
     session = execution.session
     broadcast(execution.id, {"event": "status", "status": execution.status})
     handle = handle_for(session)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from django.db import close_old_connections
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -18,11 +19,12 @@ from executions_app.api.serializers import (
     OutputChunkSerializer,
     OutputPageSerializer,
 )
-from executions_app.models import Execution
+from executions_app.models import Execution, ExecutionStatus
 from executions_app.services import (
     ExecutionError,
     execution_cancel,
     execution_run,
+    execution_run_here,
     execution_start,
     execution_submit,
 )
@@ -93,12 +95,19 @@ class SessionExecutionViewSet(ApiViewSet):
                 "sync_timeout must be an integer from 1 to 3600",
                 {"sync_timeout": ["out of range"]},
             )
-        # Not queued: this request runs it (or its own thread does), so it is only submitted.
-        execution = _submitted(request, session_id, execution_submit)
-        if int(raw) >= execution.timeout + INLINE_MARGIN:
-            # The executor ends the run by its own timeout well before this wait would: run it right here.
-            finished = execution_run(execution.id)
-            if finished is not None and finished.is_finished:
+        wait = int(raw)
+
+        def submit(**fields: Any) -> Execution:
+            # The executor ends the run by its own timeout well before this wait would: it runs right here,
+            # so it is recorded already claimed. Otherwise its own thread claims it, and the wait can end
+            # first. Not queued either way.
+            inline = wait >= fields["timeout"] + INLINE_MARGIN
+            return execution_submit(**fields, run_here=inline)
+
+        execution = _submitted(request, session_id, submit)
+        if execution.status == ExecutionStatus.RUNNING:
+            finished = execution_run_here(execution)
+            if finished.is_finished:
                 return Response(ExecutionSerializer(finished).data)
         else:
             # The run gets its own thread so the wait can end first: the execution goes on and stays
