@@ -17,34 +17,16 @@ import sys
 
 RESULT_FD = 3
 PAYLOAD_FD = 4
-FD_COUNT = 5
 
 _RLIMITS = {"nproc": "RLIMIT_NPROC", "fsize": "RLIMIT_FSIZE", "nofile": "RLIMIT_NOFILE", "as": "RLIMIT_AS"}
 
 
-def start_spare(sock) -> None:
-    """In the zygote's spare fork: become a session leader now, then wait for an execution's fds and run it.
-
-    Never returns. It stays non-dumpable while it waits: until it has an execution it is a copy of the zygote.
-    When the socket closes without fds (the zygote is gone), it exits.
-    """
-    import socket  # the zygote has it loaded; a freshly spawned child never comes here
-
-    _setsid()
+def start(fds: list[int]) -> None:
+    """In a fresh fork of the zygote: become a session leader, put fds in place, run. Never returns."""
     try:
-        msg, fds, flags, _ = socket.recv_fds(sock, 16, FD_COUNT)
+        os.setsid()
     except OSError:
-        msg, fds, flags = b"", [], 0
-    sock.close()
-    if not msg or len(fds) != FD_COUNT or flags & getattr(socket, "MSG_CTRUNC", 0):
-        os._exit(0)
-    start(fds, session=False)
-
-
-def start(fds: list[int], *, session: bool = True) -> None:
-    """In a fork of the zygote: become a session leader (unless already), put fds in place, run. Never returns."""
-    if session:
-        _setsid()
+        pass
     # The fork inherited the zygote's non-dumpable flag. The execution holds nothing secret (the zygote never
     # had the token), and tools it runs on itself (a profiler reading /proc/<pid>/ of its parent, gdb -p)
     # expect an ordinary process; a spawned child gets the same from exec.
@@ -53,13 +35,6 @@ def start(fds: list[int], *, session: bool = True) -> None:
     set_dumpable(True)
     _place(fds)
     _run()
-
-
-def _setsid() -> None:
-    try:
-        os.setsid()
-    except OSError:
-        pass
 
 
 def main_from_fds() -> None:

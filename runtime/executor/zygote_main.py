@@ -3,21 +3,11 @@
 Protocol (both sockets are AF_UNIX SOCK_SEQPACKET, so every message arrives whole, with its fds):
 - the control socket (inherited, fd number in argv[1]) carries one message per execution: b"fork" plus six
   fds via SCM_RIGHTS: a status socket, then the child's stdin, stdout, stderr, result and payload fds;
-- the zygote hands the fds to its spare child, or forks one when it has none; the child closes everything of
-  the zygote's and becomes the execution (child.start);
-- on the status socket the zygote sends {"pid": N} once the child has its fds (or {"error": ...} when fork
-  fails) and, once it has reaped the child with wait4, {"status": S, "utime": .., "stime": .., "maxrss": ..}.
+- the zygote forks; the child closes everything of the zygote's and becomes the execution (child.start);
+- on the status socket the zygote sends {"pid": N} right after the fork (or {"error": ...} when fork fails)
+  and, once it has reaped the child with wait4, {"status": S, "utime": .., "stime": .., "maxrss": ..}.
 The zygote sends b"ready" on the control socket once its imports are done, and exits when that socket closes.
 It stays single-threaded: forking a process with threads could copy a lock some other thread held.
-
-The spare: while no execution runs, the zygote keeps one child forked ahead, already its own session leader
-and past Python's after-fork work, blocked on a socket until an execution's fds arrive. The fork and the first
-copy-on-write faults of a fresh child (about a millisecond) then happen between executions, not inside one.
-The spare is still non-dumpable and holds nothing but that socket; it becomes the execution exactly as a fresh
-fork would. It is forked only while no execution runs, so executions never share the CPU with it and a running
-one never sees an extra process of ours (RLIMIT_NPROC counts them); concurrent executions fork as before. A
-spare that dies (killed by a leftover process of the same user) is reaped and replaced; one that cannot take
-its fds is skipped for a fresh fork. It exits when its socket closes, so it never outlives the zygote.
 """
 
 from __future__ import annotations
@@ -65,7 +55,6 @@ class Zygote:
     def __init__(self, ctl: socket.socket) -> None:
         self.ctl = ctl
         self.children: dict[int, socket.socket] = {}
-        self.spare: tuple[int, socket.socket] | None = None  # (pid, the socket its fds go through)
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
@@ -78,8 +67,6 @@ class Zygote:
 
     def serve(self) -> None:
         while True:
-            if self.spare is None and not self.children:
-                self._fork_spare()
             for key, _ in self.selector.select():
                 if key.fileobj is self.ctl:
                     if not self._receive():
@@ -107,89 +94,47 @@ class Zygote:
         return True
 
     def _fork(self, status: socket.socket, fds: list[int]) -> None:
-        pid = self._hand_to_spare(fds)
-        if pid is None:
-            try:
-                pid = os.fork()
-            except OSError as exc:
-                self._send(status, {"error": f"fork failed: {exc}"})
-                status.close()
-                for fd in fds:
-                    os.close(fd)
-                return
-            if pid == 0:
-                try:
-                    self._leave_zygote(status)
-                    child.start(fds)
-                finally:
-                    os._exit(127)
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            self._send(status, {"error": f"fork failed: {exc}"})
+            status.close()
+            for fd in fds:
+                os.close(fd)
+            return
+        if pid == 0:
+            self._become_child(status, fds)
         for fd in fds:
             os.close(fd)
         self.children[pid] = status
         self._send(status, {"pid": pid})
 
-    def _hand_to_spare(self, fds: list[int]) -> int | None:
-        """The spare's pid once it holds the execution's fds; None when there is no spare able to take them."""
-        if self.spare is None:
-            return None
-        (pid, sock), self.spare = self.spare, None
+    def _become_child(self, status: socket.socket, fds: list[int]) -> None:
         try:
-            socket.send_fds(sock, [b"run"], fds)
-        except OSError:
-            return None  # it died (to be reaped as a stranger): fork a fresh child instead
-        finally:
-            sock.close()
-        return pid
-
-    def _fork_spare(self) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            pid = os.fork()
-        except OSError:
-            ours.close()
-            theirs.close()
-            return  # executions fork for themselves meanwhile
-        if pid == 0:
-            try:
-                ours.close()
-                self._leave_zygote(None)
-                child.start_spare(theirs)
-            finally:
-                os._exit(127)
-        theirs.close()
-        self.spare = (pid, ours)
-
-    def _leave_zygote(self, status: socket.socket | None) -> None:
-        """In a fresh fork: drop every object of the zygote's."""
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        # Close the zygote's objects properly (not just their fds), so none of them can later close a number
-        # that user code has reused.
-        self.selector.close()
-        self.ctl.close()
-        os.close(self.wake_r)
-        os.close(self.wake_w)
-        if status is not None:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            # Close the zygote's objects properly (not just their fds), so none of them can later close a
+            # number that user code has reused.
+            self.selector.close()
+            self.ctl.close()
+            os.close(self.wake_r)
+            os.close(self.wake_w)
             status.close()
-        for other in self.children.values():
-            other.close()
-        self.children.clear()
-        if self.spare is not None:
-            self.spare[1].close()
-            self.spare = None
+            for other in self.children.values():
+                other.close()
+            self.children.clear()
+            child.start(fds)
+        finally:
+            os._exit(127)
 
     def _reap(self) -> None:
-        while self.children or self.spare is not None:
+        while self.children:
             try:
                 pid, status, usage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
-            if self.spare is not None and self.spare[0] == pid:
-                self.spare[1].close()
-                self.spare = None  # killed while waiting: serve() forks the next one
-                continue
             sock = self.children.pop(pid, None)
             if sock is None:
                 continue

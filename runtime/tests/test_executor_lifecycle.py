@@ -29,7 +29,6 @@ from runtime.tests.test_executor_support import (
     spawn_daemon,
     wait_gone,
 )
-from sandbox_site.testing import wait_until
 
 # The daemon's test hook (runtime/executor/server.py): a FIFO its first zygote opens before any import, so the
 # zygote stays "warming up" until the test opens the FIFO for writing.
@@ -455,63 +454,6 @@ def test_an_execution_whose_zygote_dies_ends_crashed_and_is_killed(executor):
     assert isinstance(result, ExecutionResult) and result.status == "crashed"
     assert "zygote died" in result.error
     assert wait_gone(pid)
-
-
-SESSION = "def handler(event, context):\n    return [os.getsid(0), os.getpgid(0), os.getpid()]"
-
-
-def spare_of(zygote: int) -> int:
-    """The zygote's spare: between executions, its only child."""
-
-    def only_child() -> int | None:
-        children = children_of(zygote)
-        return children[0] if len(children) == 1 else None
-
-    return wait_until(only_child, what="the zygote's spare")
-
-
-def test_executions_lead_their_own_session_whether_the_spare_or_a_fresh_fork_runs_them(executor):
-    zygote = wait_zygote_ready(executor.client)["pid"]
-    spare = spare_of(zygote)
-    result = run(executor.client, "import os\n" + SESSION)
-    assert result.value == [spare, spare, spare]  # the spare became this execution
-
-    # Two at once: the spare takes one, the zygote forks for the other.
-    started = threading.Event()
-    release = executor.workspace / "release-session"
-    held: list[Run] = []
-    code = f"import os, time\nwhile not os.path.exists({str(release)!r}):\n    time.sleep(0.01)\n" + SESSION
-    waiter = threading.Thread(target=lambda: (started.set(), held.append(run(executor.client, code))))
-    spare_of(zygote)
-    waiter.start()
-    started.wait()
-    wait_until(lambda: executor.client.health()["active_executions"] == 1, what="the first execution")
-    other = run(executor.client, "import os\n" + SESSION)
-    release.touch()
-    waiter.join()
-    release.unlink()
-    for outcome in (other, held[0]):
-        sid, pgid, pid = outcome.value
-        assert sid == pgid == pid
-    assert other.value[2] != held[0].value[2]
-
-
-def test_a_killed_spare_is_replaced_and_executions_still_run_in_the_zygote(executor):
-    zygote = wait_zygote_ready(executor.client)["pid"]
-    spare = spare_of(zygote)
-    os.kill(spare, signal.SIGKILL)
-    assert wait_gone(spare)
-    replacement = spare_of(zygote)
-    assert replacement != spare
-    assert run(executor.client, PARENT).value == zygote
-
-
-def test_the_spare_exits_with_its_zygote():
-    with running_daemon() as daemon:
-        zygote = wait_zygote_ready(daemon.client)["pid"]
-        spare = spare_of(zygote)
-        os.kill(zygote, signal.SIGKILL)
-        assert wait_gone(spare)
 
 
 def test_without_the_zygote_executions_spawn_fresh_interpreters():
