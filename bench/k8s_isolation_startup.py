@@ -1,9 +1,9 @@
 """What the kubernetes runtime's isolation costs at start: KubernetesRuntime.create (cold, to executor /health)
-with and without the network init container, and with a uid per session against one fixed uid.
+with and without the network container, and with a uid per session against one fixed uid.
 
 Variants, alternated run by run so a busy host slows all alike:
   isolated, own uid   the default (SANDBOX_K8S_ISOLATE_NETWORK on, spec.sandbox_uid per session);
-  open, own uid       no network init container;
+  open, own uid       no network container;
   isolated, uid 1000  every pod the same uid;
   open, uid 1000      neither.
 Prints median and p95 per variant, the cost of each choice as a difference of medians, and the host's load
@@ -80,7 +80,7 @@ def main() -> None:
     network_fixed = medians["isolated, uid 1000"] - medians["open, uid 1000"]
     uid = medians["isolated, own uid"] - medians["isolated, uid 1000"]
     uid_open = medians["open, own uid"] - medians["open, uid 1000"]
-    print(f"network init container: +{network:.1f} ms (own uid), +{network_fixed:.1f} ms (uid 1000)")
+    print(f"network container: +{network:.1f} ms (own uid), +{network_fixed:.1f} ms (uid 1000)")
     print(f"uid per session: {uid:+.1f} ms (isolated), {uid_open:+.1f} ms (open)")
     print(
         f"load average before {load_before[0]:.2f} {load_before[1]:.2f}, after {load_after[0]:.2f} {load_after[1]:.2f}"

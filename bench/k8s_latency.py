@@ -266,7 +266,7 @@ def summary(samples: dict[str, list[float]]) -> dict[str, float]:
 def print_table(figures: dict[str, float], args: argparse.Namespace, loads: tuple[float, float]) -> None:
     print(
         f"kubernetes latency on {IMAGE}, {os.cpu_count()} cores: {args.runs} creates of each kind, "
-        f"{args.exec_runs} round trips, warm pool of {args.pool}, network init container "
+        f"{args.exec_runs} round trips, warm pool of {args.pool}, network container "
         f"{args.isolate_network or 'as configured'}; load average {loads[0]:.2f} at the start, "
         f"{loads[1]:.2f} at the end"
     )

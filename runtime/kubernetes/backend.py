@@ -1,10 +1,11 @@
 """The kubernetes backend: one hardened pod per session; its executor is reached through the API server.
 
 The pod (spec.py) runs the template image as a non-root uid of its session's own with a read-only root, no
-capabilities, RuntimeDefault seccomp, no service-account token and no service links; an init container first
-takes every network interface but lo down; the workspace, /tmp and /dev/shm are size-limited emptyDirs. The
-executor listens on the pod's loopback and is reached by a port-forward stream (transport.py), so the control
-plane works from inside or outside the cluster with only API access.
+capabilities, RuntimeDefault seccomp, no service-account token and no service links; a network container
+takes every network interface but lo down (create waits until the executor sees that); the workspace, /tmp
+and /dev/shm are size-limited emptyDirs. The executor listens on the pod's loopback and is reached by a
+port-forward stream (transport.py), so the control plane works from inside or outside the cluster with only
+API access.
 
 The cluster is the record: labels name the session and this control plane's instance, so a restarted
 control plane finds everything with one label query. The pod is given only the SHA-256 of its token (the

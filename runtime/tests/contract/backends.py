@@ -456,7 +456,7 @@ class KubernetesBackend(Backend):
     # The image's /run/sandbox stays empty: the executor listens on the pod's loopback (port-forward).
     run_dir_views = ("[]", "FileNotFoundError")
     remote = True
-    # The CNI's interface stays, taken down by the pod's network init container before the sandbox starts.
+    # The CNI's interface stays, taken down by the pod's network container before the sandbox is handed out.
     downed_interfaces = frozenset({"eth0"})
     disk_full_messages = ("File too large", "File size limit exceeded")
     disk_total_by_eviction = True
