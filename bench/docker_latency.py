@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,8 @@ from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.session_create import Api, free_port, manage, percentile, wait_pool  # noqa: E402
+from bench.session_create import Api, free_port, manage, wait_pool  # noqa: E402
+from bench.support import latency_figures, print_latency_table  # noqa: E402
 from runtime.base import RuntimeFailure  # noqa: E402
 from runtime.docker import DockerRuntime  # noqa: E402
 
@@ -47,6 +47,10 @@ HANDLER = "def handler(event, context):\n    return 1\n"
 
 
 Measure = Callable[[], float | None]
+
+
+# (ours, raw) pairs the table gives ratios of.
+PAIRS = (("cold_create", "docker_run"), ("round_trip", "docker_exec"))
 
 
 def interleaved(measures: list[tuple[Measure, int]], warmup: int) -> list[list[float]]:
@@ -201,48 +205,32 @@ def remove_leftovers(data_dir: str) -> None:
     shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def summary(samples: dict[str, list[float]]) -> dict[str, float]:
-    figures: dict[str, float] = {}
-    for name, values in samples.items():
-        figures[f"{name}_median_ms"] = statistics.median(values)
-        figures[f"{name}_p95_ms"] = percentile(values, 0.95)
-    for ours, raw in (("cold_create", "docker_run"), ("round_trip", "docker_exec")):
-        for stat in ("median", "p95"):
-            figures[f"{ours}_vs_{raw}_{stat}"] = figures[f"{ours}_{stat}_ms"] / figures[f"{raw}_{stat}_ms"]
-    return figures
-
-
 def print_table(figures: dict[str, float], args: argparse.Namespace, loads: tuple[float, float]) -> None:
     print(
         f"docker latency on {IMAGE}, {os.cpu_count()} cores: {args.runs} runs each "
         f"({args.exec_runs} round trips), warm pool of {args.pool}; "
         f"load average {loads[0]:.1f} at the start, {loads[1]:.1f} at the end"
     )
-    rows = (
-        ("docker_exec", "raw: docker exec <c> python3 -c pass", ""),
-        ("docker_run", "raw: docker run --rm <image> python3 -c pass", ""),
-        ("cold_create", "ours: cold create-to-running (API)", "<= 1.2 x docker run"),
-        ("warm_create", "ours: warm create-to-running (API)", "<= 50 ms"),
-        ("round_trip", "ours: execute-sync round trip (API)", "median <= 20 ms"),
+    print_latency_table(
+        figures,
+        rows=(
+            ("docker_exec", "raw: docker exec <c> python3 -c pass", ""),
+            ("docker_run", "raw: docker run --rm <image> python3 -c pass", ""),
+            ("cold_create", "ours: cold create-to-running (API)", "<= 1.2 x docker run"),
+            ("warm_create", "ours: warm create-to-running (API)", "<= 50 ms"),
+            ("round_trip", "ours: execute-sync round trip (API)", "median <= 20 ms"),
+        ),
+        ratios=(
+            ("cold_create", "docker_run", "cold create / docker run"),
+            ("round_trip", "docker_exec", "round trip / docker exec"),
+        ),
+        verdicts={
+            "round trip median <= 20 ms": figures["round_trip_median_ms"] <= 20,
+            "warm create median <= 50 ms": figures["warm_create_median_ms"] <= 50,
+            "cold create median <= 1.2 x docker run": figures["cold_create_vs_docker_run_median"] <= 1.2,
+        },
+        width=48,
     )
-    print(f"{'measurement':<48}{'median ms':>11}{'p95 ms':>11}   target")
-    for key, label, target in rows:
-        print(f"{label:<48}{figures[key + '_median_ms']:>11.1f}{figures[key + '_p95_ms']:>11.1f}   {target}")
-    print(f"{'ratio':<48}{'median':>11}{'p95':>11}")
-    for ours, raw, label in (
-        ("cold_create", "docker_run", "cold create / docker run"),
-        ("round_trip", "docker_exec", "round trip / docker exec"),
-    ):
-        print(
-            f"{label:<48}{figures[f'{ours}_vs_{raw}_median']:>11.2f}{figures[f'{ours}_vs_{raw}_p95']:>11.2f}"
-        )
-    verdicts = {
-        "round trip median <= 20 ms": figures["round_trip_median_ms"] <= 20,
-        "warm create median <= 50 ms": figures["warm_create_median_ms"] <= 50,
-        "cold create median <= 1.2 x docker run": figures["cold_create_vs_docker_run_median"] <= 1.2,
-    }
-    for target, met in verdicts.items():
-        print(f"{'met' if met else 'MISSED':<7} {target}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -278,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop_product(server)
         remove_leftovers(data_dir)
-    figures = summary(samples)
+    figures = latency_figures(samples, PAIRS)
     print_table(figures, args, (load_at_start, os.getloadavg()[0]))
     if args.json:
         print(json.dumps({key: round(value, 3) for key, value in figures.items()}))

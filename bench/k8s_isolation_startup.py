@@ -18,14 +18,13 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import statistics
 import sys
 import time
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.support import percentile  # noqa: E402
+from bench.support import print_samples  # noqa: E402
 from runtime.base import SandboxSpec  # noqa: E402
 from runtime.kubernetes import KubernetesRuntime  # noqa: E402
 
@@ -70,12 +69,7 @@ def main() -> None:
         for handle in leftover.list_managed():
             leftover.destroy(handle)
     load_after = os.getloadavg()
-    print("KubernetesRuntime.create, cold, to executor /health")
-    print(f"{'':<24}{'median ms':>12}{'p95 ms':>10}{'n':>6}")
-    medians = {}
-    for name, values in samples.items():
-        medians[name] = statistics.median(values)
-        print(f"{name:<24}{medians[name]:>12.1f}{percentile(values, 0.95):>10.1f}{len(values):>6}")
+    medians = print_samples("KubernetesRuntime.create, cold, to executor /health", samples, width=24)
     network = medians["isolated, own uid"] - medians["open, own uid"]
     network_fixed = medians["isolated, uid 1000"] - medians["open, uid 1000"]
     uid = medians["isolated, own uid"] - medians["isolated, uid 1000"]

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,7 +38,8 @@ from kubernetes import watch as k8s_watch  # noqa: E402
 from kubernetes.stream import stream  # noqa: E402
 
 from bench.docker_latency import interleaved, stop_product  # noqa: E402
-from bench.session_create import Api, free_port, manage, percentile, wait_pool  # noqa: E402
+from bench.session_create import Api, free_port, manage, wait_pool  # noqa: E402
+from bench.support import latency_figures, print_latency_table, serve  # noqa: E402
 from runtime.kubernetes import KubernetesRuntime  # noqa: E402
 from runtime.kubernetes.transport import STREAM_LOCK  # noqa: E402
 
@@ -48,6 +48,10 @@ TEMPLATE = "python-basic"
 IMAGE = f"sandbox-template-{TEMPLATE}:latest"
 HANDLER = "def handler(event, context):\n    return 1\n"
 RAW_LABEL = {"sandbox-bench": "k8s-latency"}
+
+
+# (ours, raw) pairs the table gives ratios of.
+PAIRS = (("cold_create", "raw_create"), ("round_trip", "raw_exec"))
 
 
 def raw_pod(name: str, pull_policy: str) -> dict[str, Any]:
@@ -215,14 +219,7 @@ def start_product(data_dir: str, instance: str, args: argparse.Namespace) -> tup
     manage(env, "migrate", "--noinput", "-v0")
     key = manage(env, "create_api_key", "bench", "--staff").strip().splitlines()[-1]
     port = args.port or free_port()
-    server = subprocess.Popen(
-        [sys.executable, "manage.py", "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=open(os.path.join(data_dir, "serve.log"), "w"),  # noqa: SIM115
-        start_new_session=True,
-    )
+    server = serve(env, data_dir, port)
     api = Api(f"http://127.0.0.1:{port}", key)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -252,17 +249,6 @@ def remove_pods(core: Any, namespace: str, instance: str) -> int:
     return left
 
 
-def summary(samples: dict[str, list[float]]) -> dict[str, float]:
-    figures: dict[str, float] = {}
-    for name, values in samples.items():
-        figures[f"{name}_median_ms"] = statistics.median(values)
-        figures[f"{name}_p95_ms"] = percentile(values, 0.95)
-    for ours, raw in (("cold_create", "raw_create"), ("round_trip", "raw_exec")):
-        for stat in ("median", "p95"):
-            figures[f"{ours}_vs_{raw}_{stat}"] = figures[f"{ours}_{stat}_ms"] / figures[f"{raw}_{stat}_ms"]
-    return figures
-
-
 def print_table(figures: dict[str, float], args: argparse.Namespace, loads: tuple[float, float]) -> None:
     print(
         f"kubernetes latency on {IMAGE}, {os.cpu_count()} cores: {args.runs} creates of each kind, "
@@ -270,31 +256,25 @@ def print_table(figures: dict[str, float], args: argparse.Namespace, loads: tupl
         f"{args.isolate_network or 'as configured'}; load average {loads[0]:.2f} at the start, "
         f"{loads[1]:.2f} at the end"
     )
-    rows = (
-        ("raw_exec", "raw: exec python3 -c pass (API)", ""),
-        ("raw_create", "raw: pod create to Running (watch)", ""),
-        ("cold_create", "ours: cold create-to-running (REST)", "<= 1.2 x raw pod"),
-        ("warm_create", "ours: warm create-to-running (REST)", "<= 60 ms"),
-        ("round_trip", "ours: execute-sync round trip (REST)", "median <= 30 ms"),
+    print_latency_table(
+        figures,
+        rows=(
+            ("raw_exec", "raw: exec python3 -c pass (API)", ""),
+            ("raw_create", "raw: pod create to Running (watch)", ""),
+            ("cold_create", "ours: cold create-to-running (REST)", "<= 1.2 x raw pod"),
+            ("warm_create", "ours: warm create-to-running (REST)", "<= 60 ms"),
+            ("round_trip", "ours: execute-sync round trip (REST)", "median <= 30 ms"),
+        ),
+        ratios=(
+            ("cold_create", "raw_create", "cold create / raw pod create"),
+            ("round_trip", "raw_exec", "round trip / raw exec"),
+        ),
+        verdicts={
+            "cold create median <= 1.2 x raw pod create": figures["cold_create_vs_raw_create_median"] <= 1.2,
+            "warm create median <= 60 ms": figures["warm_create_median_ms"] <= 60,
+            "round trip median <= 30 ms": figures["round_trip_median_ms"] <= 30,
+        },
     )
-    print(f"{'measurement':<44}{'median ms':>11}{'p95 ms':>11}   target")
-    for key, label, target in rows:
-        print(f"{label:<44}{figures[key + '_median_ms']:>11.1f}{figures[key + '_p95_ms']:>11.1f}   {target}")
-    print(f"{'ratio':<44}{'median':>11}{'p95':>11}")
-    for ours, raw, label in (
-        ("cold_create", "raw_create", "cold create / raw pod create"),
-        ("round_trip", "raw_exec", "round trip / raw exec"),
-    ):
-        print(
-            f"{label:<44}{figures[f'{ours}_vs_{raw}_median']:>11.2f}{figures[f'{ours}_vs_{raw}_p95']:>11.2f}"
-        )
-    verdicts = {
-        "cold create median <= 1.2 x raw pod create": figures["cold_create_vs_raw_create_median"] <= 1.2,
-        "warm create median <= 60 ms": figures["warm_create_median_ms"] <= 60,
-        "round trip median <= 30 ms": figures["round_trip_median_ms"] <= 30,
-    }
-    for target, met in verdicts.items():
-        print(f"{'met' if met else 'MISSED':<7} {target}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -345,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop_product(server)
         left = remove_pods(core, args.namespace, instance)
-    figures = summary(samples)
+    figures = latency_figures(samples, PAIRS)
     print_table(figures, args, (load_at_start, os.getloadavg()[0]))
     print(f"pods of this run deleted at the end: {left}; server log: {data_dir}/serve.log")
     if args.json:

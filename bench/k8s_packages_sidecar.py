@@ -23,7 +23,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.support import percentile  # noqa: E402
+from bench.support import print_samples  # noqa: E402
 from runtime.base import SandboxSpec  # noqa: E402
 from runtime.kubernetes import KubernetesRuntime  # noqa: E402
 from runtime.kubernetes import packages as kp  # noqa: E402
@@ -75,12 +75,7 @@ def main() -> None:
         for handle in runtime.list_managed():
             runtime.destroy(handle)
     load_after = os.getloadavg()
-    print("KubernetesRuntime.create, cold, to executor /health")
-    print(f"{'':<26}{'median ms':>12}{'p95 ms':>10}{'n':>6}")
-    medians = {}
-    for name, values in samples.items():
-        medians[name] = statistics.median(values)
-        print(f"{name:<26}{medians[name]:>12.1f}{percentile(values, 0.95):>10.1f}{len(values):>6}")
+    medians = print_samples("KubernetesRuntime.create, cold, to executor /health", samples, width=26)
     print(f"packages container: {medians[WITH] - medians[WITHOUT]:+.1f} ms (difference of medians)")
     print(
         f"transfer of {args.tar_mb} MiB into a running pod (tar, stream, swap): median "

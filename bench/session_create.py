@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,17 +28,9 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from bench.support import free_port, percentile, serve  # noqa: E402  (re-exported to the other benches)
 
 
 class Api:
@@ -184,14 +175,7 @@ def main() -> None:
     busy_key = manage(env, "create_api_key", "bench-busy").strip().splitlines()[-1]
     port = args.port or free_port()
     load_before = os.getloadavg()
-    server = subprocess.Popen(
-        [sys.executable, "manage.py", "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=open(os.path.join(data_dir, "serve.log"), "w"),  # noqa: SIM115
-        start_new_session=True,
-    )
+    server = serve(env, data_dir, port)
     api = Api(f"http://127.0.0.1:{port}", key)
     try:
         for _ in range(300):
