@@ -394,10 +394,17 @@ def counting_connector(path: str) -> tuple[list[socket.socket], Callable[[float]
 
 
 def swallowing_peer(seen: list[bytes]) -> Callable[[socket.socket], None]:
-    """A reply that records the request head and closes without answering (a connection that died)."""
+    """A reply that takes the whole request (head, then any body until the client waits for an answer) and
+    closes without answering: a connection that died after the request went out."""
 
     def reply(conn: socket.socket) -> None:
         seen.append(b"request")
+        conn.settimeout(1.0)  # the client sends a body right after the head, then only waits
+        try:
+            while conn.recv(65536):
+                pass
+        except TimeoutError:
+            pass
 
     return reply
 
