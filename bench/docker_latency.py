@@ -36,7 +36,7 @@ from collections.abc import Callable
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.session_create import Api, free_port, manage, wait_pool  # noqa: E402
-from bench.support import latency_figures, print_latency_table  # noqa: E402
+from bench.support import latency_figures, print_latency_table, serve  # noqa: E402
 from runtime.base import RuntimeFailure  # noqa: E402
 from runtime.docker import DockerRuntime  # noqa: E402
 
@@ -158,14 +158,7 @@ def start_product(data_dir: str) -> tuple[subprocess.Popen, Api]:
     manage(env, "migrate", "--noinput", "-v0")
     key = manage(env, "create_api_key", "bench", "--staff").strip().splitlines()[-1]
     port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "manage.py", "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=open(os.path.join(data_dir, "serve.log"), "w"),  # noqa: SIM115
-        start_new_session=True,
-    )
+    server = serve(env, data_dir, port)
     api = Api(f"http://127.0.0.1:{port}", key)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -37,8 +37,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from kubernetes import watch as k8s_watch  # noqa: E402
 from kubernetes.stream import stream  # noqa: E402
 
-from bench.docker_latency import interleaved, stop_product  # noqa: E402
-from bench.session_create import Api, free_port, manage, wait_pool  # noqa: E402
+from bench.docker_latency import (  # noqa: E402  (the same template and REST steps)
+    create_once,
+    create_session,
+    delete_session,
+    interleaved,
+    stop_product,
+    warm_creates,
+)
+from bench.session_create import Api, free_port, manage  # noqa: E402
 from bench.support import latency_figures, print_latency_table, serve  # noqa: E402
 from runtime.kubernetes import KubernetesRuntime  # noqa: E402
 from runtime.kubernetes.transport import STREAM_LOCK  # noqa: E402
@@ -133,41 +140,6 @@ def raw_exec(stream_core: Any, namespace: str, name: str) -> None:
     resp.close()
     if code != 0:
         raise SystemExit(f"raw exec exited {code}")
-
-
-def create_session(api: Api) -> dict:
-    status, body = api.call("POST", "/api/v1/sessions", {"template_id": TEMPLATE})
-    if status != 201 or body.get("status") != "running":
-        raise SystemExit(f"create failed: {status} {body}")
-    return body
-
-
-def delete_session(api: Api, session_id: str) -> None:
-    status, body = api.call("DELETE", f"/api/v1/sessions/{session_id}")
-    if status != 204:
-        raise SystemExit(f"delete of {session_id} failed: {status} {body}")
-
-
-def create_once(api: Api) -> float:
-    started = time.perf_counter()
-    body = create_session(api)
-    elapsed = (time.perf_counter() - started) * 1000
-    delete_session(api, body["id"])
-    return elapsed
-
-
-def warm_creates(api: Api, runs: int, pool: int) -> list[float]:
-    status, body = api.call("PATCH", f"/api/v1/templates/{TEMPLATE}", {"warm_pool_size": pool})
-    if status != 200:
-        raise SystemExit(f"cannot set the warm pool size: {status} {body}")
-    samples = []
-    try:
-        for _ in range(runs):
-            wait_pool(api, TEMPLATE, pool, timeout=120)
-            samples.append(create_once(api))
-    finally:
-        api.call("PATCH", f"/api/v1/templates/{TEMPLATE}", {"warm_pool_size": 0})
-    return samples
 
 
 def round_trips_and_execs(
