@@ -75,6 +75,9 @@ def kill_sandbox(session) -> None:
         assert record is not None
         os.killpg(int(record["pid"]), signal.SIGKILL)
     wait_until(lambda: not sandbox_running(session), what="the killed sandbox to stop running")
+    # Its executor can outlive the sandbox's main process for a moment (the sandbox's own processes go down
+    # after it): killed means it no longer answers either.
+    wait_until(lambda: not answers(session), what="the killed sandbox's executor to stop answering")
 
 
 def test_idle_sessions_are_terminated_and_keepalive_postpones(user, python_template):
