@@ -15,7 +15,8 @@ spread evenly between the docker execs), with the product running throughout: a 
 sides of a ratio alike instead of whichever phase it happened to hit. Each session is deleted after its
 create (not timed).
 
-Usage: python bench/docker_latency.py [--runs 30] [--exec-runs 100] [--pool 2] [--json]
+Usage: python bench/docker_latency.py [--runs 30] [--exec-runs 100] [--pool 2] [--port N]
+       [--redis-url redis://127.0.0.1:6379/N] [--database-url mysql://...] [--json]
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ def round_trips_and_execs(api: Api, trips: int, execs: int) -> tuple[list[float]
         subprocess.run(["docker", "rm", "-f", container], capture_output=True)
 
 
-def start_product(data_dir: str) -> tuple[subprocess.Popen, Api]:
+def start_product(data_dir: str, args: argparse.Namespace) -> tuple[subprocess.Popen, Api]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env.update(
         {
@@ -155,9 +156,13 @@ def start_product(data_dir: str) -> tuple[subprocess.Popen, Api]:
             "LOG_LEVEL": "WARNING",
         }
     )
+    if args.redis_url:
+        env["REDIS_URL"] = args.redis_url
+    if args.database_url:
+        env["DATABASE_URL"] = args.database_url
     manage(env, "migrate", "--noinput", "-v0")
     key = manage(env, "create_api_key", "bench", "--staff").strip().splitlines()[-1]
-    port = free_port()
+    port = args.port or free_port()
     server = serve(env, data_dir, port)
     api = Api(f"http://127.0.0.1:{port}", key)
     deadline = time.monotonic() + 60
@@ -202,6 +207,7 @@ def print_table(figures: dict[str, float], args: argparse.Namespace, loads: tupl
     print(
         f"docker latency on {IMAGE}, {os.cpu_count()} cores: {args.runs} runs each "
         f"({args.exec_runs} round trips), warm pool of {args.pool}; "
+        f"{'MariaDB' if args.database_url else 'SQLite'}{' + Redis' if args.redis_url else ''}; "
         f"load average {loads[0]:.1f} at the start, {loads[1]:.1f} at the end"
     )
     print_latency_table(
@@ -231,6 +237,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=30, help="samples of each docker measurement")
     parser.add_argument("--exec-runs", type=int, default=100, help="samples of the execution round trip")
     parser.add_argument("--pool", type=int, default=2, help="warm pool size for the warm creates")
+    parser.add_argument("--port", type=int, default=0, help="port to serve on (0: a free one)")
+    parser.add_argument(
+        "--redis-url",
+        default=None,
+        help="serve with this REDIS_URL, e.g. redis://127.0.0.1:6379/8 (default: none)",
+    )
+    parser.add_argument("--database-url", default=None, help="serve with this DATABASE_URL (default: SQLite)")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = parser.parse_args(argv)
     if args.runs < 1 or args.exec_runs < 1 or args.pool < 1:
@@ -247,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     # Short: the executor's socket path, <data>/docker/<session>/run/executor.sock, must fit in sun_path.
     data_dir = tempfile.mkdtemp(prefix="bdl-", dir="/tmp")
     load_at_start = os.getloadavg()[0]  # a busy host slows everything here; the table says how busy
-    server, api = start_product(data_dir)
+    server, api = start_product(data_dir, args)
     try:
         create_once(api)  # the first requests import code paths; not measured
         samples: dict[str, list[float]] = {}
