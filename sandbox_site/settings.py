@@ -199,7 +199,8 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = DATA_DIR / "staticfiles"
+# The image collects static files at build time into a directory of its own (deploy/Dockerfile).
+STATIC_ROOT = Path(env.string("SANDBOX_STATIC_ROOT", str(DATA_DIR / "staticfiles")))
 MEDIA_ROOT = DATA_DIR / "media"
 # Stored workspaces (local storage) are the tenants' files: readable by the control plane's user only.
 FILE_UPLOAD_PERMISSIONS = 0o600
