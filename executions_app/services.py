@@ -8,6 +8,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -18,7 +19,7 @@ from django.utils import timezone
 
 from executions_app.models import Execution, ExecutionStatus
 from executions_app.output import OutputRecorder, broadcast
-from runtime import ExecuteRequest, ExecutionResult, FileChange, OutputChunk, RuntimeFailure
+from runtime import ExecuteRequest, ExecutionEvent, ExecutionResult, FileChange, OutputChunk, RuntimeFailure
 from sessions_app.models import InvalidTransition, SandboxSession, SessionStatus
 from sessions_app.sandboxes import handle_for, runtime_for
 
@@ -141,13 +142,23 @@ def execution_run(execution_id: str, *, release_connection: bool = False) -> Exe
         return _run_claimed(execution, release_connection)
 
 
-def execution_run_here(execution: Execution) -> Execution:
-    """Run an execution submitted with `run_here` (so already claimed by this worker) to its end."""
+def execution_run_here(
+    execution: Execution, *, on_event: Callable[[ExecutionEvent], None] | None = None
+) -> Execution:
+    """Run an execution submitted with `run_here` (so already claimed by this worker) to its end.
+
+    `on_event` sees every event of the executor's stream as it arrives, before it is recorded: callers that
+    relay live output (the E2B surface) need it without waiting for the batched writes.
+    """
     with ExecutionLease(execution.id):
-        return _run_claimed(execution)
+        return _run_claimed(execution, on_event=on_event)
 
 
-def _run_claimed(execution: Execution, release_connection: bool = False) -> Execution:
+def _run_claimed(
+    execution: Execution,
+    release_connection: bool = False,
+    on_event: Callable[[ExecutionEvent], None] | None = None,
+) -> Execution:
     session = execution.session
     broadcast(execution.id, {"event": "status", "status": execution.status})
     handle = handle_for(session)
@@ -173,6 +184,8 @@ def _run_claimed(execution: Execution, release_connection: bool = False) -> Exec
         connection.close()
     try:
         for event in runtime_for(session).execute(handle, request):
+            if on_event is not None:
+                on_event(event)
             if isinstance(event, OutputChunk):
                 recorder.add(event.stream, event.data)
             elif isinstance(event, ExecutionResult):
