@@ -127,8 +127,9 @@ def session_install_dependencies(*, session_id: str) -> SandboxSession | None:
             "dependency_install_error": "",
             "installed_dependencies": installed,
         }
+    finished = timezone.now()
     SandboxSession.objects.filter(
         pk=session_id, dependency_install_status=DependencyInstallStatus.INSTALLING
-    ).update(updated_at=timezone.now(), **outcome)
+    ).update(updated_at=finished, dependency_install_finished_at=finished, **outcome)
     session.refresh_from_db()
     return session

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from runtime import RuntimeFailure
-from sessions_app.models import SandboxSession, SessionStatus, WarmSandbox
+from sessions_app.models import SandboxSession, SessionStatus, SessionUsageSample, WarmSandbox
 from sessions_app.sandboxes import handle_for, runtime_for, runtime_named
 from sessions_app.services import session_end
 from sessions_app.warm_pool import warm_pool_drop_stuck
@@ -70,7 +70,8 @@ def _lose(session: SandboxSession, detail: str) -> None:
 def sessions_probe(*, limit: int | None = None) -> dict[str, int]:
     """Ask each running session's executor for /health; after N failures in a row the session is lost.
 
-    Usage (CPU, memory) is stored on the session where the runtime can tell, for the console.
+    Usage (CPU, memory) is stored on the session where the runtime can tell, and kept as a bounded series of
+    samples (SessionUsageSample) the console draws over time.
     """
     counts = {"healthy": 0, "unhealthy": 0, "lost": 0}
     sessions = SandboxSession.objects.filter(status=SessionStatus.RUNNING).order_by("usage_updated_at", "id")
@@ -91,6 +92,12 @@ def sessions_probe(*, limit: int | None = None) -> dict[str, int]:
         if healthy:
             SandboxSession.objects.filter(pk=session.pk).update(
                 probe_failures=0, usage_updated_at=now, **usage
+            )
+            SessionUsageSample.objects.record(
+                session_id=session.pk,
+                cpu_percent=usage.get("cpu_usage_percent"),
+                memory_mb=usage.get("memory_usage_mb"),
+                at=now,
             )
             counts["healthy"] += 1
             continue

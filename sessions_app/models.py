@@ -215,6 +215,7 @@ class SandboxSession(models.Model):
     )
     dependency_install_error = models.TextField(blank=True)
     dependency_install_started_at = models.DateTimeField(null=True, blank=True)
+    dependency_install_finished_at = models.DateTimeField(null=True, blank=True)
     restore_from = models.CharField(
         max_length=64, blank=True, help_text="The ended session whose saved workspace this one started with."
     )
@@ -236,6 +237,7 @@ class SandboxSession(models.Model):
     idle_deadline_at = models.DateTimeField(null=True, blank=True, db_index=True)
     expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    running_at = models.DateTimeField(null=True, blank=True, help_text="When its sandbox was ready.")
 
     objects = SandboxSessionQuerySet.as_manager()
 
@@ -285,6 +287,8 @@ class SandboxSession(models.Model):
             changes["status_detail"] = public_text(detail)
         if target not in LIVE_SESSION_STATUSES:
             changes["completed_at"] = now
+        if target == SessionStatus.RUNNING:
+            changes["running_at"] = now
         updated = SandboxSession.objects.filter(pk=self.pk, status=self.status).update(**changes)
         if updated != 1:
             current = SandboxSession.objects.filter(pk=self.pk).values_list("status", flat=True).first()
@@ -416,3 +420,48 @@ class WarmSandbox(models.Model):
 
     def __str__(self) -> str:
         return self.id
+
+
+USAGE_SAMPLES_KEPT = 60
+
+
+class SessionUsageSampleQuerySet(models.QuerySet["SessionUsageSample"]):
+    def record(
+        self, *, session_id: str, cpu_percent: float | None, memory_mb: float | None, at: Any = None
+    ) -> None:
+        """Store one probe's reading and drop the session's readings older than the newest
+        USAGE_SAMPLES_KEPT, so the table stays bounded however long a session lives."""
+        if cpu_percent is None and memory_mb is None:
+            return
+        self.create(
+            session_id=session_id, cpu_percent=cpu_percent, memory_mb=memory_mb, at=at or timezone.now()
+        )
+        cutoff = (
+            self.filter(session_id=session_id)
+            .order_by("-id")
+            .values_list("id", flat=True)[USAGE_SAMPLES_KEPT : USAGE_SAMPLES_KEPT + 1]
+        )
+        oldest_kept = list(cutoff)
+        if oldest_kept:
+            self.filter(session_id=session_id, id__lte=oldest_kept[0]).delete()
+
+
+class SessionUsageSample(models.Model):
+    """CPU and memory of a running session's sandbox as one health probe read them.
+
+    The console draws them over time; only the newest USAGE_SAMPLES_KEPT per session are kept.
+    """
+
+    session = models.ForeignKey(SandboxSession, on_delete=models.CASCADE, related_name="usage_samples")
+    at = models.DateTimeField(default=timezone.now)
+    cpu_percent = models.FloatField(null=True, blank=True)
+    memory_mb = models.FloatField(null=True, blank=True)
+
+    objects = SessionUsageSampleQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [models.Index(fields=["session", "at"], name="usage_session_at_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.session_id} at {self.at:%H:%M:%S}"
