@@ -196,6 +196,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+# Dates and times read the same in the console and the admin: 2026-12-05 18:13:17 UTC.
+FORMAT_MODULE_PATH = ["sandbox_site.formats"]
 
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
