@@ -1,5 +1,6 @@
 """ASGI entry point: HTTP through the body guard into Django, websockets through Channels (routes are added by
-the apps). Served by uvicorn in production (`manage.py serve`), by daphne under `runserver`."""
+the apps), /mcp and the lifespan (which starts and stops the MCP server's session manager) to the MCP server.
+Served by uvicorn in production (`manage.py serve`), by daphne under `runserver`."""
 
 from __future__ import annotations
 
@@ -16,12 +17,17 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from sandbox_site.body_guard import BodyGuard  # noqa: E402
+from sandbox_site.mcp_server.http import McpRouter  # noqa: E402
 from sandbox_site.routing import allowed_hosts_or_no_origin, websocket_urlpatterns  # noqa: E402
+
+# Credentials and body limits are judged from the headers before Django reads any body (the MCP app judges its
+# own requests' the same way).
+http = McpRouter(BodyGuard(django_asgi_app))
 
 application = ProtocolTypeRouter(
     {
-        # Credentials and body limits are judged from the headers before Django reads any body.
-        "http": BodyGuard(django_asgi_app),
+        "http": http,
         "websocket": allowed_hosts_or_no_origin(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "lifespan": http,
     }
 )

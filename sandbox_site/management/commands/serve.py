@@ -52,9 +52,10 @@ def uvicorn_command(host: str, port: int, workers: int) -> list[str]:
         "httptools",
         "--ws",
         "websockets-sansio",
-        # Channels' ProtocolTypeRouter has no lifespan route; nothing of ours runs at startup there.
+        # The lifespan starts the MCP server's session manager with each web process (asgi.py routes it);
+        # "on" rather than "auto": a failure to start it stops the server instead of leaving /mcp broken.
         "--lifespan",
-        "off",
+        "on",
         # X-Forwarded-For/-Proto are believed only from the proxies an operator names (like daphne's default,
         # none): anyone else could claim any client address, and login throttling counts by address.
         *(
