@@ -1,0 +1,109 @@
+"""Recording the product's counters and histograms: the functions the services call, where the work happens
+(web processes, provisioning and default workers, the execution stream pool).
+
+Recording is a label lookup and an increment (a few microseconds): nothing here queries or blocks, so the
+request paths that call it (execute-sync) stay as fast as they were.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+from django.utils import timezone
+from prometheus_client import Counter, Histogram
+
+# Seconds: a warm claim takes milliseconds, a cold container or pod start seconds, a stuck one minutes.
+CREATE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+EXECUTION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+INSTALL_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+
+session_create_seconds = Histogram(
+    "sandbox_session_create_duration_seconds",
+    "Seconds from a session's creation to its sandbox running, by template and start "
+    "(warm: a pool sandbox was claimed; cold: one was built for it).",
+    ["template", "start"],
+    buckets=CREATE_BUCKETS,
+)
+session_creates = Counter(
+    "sandbox_session_creates",
+    "Session starts by template, start (warm, cold) and result (success, failure).",
+    ["template", "start", "result"],
+)
+sessions_finished = Counter(
+    "sandbox_sessions_finished",
+    "Sessions that ended, by template, final status and reason (user_request, idle_timeout, "
+    "lifetime_exceeded, provisioning_failed, container_lost, ...).",
+    ["template", "status", "reason"],
+)
+execution_seconds = Histogram(
+    "sandbox_execution_duration_seconds",
+    "Seconds from an execution's start to its end, by language and final status.",
+    ["language", "status"],
+    buckets=EXECUTION_BUCKETS,
+)
+execution_output_bytes = Counter(
+    "sandbox_execution_output_bytes",
+    "Bytes of output executions kept, by language and stream (stdout, stderr).",
+    ["language", "stream"],
+)
+dependency_install_seconds = Histogram(
+    "sandbox_dependency_install_duration_seconds",
+    "Seconds a session's dependency install took, by result (completed, failed).",
+    ["result"],
+    buckets=INSTALL_BUCKETS,
+)
+probe_failures = Counter(
+    "sandbox_probe_failures",
+    "Health probes of running sessions that got no answer, by sandbox backend.",
+    ["runtime"],
+)
+sweep_actions = Counter(
+    "sandbox_sweep_actions",
+    "What the background sweeps did, by action (idle_timeout, lifetime_exceeded, provisioning_timeout, "
+    "container_lost, orphans_destroyed, sessions_lost, leases_expired).",
+    ["action"],
+)
+
+
+def _seconds_since(moment: datetime | None) -> float:
+    if moment is None:
+        return 0.0
+    return max(0.0, (timezone.now() - moment).total_seconds())
+
+
+def session_started(*, template: str, warm: bool, created_at: datetime | None, ok: bool) -> None:
+    """A session got its sandbox (ok) or failed to; the latency counts only successful starts."""
+    start = "warm" if warm else "cold"
+    session_creates.labels(template, start, "success" if ok else "failure").inc()
+    if ok:
+        session_create_seconds.labels(template, start).observe(_seconds_since(created_at))
+
+
+def session_finished(*, template: str, status: str, reason: str) -> None:
+    sessions_finished.labels(template, status, reason or "unknown").inc()
+
+
+def execution_finished(
+    *, language: str, status: str, started_at: datetime | None, stdout: str = "", stderr: str = ""
+) -> None:
+    execution_seconds.labels(language, status).observe(_seconds_since(started_at))
+    if stdout:
+        execution_output_bytes.labels(language, "stdout").inc(len(stdout.encode("utf-8", "replace")))
+    if stderr:
+        execution_output_bytes.labels(language, "stderr").inc(len(stderr.encode("utf-8", "replace")))
+
+
+def dependency_install(*, ok: bool, seconds: float) -> None:
+    dependency_install_seconds.labels("completed" if ok else "failed").observe(max(0.0, seconds))
+
+
+def probe_failure(*, runtime: str) -> None:
+    probe_failures.labels(runtime or "unknown").inc()
+
+
+def sweep(counts: Mapping[str, int], *, skip: tuple[str, ...] = ()) -> None:
+    """Add a sweep's returned counts (only actions, not e.g. `healthy`) to sandbox_sweep_actions."""
+    for action, count in counts.items():
+        if count and action not in skip:
+            sweep_actions.labels(action).inc(count)
