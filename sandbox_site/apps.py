@@ -12,3 +12,6 @@ class SandboxSiteConfig(AppConfig):
 
         # Before anything opens the database: a new SQLite file is then created 0600, an old one fixed.
         secure_at_start()
+        from sandbox_site.metrics.database import instrument_database
+
+        instrument_database()  # django-prometheus's query metrics on every connection, engines unchanged

@@ -76,6 +76,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # django-prometheus's HTTP metrics: outermost and innermost, so they time the whole stack.
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "sandbox_site.request_id.RequestIdMiddleware",
     "sandbox_site.csp.ContentSecurityPolicyMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -87,6 +89,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
     # Last but one, as django-axes asks: it turns a locked-out login into the lockout page (429).
     "axes.middleware.AxesMiddleware",
     # Innermost and synchronous only, so the whole stack runs synchronously under ASGI (sync_stack.py).
@@ -454,16 +457,49 @@ try:
 except RuntimeFailure as _exc:
     raise ImproperlyConfigured(f"SANDBOX_RUNTIME={SANDBOX_RUNTIME}: {_exc.message}") from None
 
+# --- metrics (docs/operations.md) ------------------------------------------------------------------------
+# /metrics is served to a bearer token, to the addresses in the allow list (IPs or networks, `none` for no
+# address), and to logged-in staff (sandbox_site/metrics/access.py).
+SANDBOX_METRICS_TOKEN = env.string("SANDBOX_METRICS_TOKEN")
+SANDBOX_METRICS_ALLOW = ",".join(env.items("SANDBOX_METRICS_ALLOW", ["127.0.0.1", "::1"]))
+try:
+    from sandbox_site.metrics.access import parse_allow as _parse_metrics_allow
+
+    _parse_metrics_allow(SANDBOX_METRICS_ALLOW)
+except ValueError as _exc:
+    raise ImproperlyConfigured(str(_exc)) from None
+# Where `manage.py serve` keeps its processes' metric values (emptied when it starts; PROMETHEUS_MULTIPROC_DIR,
+# when set, wins).
+SANDBOX_METRICS_DIR = Path(env.string("SANDBOX_METRICS_DIR", str(DATA_DIR / "metrics"))).resolve()
+
 # --- logging --------------------------------------------------------------------------------------------
 
 LOG_LEVEL = env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
+# `json`: one JSON object per line with the request, session and execution ids (sandbox_site/log_format.py),
+# and one line per request instead of uvicorn's access log.
+LOG_FORMAT = env.choice("LOG_FORMAT", "plain", ("plain", "json"))
+if LOG_FORMAT == "json":
+    MIDDLEWARE.insert(
+        MIDDLEWARE.index("sandbox_site.request_id.RequestIdMiddleware") + 1,
+        "sandbox_site.log_format.RequestLogMiddleware",
+    )
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "sandbox_site.request_id.RequestIdLogFilter"}},
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s [%(request_id)s] %(name)s %(message)s"}},
+    "filters": {
+        "request_id": {"()": "sandbox_site.request_id.RequestIdLogFilter"},
+        "log_context": {"()": "sandbox_site.log_format.LogContextFilter"},
+    },
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s [%(request_id)s] %(name)s %(message)s"},
+        "json": {"()": "sandbox_site.log_format.JsonFormatter"},
+    },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["request_id"]}
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["request_id", "log_context"],
+        }
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "INFO"}},

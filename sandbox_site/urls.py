@@ -11,6 +11,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularSwaggerSplitView
 
 from sandbox_site import views as console
+from sandbox_site.metrics.views import metrics_view
 from sandbox_site.api.errors import is_api_path, json_error
 
 admin.site.site_header = "Sandbox Control Plane"
@@ -30,6 +31,8 @@ urlpatterns = [
         name="login",
     ),
     path("logout/", auth_views.LogoutView.as_view(next_page="login"), name="logout"),
+    # Prometheus: for the token, the allowed addresses and staff only (sandbox_site/metrics/access.py).
+    path("metrics", metrics_view, name="metrics"),
     path("", console.dashboard, name="dashboard"),
     path("", include("sessions_app.urls")),
     path("", include("executions_app.urls")),
