@@ -11,8 +11,8 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularSwaggerSplitView
 
 from sandbox_site import views as console
-from sandbox_site.metrics.views import metrics_view
 from sandbox_site.api.errors import is_api_path, json_error
+from sandbox_site.metrics.views import metrics_view
 
 admin.site.site_header = "Sandbox Control Plane"
 admin.site.site_title = "Sandbox Control Plane"
