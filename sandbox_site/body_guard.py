@@ -56,10 +56,11 @@ Message = dict[str, Any]
 NO_CREDENTIALS_MESSAGE = "Authentication credentials were not provided."
 # Bodies up to this size cost less to read than a credential lookup: their credentials are left to Django.
 SMALL_BODY_BYTES = 64 * 1024
-# API paths anyone may read: /health and /health/detailed (probes), the schema and the docs.
-PUBLIC_API_PATHS = frozenset({"/api/v1/health", "/api/v1/health/detailed", "/api/v1/schema/"})
+# API paths anyone may read: the index, /health and /health/detailed (probes), the schema and the docs;
+# written without the trailing slash every API path may also carry (sandbox_site/api/routes.py).
+PUBLIC_API_PATHS = frozenset({"/api/v1", "/api/v1/health", "/api/v1/health/detailed", "/api/v1/schema"})
 PUBLIC_API_PREFIXES = ("/api/docs/",)
-API_UPLOAD_PATH = re.compile(r"^/api/v1/sessions/[^/]+/files/upload$")
+API_UPLOAD_PATH = re.compile(r"^/api/v1/sessions/[^/]+/files/upload/?$")
 CONSOLE_UPLOAD_PATH = re.compile(r"^/sessions/[^/]+/files/upload/$")
 
 
@@ -75,7 +76,7 @@ def rule_for(path: str) -> PathRule:
     upload = bool(API_UPLOAD_PATH.match(path) or CONSOLE_UPLOAD_PATH.match(path))
     limit = settings.SANDBOX_MAX_UPLOAD_REQUEST_BYTES if upload else settings.SANDBOX_MAX_REQUEST_BYTES
     if path.startswith("/api/"):
-        public = path in PUBLIC_API_PATHS or path.startswith(PUBLIC_API_PREFIXES)
+        public = path.removesuffix("/") in PUBLIC_API_PATHS or path.startswith(PUBLIC_API_PREFIXES)
         return PathRule(limit, "open" if public else "api")
     return PathRule(limit, "console" if upload else "open")
 

@@ -12,6 +12,8 @@ from drf_spectacular.views import SpectacularSwaggerSplitView
 
 from sandbox_site import views as console
 from sandbox_site.api.errors import is_api_path, json_error
+from sandbox_site.api.root import ApiRootView
+from sandbox_site.api.routes import api_path
 from sandbox_site.metrics.views import metrics_view
 
 admin.site.site_header = "Sandbox Control Plane"
@@ -20,6 +22,7 @@ admin.site.index_title = "Operations"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    api_path("api/v1", ApiRootView.as_view(), name="api-root"),
     path("api/v1/", include("sandbox_site.api.urls")),
     # The split view serves its start-up script as a file, not inline: the Content-Security-Policy allows it.
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),

@@ -7,9 +7,8 @@ sandbox_site/api/viewsets.py), one id per path.
 
 from __future__ import annotations
 
-from django.urls import path
-
 from executions_app.api.views import ExecutionViewSet, SessionExecutionViewSet
+from sandbox_site.api.routes import api_path
 
 execute = SessionExecutionViewSet.as_view({"post": "execute"}, operation_ids={"post": "executions_create"})
 execute_sync = SessionExecutionViewSet.as_view(
@@ -20,48 +19,48 @@ executions = SessionExecutionViewSet.as_view(
 )
 
 urlpatterns = [
-    path("sessions/<str:session_id>/execute", execute, name="session-execute"),
-    path("sessions/<str:session_id>/execute-sync", execute_sync, name="session-execute-sync"),
-    path("sessions/<str:session_id>/executions", executions, name="session-executions"),
-    path(
+    api_path("sessions/<str:session_id>/execute", execute, name="session-execute"),
+    api_path("sessions/<str:session_id>/execute-sync", execute_sync, name="session-execute-sync"),
+    api_path("sessions/<str:session_id>/executions", executions, name="session-executions"),
+    api_path(
         "executions/sessions/<str:session_id>/execute",
         SessionExecutionViewSet.as_view(
             {"post": "execute"}, operation_ids={"post": "executions_sessions_execute"}
         ),
     ),
-    path(
+    api_path(
         "executions/sessions/<str:session_id>/execute-sync",
         SessionExecutionViewSet.as_view(
             {"post": "execute_sync"}, operation_ids={"post": "executions_sessions_execute_sync"}
         ),
     ),
-    path(
+    api_path(
         "executions/sessions/<str:session_id>/executions",
         SessionExecutionViewSet.as_view(
             {"get": "list"}, operation_ids={"get": "executions_sessions_executions_list"}
         ),
     ),
-    path(
+    api_path(
         "executions/<str:execution_id>",
         ExecutionViewSet.as_view({"get": "retrieve"}, operation_ids={"get": "executions_retrieve"}),
         name="execution-detail",
     ),
-    path(
+    api_path(
         "executions/<str:execution_id>/status",
         ExecutionViewSet.as_view({"get": "retrieve"}, operation_ids={"get": "executions_status"}),
         name="execution-status",
     ),
-    path(
+    api_path(
         "executions/<str:execution_id>/result",
         ExecutionViewSet.as_view({"get": "retrieve"}, operation_ids={"get": "executions_result"}),
         name="execution-result",
     ),
-    path(
+    api_path(
         "executions/<str:execution_id>/output",
         ExecutionViewSet.as_view({"get": "output"}),
         name="execution-output",
     ),
-    path(
+    api_path(
         "executions/<str:execution_id>/cancel",
         ExecutionViewSet.as_view({"post": "cancel"}),
         name="execution-cancel",
