@@ -17,14 +17,21 @@ then SIGKILL if it has not exited within the grace period.
 
 from __future__ import annotations
 
+import logging
+import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from sandbox_site.log_format import uvicorn_log_config
 from sandbox_site.management.supervision import StopRequested, stop_children
+from sandbox_site.metrics import multiprocess as metrics_dir
+
+logger = logging.getLogger(__name__)
 
 # Seconds uvicorn gives open requests and websockets to finish after SIGTERM before it cancels them; below
 # the default grace, so the web processes exit on their own before SIGKILL.
@@ -70,6 +77,12 @@ def uvicorn_command(host: str, port: int, workers: int) -> list[str]:
         str(WEB_SHUTDOWN_SECONDS),
         "--log-level",
         settings.LOG_LEVEL.lower(),
+        # JSON logs: uvicorn's own lines in JSON too, and one request line from Django instead of its access log.
+        *(
+            ["--no-access-log", "--log-config", uvicorn_log_config(settings.DATA_DIR / "uvicorn-log.json")]
+            if settings.LOG_FORMAT == "json"
+            else []
+        ),
     ]
 
 
@@ -101,6 +114,9 @@ class Command(BaseCommand):
         **options,
     ):
         web_processes = web_workers or settings.SANDBOX_WEB_WORKERS
+        # Before any child starts (and imports prometheus_client): every web and worker process keeps its
+        # metric values in this directory, emptied now, and /metrics adds them up (sandbox_site/metrics/).
+        metrics_dir.prepare(Path(os.environ.get(metrics_dir.ENV) or settings.SANDBOX_METRICS_DIR))
         commands = [uvicorn_command(host, port, web_processes)]
         if not no_workers:
             commands.append([sys.executable, "manage.py", "run_worker"])
@@ -109,10 +125,14 @@ class Command(BaseCommand):
         names = ["uvicorn", "worker"][: len(commands)]
         children = [subprocess.Popen(command, start_new_session=True) for command in commands]
         stopping = StopRequested()
-        self.stdout.write(
+        serving = (
             f"Serving on http://{host}:{port} with {web_processes} web process(es)"
             "  (Ctrl-C stops the server and the workers)"
         )
+        if settings.LOG_FORMAT == "json":
+            logger.warning(serving)  # a log line like every other, and shown at every LOG_LEVEL as before
+        else:
+            self.stdout.write(serving)
         exit_code = 0
         while not stopping:
             exited = [
