@@ -125,3 +125,24 @@ class RequestLogMiddleware:
             "%s %s %s %.1f ms", request.method, request.path, response.status_code, duration_ms, extra=fields
         )
         return response
+
+
+def uvicorn_log_config(path: Any) -> str:
+    """Write a uvicorn `--log-config` that makes its own lines (start-up, shutdown, errors) JSON too, and
+    return its path. Its access log is switched off in JSON mode: `RequestLogMiddleware` writes that line."""
+    config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "sandbox_site.log_format.JsonFormatter"}},
+        "handlers": {
+            "default": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+        },
+        "loggers": {
+            "uvicorn": {"handlers": ["default"], "level": "INFO", "propagate": False},
+            "uvicorn.error": {"level": "INFO"},
+            "uvicorn.access": {"handlers": ["default"], "level": "INFO", "propagate": False},
+        },
+    }
+    with open(path, "w") as sink:
+        json.dump(config, sink)
+    return str(path)
