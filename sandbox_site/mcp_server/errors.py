@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+# DRF's views before our errors module: errors imports them, and their parser setting imports errors back.
+import rest_framework.views  # noqa: F401
 from mcp.server.mcpserver.exceptions import ToolError
 from rest_framework import serializers
 

@@ -1,9 +1,9 @@
 """The MCP tools: sessions, executions and files through the same services, serializers and visibility
 rule as the REST API (/api/v1), so a tool call is accepted or refused exactly as the equivalent request.
 
-Each tool is a thin async shell: the caller's owner comes from the transport (`owner_of`), the work runs in a
-thread (the ORM and the services are synchronous), and a domain error becomes a tool error in the API's
-error shape (errors.py).
+Each tool is a thin async shell: the work runs in a thread (the ORM and the services are synchronous), for the
+owner the transport names (`owner_of`, called in that thread), and a domain error becomes a tool error in the
+API's error shape (errors.py).
 """
 
 from __future__ import annotations
@@ -175,17 +175,21 @@ def _download(owner: Any, session_id: str, path: str, encoding: str) -> dict[str
 
 
 def build_server(*, owner_of: OwnerOf) -> MCPServer:
-    """The MCP server with every tool; `owner_of(ctx)` names the user a call acts for (the API key's owner).
+    """The MCP server with every tool; `owner_of(ctx)` names the user a call acts for (the API key's owner),
+    or raises a tool error. It is called in the call's worker thread, so it may query the database.
 
-    stdio passes the owner of the key the process was started with; HTTP reads the owner its front door
-    authenticated for the request (http.py).
+    stdio checks the key the process was started with on every call (a revoked key stops working at once, as
+    over HTTP); HTTP reads the owner its front door authenticated for the request (http.py).
     """
     server: MCPServer = MCPServer("sandbox-control-plane", instructions=INSTRUCTIONS)
+
+    async def for_owner(ctx: Context, function: Callable[..., Any], *args: Any) -> Any:
+        return await _in_thread(lambda: function(owner_of(ctx), *args))
 
     @server.tool()
     async def list_templates(ctx: Context) -> dict[str, Any]:
         """The templates a session can be created from (id, language runtime, default resources)."""
-        return await _in_thread(_templates, owner_of(ctx))
+        return await for_owner(ctx, _templates)
 
     @server.tool()
     async def create_session(
@@ -218,7 +222,7 @@ def build_server(*, owner_of: OwnerOf) -> MCPServer:
             "dependencies": dependencies,
         }
         arguments = {name: value for name, value in given.items() if value is not None}
-        return await _in_thread(_create_session, owner_of(ctx), arguments)
+        return await for_owner(ctx, _create_session, arguments)
 
     @server.tool()
     async def execute(
@@ -243,7 +247,7 @@ def build_server(*, owner_of: OwnerOf) -> MCPServer:
             body["event"] = event
         if entrypoint:
             body["entrypoint"] = entrypoint
-        execution = await _in_thread(_submit, owner_of(ctx), session_id, body)
+        execution = await for_owner(ctx, _submit, session_id, body)
         return await _run_streaming(ctx, execution)
 
     @server.tool()
@@ -256,7 +260,7 @@ def build_server(*, owner_of: OwnerOf) -> MCPServer:
     ) -> dict[str, Any]:
         """Write a file into the session's workspace (`path` relative to /workspace; directories are
         created). `content` is UTF-8 text, or base64 for binary data with encoding "base64"."""
-        return await _in_thread(_upload, owner_of(ctx), session_id, path, content, encoding)
+        return await for_owner(ctx, _upload, session_id, path, content, encoding)
 
     @server.tool()
     async def download(
@@ -267,18 +271,18 @@ def build_server(*, owner_of: OwnerOf) -> MCPServer:
     ) -> dict[str, Any]:
         """Read a file of the session's workspace (also after the session ended: its saved copy).
         "auto" answers UTF-8 text as text and anything else as base64; `encoding` in the answer says which."""
-        return await _in_thread(_download, owner_of(ctx), session_id, path, encoding)
+        return await for_owner(ctx, _download, session_id, path, encoding)
 
     @server.tool()
     async def list_files(ctx: Context, session_id: str, path: str = "") -> dict[str, Any]:
-        """List the files of the session's workspace, recursively (`path`: a directory relative to
-        /workspace; empty for all)."""
-        return await _in_thread(_list_files, owner_of(ctx), session_id, path)
+        """List a directory of the session's workspace (`path` relative to /workspace; empty for its top):
+        name, path, size, modified_time and is_dir of each entry."""
+        return await for_owner(ctx, _list_files, session_id, path)
 
     @server.tool()
     async def terminate(ctx: Context, session_id: str) -> dict[str, Any]:
         """End a session and remove its sandbox (its files stay downloadable). Ending an ended session
         changes nothing."""
-        return await _in_thread(_terminate, owner_of(ctx), session_id)
+        return await for_owner(ctx, _terminate, session_id)
 
     return server
