@@ -24,6 +24,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     api_path("api/v1", ApiRootView.as_view(), name="api-root"),
     path("api/v1/", include("sandbox_site.api.urls")),
+    # The E2B SDKs' control API and in-sandbox services (E2B_API_URL and E2B_SANDBOX_URL point here).
+    path("e2b/", include("sandbox_site.e2b.urls")),
     # The split view serves its start-up script as a file, not inline: the Content-Security-Policy allows it.
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),
     path("docs", RedirectView.as_view(url="/api/docs/", permanent=False)),
