@@ -18,11 +18,13 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from sandbox_site.body_guard import BodyGuard  # noqa: E402
 from sandbox_site.mcp_server.http import McpRouter  # noqa: E402
+from sandbox_site.request_threads import RequestThreads  # noqa: E402
 from sandbox_site.routing import allowed_hosts_or_no_origin, websocket_urlpatterns  # noqa: E402
 
 # Credentials and body limits are judged from the headers before Django reads any body (the MCP app judges its
 # own requests' the same way).
-http = McpRouter(BodyGuard(django_asgi_app))
+# Every HTTP request runs its synchronous parts on a kept thread, with its database connection still open.
+http = RequestThreads(McpRouter(BodyGuard(django_asgi_app)))
 
 application = ProtocolTypeRouter(
     {

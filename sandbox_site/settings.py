@@ -151,6 +151,8 @@ if _db.engine == "sqlite":
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": _db.name,
+            # Request threads are kept (sandbox_site/request_threads.py), and so are their connections.
+            "CONN_MAX_AGE": env.integer("DATABASE_CONN_MAX_AGE", 60, minimum=0),
             # WAL lets the web and worker processes read while one writes; IMMEDIATE takes the write lock at
             # BEGIN, so a transaction never fails half-way with "database is locked" on lock upgrade.
             "OPTIONS": {
