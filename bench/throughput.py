@@ -430,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         figures.update(bench_config(config, args))
     load_after = os.getloadavg()
     figures["load_start"], figures["load_end"] = load_before[0], load_after[0]
-    print(f"\nthe servers' logs: /tmp/bench-throughput-<config>.log")
+    print("\nthe servers' logs: /tmp/bench-throughput-<config>.log")
     print(f"load average at the end {load_after[0]:.2f}; CPU columns: ms per execution")
     for config in args.configs:
         if 16 in args.concurrency:
