@@ -20,6 +20,8 @@ from django.utils import timezone
 from executions_app.models import Execution, ExecutionStatus
 from executions_app.output import OutputRecorder, broadcast
 from runtime import ExecuteRequest, ExecutionEvent, ExecutionResult, FileChange, OutputChunk, RuntimeFailure
+from sandbox_site.log_format import log_context
+from sandbox_site.metrics import record
 from sessions_app.models import InvalidTransition, SandboxSession, SessionStatus
 from sessions_app.sandboxes import handle_for, runtime_for
 
@@ -139,7 +141,8 @@ def execution_run(execution_id: str, *, release_connection: bool = False) -> Exe
         return None
     with ExecutionLease(execution_id):
         execution = Execution.objects.select_related("session").get(pk=execution_id)
-        return _run_claimed(execution, release_connection)
+        with log_context(session_id=execution.session_id, execution_id=execution_id):
+            return _run_claimed(execution, release_connection)
 
 
 def execution_run_here(
@@ -150,7 +153,10 @@ def execution_run_here(
     `on_event` sees every event of the executor's stream as it arrives, before it is recorded: callers that
     relay live output (the E2B surface) need it without waiting for the batched writes.
     """
-    with ExecutionLease(execution.id):
+    with (
+        ExecutionLease(execution.id),
+        log_context(session_id=execution.session_id, execution_id=execution.id),
+    ):
         return _run_claimed(execution, on_event=on_event)
 
 
@@ -322,6 +328,7 @@ def execution_expire_leases(*, now=None, batch: int | None = None) -> int:
             except RuntimeFailure:
                 pass
         broadcast(execution.id, {"event": "result", "status": execution.status, "exit_code": None})
+    record.sweep({"leases_expired": expired})
     return expired
 
 
@@ -361,6 +368,7 @@ def _finish(
             execution.refresh_from_db()
         final = {"event": "result", "status": execution.status, "exit_code": execution.exit_code}
         transaction.on_commit(lambda: broadcast(execution.id, final))
+    record.execution_finished(execution)
     return execution
 
 

@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from runtime import PackageInstall, RuntimeFailure
 from runtime.packages import index_policy
+from sandbox_site.metrics import record
 from sessions_app.models import DependencyInstallStatus, SandboxSession, SessionStatus
 from sessions_app.sandboxes import handle_for, runtime_for
 
@@ -128,6 +129,8 @@ def session_install_dependencies(*, session_id: str) -> SandboxSession | None:
             "installed_dependencies": installed,
         }
     finished = timezone.now()
+    completed = outcome["dependency_install_status"] == DependencyInstallStatus.COMPLETED
+    record.dependency_install(ok=completed, seconds=(finished - now).total_seconds())
     SandboxSession.objects.filter(
         pk=session_id, dependency_install_status=DependencyInstallStatus.INSTALLING
     ).update(updated_at=finished, dependency_install_finished_at=finished, **outcome)

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from runtime import RuntimeFailure
+from sandbox_site.metrics import record
 from sessions_app.models import SandboxSession, SessionStatus, SessionUsageSample, WarmSandbox
 from sessions_app.sandboxes import handle_for, runtime_for, runtime_named
 from sessions_app.services import session_end
@@ -49,6 +50,8 @@ def sessions_sweep(*, now: Any = None) -> dict[str, int]:
         )
         counts["stuck_creating"] += 1
     warm_pool_drop_stuck()
+    record.sweep({"idle_timeout": counts["idle"], "lifetime_exceeded": counts["lifetime"]})
+    record.sweep({"provisioning_timeout": counts["stuck_creating"]})
     return counts
 
 
@@ -102,11 +105,13 @@ def sessions_probe(*, limit: int | None = None) -> dict[str, int]:
             counts["healthy"] += 1
             continue
         failures = session.probe_failures + 1
+        record.probe_failure(runtime=session.runtime_type)
         SandboxSession.objects.filter(pk=session.pk).update(probe_failures=failures, usage_updated_at=now)
         counts["unhealthy"] += 1
         if failures >= settings.SANDBOX_HEALTH_FAILURES:
             _lose(session, f"the sandbox did not answer {failures} health probes in a row")
             counts["lost"] += 1
+    record.sweep({"container_lost": counts["lost"]})
     return counts
 
 
@@ -163,4 +168,5 @@ def sessions_sync_state() -> dict[str, int]:
             if not state.running and not _answers(runtime, stored):
                 _lose(session, f"the sandbox stopped: {state.detail}")
                 counts["sessions_lost"] += 1
+    record.sweep(counts)
     return counts

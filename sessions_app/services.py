@@ -15,6 +15,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from runtime import Resources, RuntimeFailure, SandboxHandle, SandboxSpec
+from sandbox_site.metrics import record
 from sessions_app.admission import AdmissionRefused, admit_session
 from sessions_app.dependencies import merge_dependencies
 from sessions_app.models import DependencyInstallStatus, InvalidTransition, SandboxSession, SessionStatus
@@ -149,8 +150,10 @@ def session_provision(*, session: SandboxSession) -> SandboxSession:
         handle = runtime.create(session_spec(session))
     except RuntimeFailure as exc:
         logger.warning("provisioning session %s failed: %s", session.id, exc.message)
+        record.session_started(session, warm=False, ok=False)
         try:
             session.mark_failed("provisioning_failed", detail=exc.message)
+            record.session_finished(session)
         except InvalidTransition:
             session.refresh_from_db()
         return session
@@ -158,8 +161,10 @@ def session_provision(*, session: SandboxSession) -> SandboxSession:
     failure = _restore_workspace(session, handle) if session.restore_from else ""
     if failure:
         runtime.destroy(handle)
+        record.session_started(session, warm=False, ok=False)
         try:
             session.mark_failed("restore_failed", detail=failure)
+            record.session_finished(session)
         except InvalidTransition:
             session.refresh_from_db()
         return session
@@ -174,6 +179,7 @@ def session_provision(*, session: SandboxSession) -> SandboxSession:
         runtime.destroy(handle)
         session.refresh_from_db()
         return session
+    record.session_started(session, warm=False, ok=True)
     _enqueue_pending_install(session)
     return session
 
@@ -211,6 +217,7 @@ def session_start(*, session: SandboxSession) -> SandboxSession:
         tasks.enqueue_warm_pool_refill(session.template_id)
         handle = handle_for(session)
         if session.status == SessionStatus.RUNNING and handle is not None:
+            record.session_started(session, warm=True, ok=True)
             failure = _restore_workspace(session, handle) if session.restore_from else ""
             if failure:
                 return session_end(
@@ -284,6 +291,7 @@ def session_end(
         # Someone else ended it first; their ending stands.
         session.refresh_from_db()
         return session
+    record.session_finished(session)
     _cancel_running_executions(session)
     if save_workspace:
         from sessions_app.workspaces import workspace_save

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.db import transaction
 from django_q.tasks import async_task
 
+from sandbox_site.log_format import log_context
 from sessions_app.dependencies import session_install_dependencies
 from sessions_app.lifecycle import sessions_probe, sessions_sweep, sessions_sync_state
 from sessions_app.models import SandboxSession
@@ -17,7 +18,8 @@ def session_provision_task(session_id: str) -> None:
     """Build the sandbox of a `creating` session; a second delivery finds it running and does nothing."""
     session = SandboxSession.objects.select_related("template").filter(pk=session_id).first()
     if session is not None:
-        session_provision(session=session)
+        with log_context(session_id=session_id, owner=session.owner_id):
+            session_provision(session=session)
 
 
 def enqueue_session_provision(session_id: str) -> None:
@@ -36,7 +38,8 @@ def enqueue_session_provision(session_id: str) -> None:
 
 def session_install_dependencies_task(session_id: str) -> str | None:
     """Install a session's pending dependencies; a second delivery finds them claimed and does nothing."""
-    session = session_install_dependencies(session_id=session_id)
+    with log_context(session_id=session_id):
+        session = session_install_dependencies(session_id=session_id)
     return session.dependency_install_status if session is not None else None
 
 
