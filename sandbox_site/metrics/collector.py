@@ -66,7 +66,9 @@ class DatabaseCollector(Collector):
         )
         live = SandboxSession.objects.filter(status__in=LIVE_SESSION_STATUSES)
         for row in live.values("status", "template_id", "runtime_type").annotate(n=Count("id")).order_by():
-            sessions.add_metric([row["status"], row["template_id"], row["runtime_type"] or "default"], row["n"])
+            sessions.add_metric(
+                [row["status"], row["template_id"], row["runtime_type"] or "default"], row["n"]
+            )
         per_template = (
             live.values("template_id")
             .annotate(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from django.utils import timezone
 from prometheus_client import Counter, Histogram
@@ -72,26 +73,30 @@ def _seconds_since(moment: datetime | None) -> float:
     return max(0.0, (timezone.now() - moment).total_seconds())
 
 
-def session_started(*, template: str, warm: bool, created_at: datetime | None, ok: bool) -> None:
-    """A session got its sandbox (ok) or failed to; the latency counts only successful starts."""
+def session_started(session: Any, *, warm: bool, ok: bool) -> None:
+    """A session got its sandbox (ok) or failed to; the latency (since the session was recorded) counts
+    successful starts only."""
     start = "warm" if warm else "cold"
-    session_creates.labels(template, start, "success" if ok else "failure").inc()
+    session_creates.labels(session.template_id, start, "success" if ok else "failure").inc()
     if ok:
-        session_create_seconds.labels(template, start).observe(_seconds_since(created_at))
+        session_create_seconds.labels(session.template_id, start).observe(_seconds_since(session.created_at))
 
 
-def session_finished(*, template: str, status: str, reason: str) -> None:
-    sessions_finished.labels(template, status, reason or "unknown").inc()
+def session_finished(session: Any) -> None:
+    """A session reached an ended status (call it after the transition)."""
+    sessions_finished.labels(
+        session.template_id, session.status, session.termination_reason or "unknown"
+    ).inc()
 
 
-def execution_finished(
-    *, language: str, status: str, started_at: datetime | None, stdout: str = "", stderr: str = ""
-) -> None:
-    execution_seconds.labels(language, status).observe(_seconds_since(started_at))
-    if stdout:
-        execution_output_bytes.labels(language, "stdout").inc(len(stdout.encode("utf-8", "replace")))
-    if stderr:
-        execution_output_bytes.labels(language, "stderr").inc(len(stderr.encode("utf-8", "replace")))
+def execution_finished(execution: Any) -> None:
+    """An execution reached its final status (call it after the transition, with stdout and stderr set)."""
+    language = execution.language
+    execution_seconds.labels(language, execution.status).observe(_seconds_since(execution.started_at))
+    for stream in ("stdout", "stderr"):
+        text = getattr(execution, stream) or ""
+        if text:
+            execution_output_bytes.labels(language, stream).inc(len(text.encode("utf-8", "replace")))
 
 
 def dependency_install(*, ok: bool, seconds: float) -> None:
@@ -99,11 +104,11 @@ def dependency_install(*, ok: bool, seconds: float) -> None:
 
 
 def probe_failure(*, runtime: str) -> None:
-    probe_failures.labels(runtime or "unknown").inc()
+    probe_failures.labels(runtime or "default").inc()
 
 
-def sweep(counts: Mapping[str, int], *, skip: tuple[str, ...] = ()) -> None:
-    """Add a sweep's returned counts (only actions, not e.g. `healthy`) to sandbox_sweep_actions."""
+def sweep(counts: Mapping[str, int]) -> None:
+    """Add a sweep's action counts to sandbox_sweep_actions_total."""
     for action, count in counts.items():
-        if count and action not in skip:
+        if count:
             sweep_actions.labels(action).inc(count)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable
 
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
@@ -21,7 +21,7 @@ from sandbox_site.metrics.collector import DatabaseCollector
 class _ThisProcess(Collector):
     """The default registry's metrics: this process's, when values live in its memory."""
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterable[Metric]:
         return REGISTRY.collect()
 
 
