@@ -48,6 +48,7 @@ from django.shortcuts import resolve_url
 
 from sandbox_site.api.authentication import UnknownApiKey, api_key_of
 from sandbox_site.api.errors import error_body
+from sandbox_site.e2b import auth as e2b_auth
 from sandbox_site.request_id import request_id_from
 
 Scope = dict[str, Any]
@@ -62,6 +63,7 @@ PUBLIC_API_PATHS = frozenset({"/api/v1", "/api/v1/health", "/api/v1/health/detai
 PUBLIC_API_PREFIXES = ("/api/docs/",)
 API_UPLOAD_PATH = re.compile(r"^/api/v1/sessions/[^/]+/files/upload/?$")
 CONSOLE_UPLOAD_PATH = re.compile(r"^/sessions/[^/]+/files/upload/$")
+E2B_PREFIX = "/e2b/"
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ class PathRule:
     """What a path demands before its body is read: a body limit, and whose credentials (if any)."""
 
     limit: int
-    access: str  # "open", "api" (API key or console login) or "console" (console login)
+    access: str  # "open", "api" (API key or console login), "console" (console login) or "e2b" (e2b/auth.py)
 
 
 def rule_for(path: str) -> PathRule:
@@ -78,6 +80,12 @@ def rule_for(path: str) -> PathRule:
     if path.startswith("/api/"):
         public = path.removesuffix("/") in PUBLIC_API_PATHS or path.startswith(PUBLIC_API_PREFIXES)
         return PathRule(limit, "open" if public else "api")
+    if path.startswith(E2B_PREFIX):
+        # The E2B surface: an API key, or a sandbox's access token (sandbox_site/e2b/auth.py); uploads to
+        # envd's /files take the upload limit; /health is public, as envd's is.
+        if path == E2B_PREFIX + "files":
+            limit = settings.SANDBOX_MAX_UPLOAD_REQUEST_BYTES
+        return PathRule(limit, "open" if path == E2B_PREFIX + "health" else "e2b")
     return PathRule(limit, "console" if upload else "open")
 
 
@@ -156,6 +164,19 @@ def carries_credentials(meta: dict[str, str], *, api_key_allowed: bool) -> bool:
 _check_credentials = database_sync_to_async(credentials_refusal, thread_sensitive=False)
 
 
+async def _e2b_refusal(meta: dict[str, str]) -> str | None:
+    """The E2B surface's credentials, judged like the API's: none at all is refused at once, a large body's
+    are looked up here, a small body's are left to the view (which answers in E2B's shape)."""
+    if not e2b_auth.carries_credentials(meta):
+        return e2b_auth.NO_CREDENTIALS_MESSAGE
+    if small_body(meta):
+        return None
+    return await _check_e2b_credentials(meta)
+
+
+_check_e2b_credentials = database_sync_to_async(e2b_auth.credentials_refusal, thread_sensitive=False)
+
+
 def _mib(limit: int) -> str:
     return f"{limit / (1024 * 1024):.2f}".rstrip("0").rstrip(".") + f" MiB ({limit} bytes)"
 
@@ -174,7 +195,12 @@ class BodyGuard:
         meta = meta_of(scope)
         request_id = request_id_from(meta.get("HTTP_X_REQUEST_ID", ""))
 
-        if rule.access != "open":
+        if rule.access == "e2b":
+            refusal = await _e2b_refusal(meta)
+            if refusal is not None:
+                await _send_error(send, 401, "unauthorized", refusal, request_id)
+                return
+        elif rule.access != "open":
             api_key_allowed = rule.access == "api"
             if not carries_credentials(meta, api_key_allowed=api_key_allowed):
                 refusal = NO_CREDENTIALS_MESSAGE  # nothing to look up: no thread hop, no query

@@ -104,3 +104,6 @@ def credentials_refusal(meta: dict[str, Any]) -> str | None:
 
 def carries_credentials(meta: dict[str, Any]) -> bool:
     return bool(meta.get("HTTP_X_API_KEY") or any(meta.get(name) for name in ACCESS_TOKEN_HEADERS))
+
+
+NO_CREDENTIALS_MESSAGE = "an X-API-KEY (or, for a sandbox's services, its access token) is required"
