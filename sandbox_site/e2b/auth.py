@@ -98,7 +98,8 @@ def credentials_refusal(meta: dict[str, Any]) -> str | None:
         else:
             owner_of(meta)
     except E2BAuthError as exc:
-        return exc.message
+        # A sandbox the credentials do not open is the view's 404/502, the same as for a small body.
+        return exc.message if exc.status == 401 else None
     return None
 
 

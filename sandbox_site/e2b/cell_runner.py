@@ -162,8 +162,10 @@ def __e2b_cell__(event: dict) -> dict:
         outcome["error"] = _error(exc)
         return outcome
     last = None
-    if tree.body and isinstance(tree.body[-1], ast.Expr):
-        last = ast.Expression(tree.body.pop().value)
+    final = tree.body[-1] if tree.body else None
+    if isinstance(final, ast.Expr):
+        tree.body.pop()
+        last = ast.Expression(final.value)
     state["definitions"] = {**state.get("definitions", {}), **_definitions(tree, source)}
     try:
         exec(compile(tree, CELL_FILE, "exec"), namespace)

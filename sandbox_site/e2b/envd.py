@@ -11,7 +11,7 @@ import gzip
 import shutil
 import tempfile
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -79,12 +79,10 @@ def files(request: HttpRequest) -> HttpResponse:
         return gone_response(exc)
     except FileNotFoundError:
         return e2b_error(404, f"path {request.GET.get('path', '')!r} not found")
-    except (SessionError, RuntimeFailure) as exc:
-        return (
-            gone_response(SandboxGone(caller.session.pk))
-            if isinstance(exc, SessionError)
-            else e2b_error(503, exc.message)
-        )
+    except SessionError:
+        return gone_response(SandboxGone(request.META.get("HTTP_E2B_SANDBOX_ID", "")))
+    except RuntimeFailure as exc:
+        return e2b_error(503, exc.message)
 
 
 def _download(caller: SandboxCaller, path: str) -> HttpResponse:
@@ -126,7 +124,7 @@ def _upload(caller: SandboxCaller, request: HttpRequest) -> HttpResponse:
         target = workspace_relative(path, allow_root=False)
         body: IO[bytes] = request  # type: ignore[assignment]
         if request.META.get("HTTP_CONTENT_ENCODING", "").lower() == "gzip":
-            body = gzip.GzipFile(fileobj=request, mode="rb")  # type: ignore[arg-type]
+            body = cast(IO[bytes], gzip.GzipFile(fileobj=request, mode="rb"))  # type: ignore[arg-type]
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
             try:
                 shutil.copyfileobj(body, spool, 64 * 1024)
