@@ -335,9 +335,11 @@ class DockerRuntime(Runtime):
 
         The workspace size is settled first, so a refusal leaves the container as it was: a loop workspace
         can grow where the kernel allows online ext4 resizing (CAP_SYS_RESOURCE), never shrink; a tmpfs
-        workspace keeps its size.
+        workspace keeps its size. One inspect gives the limits in force, and the engine is asked to change
+        them only when they differ (engine.update_limits).
         """
         dirs = self._dirs_for(handle)
+        attrs = self._attrs(handle)
         if os.path.exists(dirs.image):
             try:
                 ws.grow_loop(dirs.image, dirs.workspace, resources.disk_mb)
@@ -348,7 +350,7 @@ class DockerRuntime(Runtime):
                     permanent=True,
                 ) from exc
         else:
-            labels = self._labels(handle)
+            labels = attrs["Config"].get("Labels") or {}
             if labels.get(ds.LABEL_DISK_MB, str(resources.disk_mb)) != str(resources.disk_mb):
                 raise RuntimeFailure(
                     f"the tmpfs workspace of sandbox {handle.session_id} has a fixed size "
@@ -361,6 +363,7 @@ class DockerRuntime(Runtime):
             cpu=resources.cpu,
             memory_mb=resources.memory_mb,
             max_processes=resources.max_processes,
+            current=attrs.get("HostConfig") or {},
         )
 
     def install_packages(self, handle: SandboxHandle, request: PackageInstall) -> InstalledPackages:
@@ -386,9 +389,9 @@ class DockerRuntime(Runtime):
                 data_dir=self.data_dir,
             )
 
-    def _labels(self, handle: SandboxHandle) -> dict[str, str]:
+    def _attrs(self, handle: SandboxHandle) -> dict[str, Any]:
         try:
-            return self.docker().api.inspect_container(self._ref(handle))["Config"].get("Labels") or {}
+            return self.docker().api.inspect_container(self._ref(handle))
         except Exception as exc:
             raise engine_failure(exc, f"cannot inspect sandbox {handle.session_id}") from exc
 

@@ -52,20 +52,39 @@ def _explain(exc: docker.errors.APIError) -> str:
     return str(getattr(exc, "explanation", None) or exc)
 
 
-def update_limits(client: Any, ref: str, *, cpu: float, memory_mb: int, max_processes: int) -> None:
-    """Set cpu (as NanoCpus), memory (with memory+swap equal) and the pids limit of a live container.
-
-    The SDK's Container.update() cannot send NanoCpus or PidsLimit, and the engine refuses a CpuQuota update
-    on a container created with NanoCpus; the engine's documented update endpoint takes all three, so this
-    posts to it through the SDK's own request plumbing (same session, same API version negotiation).
-    """
+def limits_body(*, cpu: float, memory_mb: int, max_processes: int) -> dict[str, int]:
+    """The engine's HostConfig fields for these limits: cpu as NanoCpus, memory with memory+swap equal."""
     memory = int(memory_mb) * MIB
-    body = {
+    return {
         "NanoCpus": int(float(cpu) * 1e9),
         "Memory": memory,
         "MemorySwap": memory,
         "PidsLimit": int(max_processes),
     }
+
+
+def update_limits(
+    client: Any,
+    ref: str,
+    *,
+    cpu: float,
+    memory_mb: int,
+    max_processes: int,
+    current: dict[str, Any] | None = None,
+) -> bool:
+    """Set cpu, memory and the pids limit of a live container; return whether the engine was asked to.
+
+    `current` is the container's HostConfig as inspected: when it already has these limits nothing is sent.
+    That is the common case of a claimed warm sandbox (the session asks for the template's defaults), and an
+    update is not cheap: the engine runs `runc update` on the host for it, tens of ms on a busy one.
+
+    The SDK's Container.update() cannot send NanoCpus or PidsLimit, and the engine refuses a CpuQuota update
+    on a container created with NanoCpus; the engine's documented update endpoint takes all three, so this
+    posts to it through the SDK's own request plumbing (same session, same API version negotiation).
+    """
+    body = limits_body(cpu=cpu, memory_mb=memory_mb, max_processes=max_processes)
+    if current is not None and all(current.get(field) == value for field, value in body.items()):
+        return False
     api = client.api
     try:
         api._result(api._post_json(api._url("/containers/{0}/update", ref), data=body), True)
@@ -76,6 +95,7 @@ def update_limits(client: Any, ref: str, *, cpu: float, memory_mb: int, max_proc
         if "memory" in failure.message.lower() and "usage" in failure.message.lower():
             failure.permanent = True
         raise failure from exc
+    return True
 
 
 class UsageSampler:

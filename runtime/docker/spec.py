@@ -146,6 +146,7 @@ def container_options(
             LABEL_DATA_DIR: data_dir,
             LABEL_DIR: os.path.basename(dirs.root),
             LABEL_WORKSPACE: kind,
+            LABEL_DISK_MB: str(int(res.disk_mb)),
         }
     )
     return {

@@ -91,6 +91,35 @@ def test_update_resources_changes_the_limits_of_a_live_container(sbx):
     assert out.status == "completed" and out.stdout == "42\n"
 
 
+class _CountedUpdates:
+    """Counts the engine's container update calls made through one runtime's client (the call still runs)."""
+
+    def __init__(self, runtime: DockerRuntime, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.paths: list[str] = []
+        api = runtime.docker().api
+        post_json = api._post_json
+
+        def counted(url: str, *args: object, **kwargs: object) -> object:
+            if url.endswith("/update"):
+                self.paths.append(url)
+            return post_json(url, *args, **kwargs)
+
+        monkeypatch.setattr(api, "_post_json", counted)
+
+
+def test_update_resources_asks_the_engine_only_when_a_limit_differs(sbx, monkeypatch):
+    handle = sbx.make(cpu=1.0, memory_mb=256, max_processes=64, disk_mb=100)
+    updates = _CountedUpdates(sbx.runtime, monkeypatch)
+    sbx.runtime.update_resources(handle, Resources(cpu=1.0, memory_mb=256, max_processes=64, disk_mb=100))
+    assert updates.paths == []
+    sbx.runtime.update_resources(handle, Resources(cpu=1.0, memory_mb=256, max_processes=65, disk_mb=100))
+    assert len(updates.paths) == 1
+    assert engine().api.inspect_container(handle.sandbox_id)["HostConfig"]["PidsLimit"] == 65
+    # The limits now in force are the ones compared: asking for them again sends nothing.
+    sbx.runtime.update_resources(handle, Resources(cpu=1.0, memory_mb=256, max_processes=65, disk_mb=100))
+    assert len(updates.paths) == 1
+
+
 def test_a_workspace_never_shrinks_and_a_refused_update_changes_nothing(sbx):
     handle = sbx.make(memory_mb=256, disk_mb=100)
     with pytest.raises(RuntimeFailure) as info:
@@ -186,3 +215,6 @@ def test_the_tmpfs_workspace_mode_works_where_loop_devices_do_not(data_dir):
         assert any(
             line.startswith("tmpfs /workspace ") and "size=16384k" in line for line in mounts.splitlines()
         )
+        with pytest.raises(RuntimeFailure) as info:  # a tmpfs workspace keeps the size it was made with
+            sbx.runtime.update_resources(handle, Resources(disk_mb=32))
+        assert info.value.permanent and "fixed size (16 MiB)" in info.value.message
