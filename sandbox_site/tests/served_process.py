@@ -136,9 +136,8 @@ def serve(database_url: str, secret_key: str, *, workers: bool, **env_overrides:
         SANDBOX_DATA_DIR=str(data_dir),
         SANDBOX_RUNTIME="process",
         DJANGO_SECRET_KEY=secret_key,
-        LOG_LEVEL="WARNING",
         PYTHONUNBUFFERED="1",
-        **env_overrides,
+        **{"LOG_LEVEL": "WARNING", **env_overrides},
     )
     port = free_port()
     log = data_dir / "serve.log"
