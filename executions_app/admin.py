@@ -54,8 +54,11 @@ class ExecutionAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None):
-        # Viewing is allowed through the read-only form; saving would rewrite recorded results.
-        return request.method in ("GET", "HEAD")
+        # Recorded results are never rewritten: staff get Django's view-only page (no Save buttons).
+        return False
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_active and request.user.is_staff
 
 
 class RecentExecutionFormSet(BaseInlineFormSet):

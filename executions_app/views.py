@@ -17,13 +17,14 @@ from django_htmx.http import HTMX_STOP_POLLING, reswap, retarget, trigger_client
 
 from executions_app.api.serializers import ExecuteSerializer
 from executions_app.forms import EXAMPLE_CODE, ExecuteForm
-from executions_app.models import Execution, ExecutionOutputChunk
+from executions_app.models import Execution, ExecutionOutputChunk, ExecutionStatus, Language
 from executions_app.services import ExecutionError, execution_cancel, execution_start
 from sandbox_site.forms import add_serializer_errors
 from sandbox_site.views import HtmxHttpRequest, console_login_required
 from sessions_app.models import SandboxSession
 
 HISTORY_PAGE = 15
+LIST_PAGE = 20
 
 
 def pane_context(execution: Execution) -> dict[str, Any]:
@@ -55,6 +56,41 @@ def history_context(request: HtmxHttpRequest, session: SandboxSession) -> dict[s
         "total": sum(counts.values()),
         "watching": any(not execution.is_finished for execution in page.object_list),
     }
+
+
+@require_GET
+@console_login_required
+def execution_list(request: HtmxHttpRequest) -> HttpResponse:
+    """Executions across every session the user may see, newest first, filtered by status and language.
+
+    Visibility is `Execution.objects.visible_to`, as in the API; the table polls while an execution on it is
+    unfinished and stops with 286 once none is.
+    """
+    filters = {name: request.GET.get(name, "").strip() for name in ("status", "language")}
+    executions = Execution.objects.visible_to(request.user).select_related("session", "session__owner")
+    if filters["status"] in ExecutionStatus.values:
+        executions = executions.filter(status=filters["status"])
+    else:
+        filters["status"] = ""
+    if filters["language"] in Language.values:
+        executions = executions.filter(language=filters["language"])
+    else:
+        filters["language"] = ""
+    page = Paginator(executions.order_by("-created_at", "-id"), LIST_PAGE).get_page(request.GET.get("page"))
+    watching = any(not execution.is_finished for execution in page.object_list)
+    context = {
+        "page": page,
+        "filters": filters,
+        "statuses": ExecutionStatus.values,
+        "languages": Language.values,
+        "watching": watching,
+    }
+    if request.htmx:
+        response = render(request, "executions_app/execution_list.html#table", context)
+        if not watching:
+            response.status_code = HTMX_STOP_POLLING
+        return response
+    return render(request, "executions_app/execution_list.html", context)
 
 
 @require_GET

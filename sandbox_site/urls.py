@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.http import HttpRequest, HttpResponse
 from django.urls import include, path
-from django.views import defaults
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularSwaggerSplitView
 
 from sandbox_site import views as console
-from sandbox_site.api.errors import is_api_path, json_error
 from sandbox_site.api.root import ApiRootView
 from sandbox_site.api.routes import api_path
 from sandbox_site.metrics.views import metrics_view
@@ -38,6 +35,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(next_page="login"), name="logout"),
     # Prometheus: for the token, the allowed addresses and staff only (sandbox_site/metrics/access.py).
     path("metrics", metrics_view, name="metrics"),
+    path("favicon.ico", console.favicon),
     path("", console.dashboard, name="dashboard"),
     path("", include("sessions_app.urls")),
     path("", include("executions_app.urls")),
@@ -45,15 +43,8 @@ urlpatterns = [
 ]
 
 
-def handler404(request: HttpRequest, exception: Exception) -> HttpResponse:
-    if is_api_path(request):
-        return json_error(request, 404, "not_found", f"no API endpoint at {request.path}")
-    return defaults.page_not_found(request, exception)
-
-
-def handler500(request: HttpRequest) -> HttpResponse:
-    if is_api_path(request):
-        return json_error(
-            request, 500, "internal_error", "Something went wrong on our side; the request id identifies it."
-        )
-    return defaults.server_error(request)
+# Console paths get error pages in the console's layout, API paths the API's JSON errors (sandbox_site/views.py).
+handler400 = console.error_400
+handler403 = console.error_403
+handler404 = console.error_404
+handler500 = console.error_500

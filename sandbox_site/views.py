@@ -8,17 +8,22 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
-from django.db.models import Count
+from django.db.models import Count, Sum
 from django.db.models.functions import TruncMinute
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 from django.shortcuts import render, resolve_url
+from django.templatetags.static import static
 from django.urls import reverse
 from django.utils import timezone
+from django.views import defaults
+from django.views.decorators.http import require_GET
 from django_htmx.http import HttpResponseClientRedirect
 from django_htmx.middleware import HtmxDetails
 
 from executions_app.models import Execution, ExecutionStatus
+from sessions_app.admission import format_mib
 from sessions_app.models import SandboxSession, SessionStatus, WarmSandbox
 from templates_app.models import SandboxTemplate
 
@@ -49,7 +54,11 @@ def console_login_required(view: ConsoleView) -> ConsoleView:
     return wrapped
 
 
-FAILED_EXECUTION_STATUSES = (ExecutionStatus.FAILED, ExecutionStatus.CRASHED, ExecutionStatus.TIMEOUT)
+# The user's own code failed (an exception, a non-zero exit, past its timeout) versus the platform failed
+# them (a run killed by a signal, e.g. out of memory or a lost sandbox; a session that could not start or
+# was lost): the dashboard lists them apart, as the first is the user's to fix and the second an operator's.
+CODE_FAILURE_STATUSES = (ExecutionStatus.FAILED, ExecutionStatus.TIMEOUT)
+PLATFORM_FAILURE_STATUSES = (ExecutionStatus.CRASHED,)
 CHART_MINUTES = 60
 CHART_WIDTH = 600
 CHART_HEIGHT = 120
@@ -110,6 +119,63 @@ def warm_ready_counts() -> dict[str, int]:
     return {row["template_id"]: row["count"] for row in rows}
 
 
+def execution_failure(execution: Execution) -> dict[str, Any]:
+    return {
+        "kind": "execution",
+        "id": execution.id,
+        "url": reverse("executions:detail", args=[execution.id]),
+        "status": execution.status,
+        "when": execution.completed_at or execution.created_at,
+        "detail": execution.error_message,
+    }
+
+
+@dataclass(frozen=True)
+class Limit:
+    name: str
+    used: float
+    limit: float
+    shown_used: str
+    shown_limit: str
+
+    @property
+    def percent(self) -> int:
+        return min(100, round(100 * self.used / self.limit)) if self.limit else 0
+
+
+def owner_limits(user: Any) -> list[Limit]:
+    """The per-owner limits new sessions and executions are admitted against (sessions_app/admission.py,
+    executions_app/services.py), with what this user uses of them now. Staff are limited like anyone."""
+    live = (
+        SandboxSession.objects.filter(owner_id=user.pk).live().aggregate(n=Count("pk"), mb=Sum("memory_mb"))
+    )
+    in_flight = Execution.objects.unfinished().filter(session__owner_id=user.pk).count()
+    memory_used = int(live["mb"] or 0)
+    return [
+        Limit(
+            "Live sessions",
+            live["n"],
+            settings.SANDBOX_MAX_SESSIONS_PER_KEY,
+            str(live["n"]),
+            str(settings.SANDBOX_MAX_SESSIONS_PER_KEY),
+        ),
+        Limit(
+            "Memory of live sessions",
+            memory_used,
+            settings.SANDBOX_MAX_SESSION_MEMORY_PER_OWNER,
+            format_mib(memory_used),
+            format_mib(settings.SANDBOX_MAX_SESSION_MEMORY_PER_OWNER),
+        ),
+        Limit(
+            "Executions at a time",
+            in_flight,
+            settings.SANDBOX_MAX_RUNNING_EXECUTIONS_PER_OWNER,
+            str(in_flight),
+            str(settings.SANDBOX_MAX_RUNNING_EXECUTIONS_PER_OWNER),
+        ),
+    ]
+
+
 def dashboard_context(request: HttpRequest) -> dict[str, Any]:
     now = timezone.now()
     sessions = SandboxSession.objects.visible_to(request.user)
@@ -125,18 +191,15 @@ def dashboard_context(request: HttpRequest) -> dict[str, Any]:
         }
         for template in SandboxTemplate.objects.active().order_by("id")
     ]
-    failures: list[dict[str, Any]] = [
-        {
-            "kind": "execution",
-            "id": execution.id,
-            "url": reverse("executions:detail", args=[execution.id]),
-            "status": execution.status,
-            "when": execution.completed_at or execution.created_at,
-            "detail": execution.error_message,
-        }
-        for execution in executions.filter(status__in=FAILED_EXECUTION_STATUSES).order_by("-created_at")[:8]
+    code_failures = [
+        execution_failure(execution)
+        for execution in executions.filter(status__in=CODE_FAILURE_STATUSES).order_by("-created_at")[:10]
     ]
-    failures += [
+    platform_failures = [
+        execution_failure(execution)
+        for execution in executions.filter(status__in=PLATFORM_FAILURE_STATUSES).order_by("-created_at")[:8]
+    ]
+    platform_failures += [
         {
             "kind": "session",
             "id": session.client_id,
@@ -147,7 +210,7 @@ def dashboard_context(request: HttpRequest) -> dict[str, Any]:
         }
         for session in sessions.filter(status=SessionStatus.FAILED).order_by("-created_at")[:8]
     ]
-    failures.sort(key=lambda failure: failure["when"], reverse=True)
+    platform_failures.sort(key=lambda failure: failure["when"], reverse=True)
     series = executions_per_minute(executions, now)
     bars, peak = chart_bars(series)
     return {
@@ -157,7 +220,9 @@ def dashboard_context(request: HttpRequest) -> dict[str, Any]:
             executions.unfinished().select_related("session").order_by("-created_at")[:10]
         ),
         "pools": pools,
-        "failures": failures[:10],
+        "code_failures": code_failures,
+        "platform_failures": platform_failures[:10],
+        "limits": owner_limits(request.user),
         "bars": bars,
         "peak": peak,
         "executions_last_hour": sum(count for _, count in series),
@@ -174,3 +239,49 @@ def dashboard(request: HtmxHttpRequest) -> HttpResponse:
     if request.htmx:
         template += "#body"
     return render(request, template, dashboard_context(request))
+
+
+@require_GET
+def favicon(request: HttpRequest) -> HttpResponse:
+    """Browsers ask for /favicon.ico whatever the page says; the icon is a static SVG."""
+    return HttpResponsePermanentRedirect(static("favicon.svg"))
+
+
+# --- error pages ----------------------------------------------------------------------------------------
+# Console paths get the console's layout (menu included) for every error; API paths keep the API's JSON
+# error shape. Referenced as handler400/403/404/500 in sandbox_site/urls.py.
+
+
+def _error_page(
+    request: HttpRequest, status: int, template: str, code: str, message: str, **context: Any
+) -> HttpResponse:
+    # Imported here: the API's error module imports DRF, whose settings import views of this package.
+    from sandbox_site.api.errors import is_api_path, json_error
+
+    if is_api_path(request):
+        return json_error(request, status, code, message)
+    return render(request, template, {"message": message, **context}, status=status)
+
+
+def error_400(request: HttpRequest, exception: Exception) -> HttpResponse:
+    return _error_page(request, 400, "400.html", "bad_request", "The request could not be understood.")
+
+
+def error_403(request: HttpRequest, exception: Exception) -> HttpResponse:
+    return _error_page(request, 403, "403.html", "forbidden", "You may not do that.")
+
+
+def error_404(request: HttpRequest, exception: Exception) -> HttpResponse:
+    return _error_page(
+        request, 404, "404.html", "not_found", f"no API endpoint at {request.path}", request_path=request.path
+    )
+
+
+def error_500(request: HttpRequest) -> HttpResponse:
+    message = "Something went wrong on our side; the request id identifies it."
+    try:
+        return _error_page(request, 500, "500.html", "internal_error", message)
+    except Exception:
+        # The layout itself failed (the database is down, say): Django's page renders 500.html without
+        # the request, so without anything that could fail again.
+        return defaults.server_error(request)

@@ -8,6 +8,8 @@ from sandbox_site.badges import status_badge
 from sessions_app.models import ApiKey, SandboxSession
 from sessions_app.services import session_delete, session_terminate
 
+LIVE_FIXED_FIELDS = ("owner", "template", "cpu", "memory_mb", "disk_mb", "max_processes", "env_vars")
+
 
 @admin.register(SandboxSession)
 class SandboxSessionAdmin(admin.ModelAdmin):
@@ -57,8 +59,16 @@ class SandboxSessionAdmin(admin.ModelAdmin):
         # Sessions need a sandbox; they are created through the API or the console, never as bare rows.
         return False
 
+    def get_readonly_fields(self, request, obj=None):
+        # A live session's sandbox was built with these: editing the row would only make it lie about the
+        # sandbox (resources are not resized, the owner and template are fixed by what runs).
+        if obj is not None and obj.is_live:
+            return (*self.readonly_fields, *LIVE_FIXED_FIELDS)
+        return self.readonly_fields
+
     # Deleting (the change page's button and the bulk action) goes through session_delete, as the API's
-    # DELETE does: the sandbox and the stored workspace go with the row, never the row alone.
+    # DELETE does: a live session is ended first (its running executions cancelled, its sandbox destroyed),
+    # then its stored workspace and the row go; never the row alone with the sandbox left running.
     def delete_model(self, request, obj: SandboxSession) -> None:
         session_delete(session=obj)
 

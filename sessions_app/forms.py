@@ -12,6 +12,7 @@ from templates_app.models import SandboxTemplate
 
 # Where a dependency line's version part starts: the first comparison operator.
 _SPEC_START = re.compile(r"[=<>!~]")
+DEFAULT_TEMPLATE = "python-basic"
 
 
 class SessionCreateForm(forms.Form):
@@ -40,6 +41,11 @@ class SessionCreateForm(forms.Form):
         templates = SandboxTemplate.objects.active().order_by("id")
         self.fields["template_id"].choices = [(t.id, f"{t.id} – {t.name}") for t in templates]
         self.templates = {t.id: t for t in templates}
+        if not self.initial.get("template_id"):
+            # Python first, as the code runner and the API's examples: not whatever sorts first (nodejs-…).
+            python = [t.id for t in templates if t.id == DEFAULT_TEMPLATE or "python" in t.id]
+            if python:
+                self.initial["template_id"] = python[0] if DEFAULT_TEMPLATE not in python else DEFAULT_TEMPLATE
 
     def clean_env_vars(self) -> dict[str, str]:
         return parse_pairs(self.cleaned_data["env_vars"], what="NAME=value")

@@ -11,6 +11,7 @@ app_name = "sessions"
 urlpatterns = [
     path("sessions/", views.session_list, name="list"),
     path("sessions/new/", views.session_create_view, name="create"),
+    path("sessions/terminate/", views.session_bulk_terminate, name="bulk-terminate"),
     path("sessions/<str:session_id>/", views.session_detail, name="detail"),
     path("sessions/<str:session_id>/status/", views.session_status, name="status"),
     path("sessions/<str:session_id>/terminate/", views.session_terminate_view, name="terminate"),

@@ -8,6 +8,8 @@ sessions_app.files, the functions the REST API calls. Sessions are looked up as 
 from __future__ import annotations
 
 import posixpath
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -217,10 +219,116 @@ def crumbs(path: str) -> list[tuple[str, str]]:
     return [(part, "/".join(parts[: index + 1])) for index, part in enumerate(parts)]
 
 
+SPARK_WIDTH = 240
+SPARK_HEIGHT = 40
+
+
+@dataclass(frozen=True)
+class Sparkline:
+    """One usage series as an inline SVG polyline: no chart library, drawn on the server."""
+
+    points: str
+    latest: float
+    peak: float
+    top: float
+    count: int
+    first_at: datetime
+    last_at: datetime
+
+
+def sparkline(samples: list[tuple[datetime, float]], *, top: float) -> Sparkline | None:
+    """Polyline points for (time, value) samples over SPARK_WIDTH x SPARK_HEIGHT, scaled to `top` (the
+    limit) or the peak if that is higher; x by time, so a gap between probes shows as a longer segment."""
+    if not samples:
+        return None
+    values = [value for _, value in samples]
+    peak = max(values)
+    ceiling = max(top, peak) or 1.0
+    start, end = samples[0][0], samples[-1][0]
+    span = (end - start).total_seconds() or 1.0
+    points = []
+    for at, value in samples:
+        x = SPARK_WIDTH * (at - start).total_seconds() / span if len(samples) > 1 else SPARK_WIDTH / 2
+        y = SPARK_HEIGHT - SPARK_HEIGHT * value / ceiling
+        points.append(f"{x:.1f},{y:.1f}")
+    if len(points) == 1:
+        points.insert(0, f"0,{points[0].split(',')[1]}")
+    return Sparkline(" ".join(points), values[-1], peak, ceiling, len(samples), start, end)
+
+
+def usage_history(session: SandboxSession) -> dict[str, Sparkline | None]:
+    """CPU (% of one core) and memory (MiB) over the samples the health probe kept for this session."""
+    rows = list(session.usage_samples.order_by("at", "id").values_list("at", "cpu_percent", "memory_mb"))
+    cpu = [(at, value) for at, value, _ in rows if value is not None]
+    memory = [(at, value) for at, _, value in rows if value is not None]
+    return {
+        "cpu": sparkline(cpu, top=100.0 * float(session.cpu or 1)),
+        "memory": sparkline(memory, top=float(session.memory_mb)),
+    }
+
+
+@dataclass(frozen=True)
+class TimelineEvent:
+    at: datetime
+    what: str
+    detail: str = ""
+    status: str = ""
+    url: str = ""
+
+
+TIMELINE_EXECUTIONS = 50
+
+
+def session_timeline(session: SandboxSession) -> tuple[list[TimelineEvent], int]:
+    """What happened to the session when, oldest first, from the timestamps its row and its executions
+    already keep; the newest TIMELINE_EXECUTIONS executions, and how many earlier ones are left out."""
+    events = [TimelineEvent(session.created_at, "created", f"from template {session.template_id}")]
+    if session.running_at:
+        where = f"on {session.runtime_node}" if session.runtime_node else ""
+        events.append(TimelineEvent(session.running_at, "sandbox ready", where, status="running"))
+    if session.dependency_install_started_at:
+        names = ", ".join(dep.get("name", "") for dep in session.requested_dependencies)
+        events.append(
+            TimelineEvent(session.dependency_install_started_at, "dependency install started", names)
+        )
+    if session.dependency_install_finished_at:
+        events.append(
+            TimelineEvent(
+                session.dependency_install_finished_at,
+                "dependency install ended",
+                status=session.dependency_install_status,
+            )
+        )
+    # Through the reverse relation: sessions_app never imports executions_app (dependency direction).
+    executions = session.executions.order_by("-created_at", "-id")  # type: ignore[attr-defined]
+    shown = list(executions[:TIMELINE_EXECUTIONS])
+    for execution in shown:
+        duration = (execution.metrics or {}).get("duration_ms")
+        detail = execution.language + (f", {duration:.0f} ms" if duration is not None else "")
+        events.append(
+            TimelineEvent(
+                execution.created_at,
+                f"execution {execution.id}",
+                detail,
+                status=execution.status,
+                url=reverse("executions:detail", args=[execution.id]),
+            )
+        )
+    if session.completed_at:
+        reason = session.termination_reason.replace("_", " ")
+        events.append(TimelineEvent(session.completed_at, "ended", reason, status=session.status))
+    events.sort(key=lambda event: event.at)
+    earlier = executions.count() - len(shown) if len(shown) == TIMELINE_EXECUTIONS else 0
+    return events, earlier
+
+
 def status_context(session: SandboxSession) -> dict[str, Any]:
     return {
         "session": session,
         "usage": sandbox_usage(session),
+        "history": usage_history(session),
+        "spark_width": SPARK_WIDTH,
+        "spark_height": SPARK_HEIGHT,
         "poll_seconds": 1 if session.status == SessionStatus.CREATING else 5,
     }
 
@@ -230,8 +338,11 @@ def status_context(session: SandboxSession) -> dict[str, Any]:
 def session_detail(request: HtmxHttpRequest, session_id: str) -> HttpResponse:
     """Status, resources, env, dependencies, files; executions load from executions_app into the page."""
     session = SandboxSession.objects.get_visible(request.user, session_id)
+    timeline, earlier = session_timeline(session)
     context = {
         **status_context(session),
+        "timeline": timeline,
+        "timeline_earlier": earlier,
         **files_context(session, request.GET.get("path", "")),
         "upload_form": FileUploadForm(),
         "max_upload": MAX_UPLOAD_BYTES,
@@ -247,8 +358,11 @@ def session_status(request: HtmxHttpRequest, session_id: str) -> HttpResponse:
     session = SandboxSession.objects.get_visible(request.user, session_id)
     if not request.htmx:
         return redirect("sessions:detail", session.id)
+    # The page's other sections depend on these: a change of either reloads it (a finished dependency
+    # install must not stay "installing" until someone reloads by hand).
     shown = request.GET.get("shown")
-    if shown and shown != session.status:
+    deps = request.GET.get("deps")
+    if (shown and shown != session.status) or (deps and deps != session.dependency_install_status):
         return HttpResponseClientRefresh()
     response = render(request, "sessions_app/session_detail.html#status", status_context(session))
     return stop_polling_unless(session.is_live, response)
@@ -264,6 +378,26 @@ def session_terminate_view(request: HtmxHttpRequest, session_id: str) -> HttpRes
     if request.htmx:
         return HttpResponseClientRefresh()
     return redirect("sessions:detail", session.id)
+
+
+@require_POST
+@console_login_required
+def session_bulk_terminate(request: HtmxHttpRequest) -> HttpResponse:
+    """Terminate the ticked sessions of the list, each through session_terminate as one at a time would.
+
+    Only the user's visible, live sessions among the ids count: another owner's id is ignored like a missing
+    one, an ended session is left as it is."""
+    ids = request.POST.getlist("session")[: PAGE_SIZE * 5]
+    chosen = SandboxSession.objects.visible_to(request.user).live().filter(pk__in=ids).select_related("template")
+    ended = [session_terminate(session=session, reason="user_request") for session in chosen]
+    if ended:
+        names = ", ".join(session.client_id for session in ended)
+        messages.success(request, f"Terminated {len(ended)} session{'s' if len(ended) != 1 else ''}: {names}.")
+    else:
+        messages.info(request, "No live session was selected.")
+    back = request.POST.get("next", "")
+    url = back if back.startswith("/sessions/") else reverse("sessions:list")
+    return HttpResponseClientRedirect(url) if request.htmx else HttpResponseRedirect(url)
 
 
 @require_POST

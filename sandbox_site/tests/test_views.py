@@ -52,7 +52,8 @@ def test_the_dashboard_counts_only_the_users_own_things(client, user, other_user
         "terminated": 0,
     }
     assert [e.session_id for e in context["running_executions"]] == [mine.id]
-    assert {f["detail"] for f in context["failures"]} == {"oom", "image missing"}
+    assert {f["detail"] for f in context["platform_failures"]} == {"oom", "image missing"}
+    assert context["code_failures"] == []
     assert context["executions_last_hour"] == 2
     body = response.content.decode()
     assert theirs.id not in body and "theirs" not in body and "<svg" in body

@@ -1,4 +1,5 @@
-/* Live output panes of the console.
+/* The console's script: live output panes, copy buttons, and keeping focus and ticked boxes across
+ * the fragments htmx re-renders every few seconds.
  *
  * An element with data-stream-url is an execution's output pane: it opens the websocket
  * /ws/executions/<id>/?after=<seq> (the console's session cookie authenticates it), appends output
@@ -28,6 +29,8 @@
     // The status the page was rendered with: a different first status from the server refreshes the result.
     var rendered = pane.querySelector("[data-execution-status]");
     var statusSeen = rendered ? rendered.getAttribute("data-execution-status") : null;
+    // Without JavaScript the page says how to see newer output; with it, the socket takes over.
+    if (state) state.textContent = "connecting…";
 
     function setState(text, live) {
       if (!state) return;
@@ -99,8 +102,102 @@
     Array.prototype.forEach.call(scope.querySelectorAll("[data-stream-url]"), attach);
   }
 
-  document.addEventListener("DOMContentLoaded", function () { scan(document); });
-  document.addEventListener("htmx:load", function (event) { scan(event.detail.elt); });
+  /* Copy buttons: <button data-copy="#id" hidden> copies the text of #id. Hidden until this script runs,
+   * so a page without JavaScript shows no button that cannot work. */
+  function copyText(text) {
+    if (navigator.clipboard && window.isSecureContext) return navigator.clipboard.writeText(text);
+    var scratch = document.createElement("textarea");
+    scratch.value = text;
+    scratch.setAttribute("readonly", "");
+    scratch.className = "offscreen";
+    document.body.appendChild(scratch);
+    scratch.select();
+    var copied = document.execCommand("copy");
+    scratch.remove();
+    return copied ? Promise.resolve() : Promise.reject(new Error("copy refused"));
+  }
+
+  function showCopyButtons(root) {
+    var scope = root && root.querySelectorAll ? root : document;
+    Array.prototype.forEach.call(scope.querySelectorAll("button[data-copy]"), function (button) {
+      button.hidden = false;
+    });
+  }
+
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest ? event.target.closest("button[data-copy]") : null;
+    if (!button) return;
+    var source = document.querySelector(button.getAttribute("data-copy"));
+    if (!source) return;
+    var label = button.dataset.label || button.textContent;
+    button.dataset.label = label;
+    copyText(source.textContent).then(
+      function () { button.textContent = "Copied"; },
+      function () { button.textContent = "Select and copy"; }
+    );
+    window.setTimeout(function () { button.textContent = label; }, 2000);
+  });
+
+  /* Polled fragments (dashboard, status panel, tables) are replaced every few seconds. Whatever had the
+   * keyboard focus in the old fragment gets it back in the new one, and ticked boxes stay ticked, so a
+   * refresh never throws a keyboard user back to the top of the page or loses a selection. An element is
+   * found again by its id, else by what it is (tag, name, value, link, text). */
+  function identity(element) {
+    if (element.id) return "#" + element.id;
+    return [
+      element.tagName,
+      element.getAttribute("name") || "",
+      element.getAttribute("value") || "",
+      element.getAttribute("href") || "",
+      element.getAttribute("hx-post") || "",
+      (element.textContent || "").trim().slice(0, 80)
+    ].join("|");
+  }
+
+  function findByIdentity(root, key) {
+    if (key.charAt(0) === "#") return document.getElementById(key.slice(1));
+    var found = null;
+    Array.prototype.some.call(root.querySelectorAll("a, button, input, select, textarea, [tabindex]"), function (el) {
+      if (identity(el) === key) { found = el; return true; }
+      return false;
+    });
+    return found;
+  }
+
+  var kept = {}; // target id -> what to restore once its new content has settled
+
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var target = event.detail.target;
+    if (!target || !target.id || !event.detail.shouldSwap) return;
+    var active = document.activeElement;
+    var boxes = target.querySelectorAll("input[type=checkbox]");
+    kept[target.id] = {
+      focus: active && active !== document.body && target.contains(active) ? identity(active) : null,
+      checked: Array.prototype.filter.call(boxes, function (box) { return box.checked !== box.defaultChecked; })
+        .map(function (box) { return [identity(box), box.checked]; })
+    };
+  });
+
+  document.addEventListener("htmx:afterSettle", function (event) {
+    Object.keys(kept).forEach(function (id) {
+      var root = document.getElementById(id);
+      if (!root || !(root === event.target || root.contains(event.target))) return;
+      var state = kept[id];
+      delete kept[id];
+      state.checked.forEach(function (entry) {
+        var box = findByIdentity(root, entry[0]);
+        if (box) box.checked = entry[1];
+      });
+      var active = document.activeElement;
+      if (state.focus && (!active || active === document.body || !active.isConnected)) {
+        var again = findByIdentity(root, state.focus);
+        if (again) again.focus({ preventScroll: true });
+      }
+    });
+  });
+
+  document.addEventListener("DOMContentLoaded", function () { scan(document); showCopyButtons(document); });
+  document.addEventListener("htmx:load", function (event) { scan(event.detail.elt); showCopyButtons(event.detail.elt); });
   document.addEventListener("htmx:beforeCleanupElement", function (event) {
     var elt = event.detail.elt;
     if (elt && elt._socket) elt._socket.close();
