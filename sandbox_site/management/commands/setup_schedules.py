@@ -27,6 +27,7 @@ class Command(BaseCommand):
                 )
                 if created or schedule.next_run is None:
                     Schedule.objects.filter(pk=schedule.pk).update(next_run=timezone.now())
-                self.stdout.write(
-                    f"{'created' if created else 'updated'} {name}: every {fields['minutes']} min"
-                )
+                if options["verbosity"] >= 1:  # run_worker asks for 0: its log stays one format
+                    self.stdout.write(
+                        f"{'created' if created else 'updated'} {name}: every {fields['minutes']} min"
+                    )
