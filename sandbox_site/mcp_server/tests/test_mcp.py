@@ -129,11 +129,11 @@ async def exercise_every_tool(owner: Client, other: Client) -> None:
 
     streamed: list[str] = []
 
-    async def progress(done: float, total: float | None, message: str | None) -> None:
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
         streamed.append(message or "")
 
     result = await owner.call_tool(
-        "execute", {"session_id": sid, "code": HANDLER, "event": {"n": 21}}, progress_callback=progress
+        "execute", {"session_id": sid, "code": HANDLER, "event": {"n": 21}}, progress_callback=on_progress
     )
     assert not result.is_error, result.content
     execution = result.structured_content
