@@ -9,7 +9,7 @@ from typing import Any
 from rest_framework import serializers
 
 from executions_app.models import Execution, ExecutionOutputChunk, Language
-from sandbox_site.api.fields import StrictCharField
+from sandbox_site.api.fields import BuiltOnceModelSerializer, StrictCharField
 
 MAX_CODE_BYTES = 1024 * 1024
 MAX_EVENT_BYTES = 1024 * 1024
@@ -66,7 +66,7 @@ class ArtifactSerializer(serializers.Serializer):
     change = serializers.ChoiceField(choices=["created", "modified", "deleted"])
 
 
-class ExecutionSerializer(serializers.ModelSerializer):
+class ExecutionSerializer(BuiltOnceModelSerializer):
     # The id its owner knows the session by (ids are per owner), not the internal key.
     session_id = serializers.CharField(source="session.client_id")
     event = serializers.JSONField()
@@ -100,7 +100,7 @@ class ExecutionSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class OutputChunkSerializer(serializers.ModelSerializer):
+class OutputChunkSerializer(BuiltOnceModelSerializer):
     class Meta:
         model = ExecutionOutputChunk
         fields = ["seq", "stream", "data", "created_at"]
