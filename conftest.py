@@ -36,6 +36,8 @@ def builtin_templates(db):
 
     migration = importlib.import_module("templates_app.migrations.0002_builtin_templates")
     migration.create_builtin(apps, None)
+    languages = importlib.import_module("templates_app.migrations.0005_language_runtime_and_sandbox_backend")
+    languages.guess_language_runtime(apps, None)
     from templates_app.models import SandboxTemplate
 
     return {t.id: t for t in SandboxTemplate.objects.all()}

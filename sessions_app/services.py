@@ -80,6 +80,8 @@ def session_create(
     """
     if not template.is_active:
         raise SessionError("template_inactive", f"template {template.id!r} is deactivated")
+    if refusal := template.language_runtime_refusal():
+        raise SessionError("language_runtime_unavailable", refusal)
     if restore_from:
         # Client ids are per owner; the source is then recorded by its internal id, which keys its workspace.
         source = SandboxSession.objects.filter(client_id=restore_from, owner_id=owner.pk).first()
@@ -114,7 +116,7 @@ def session_create(
         "python_package_index_url": python_package_index_url,
         "python_package_ca_bundle": python_package_ca_bundle,
         "restore_from": source.pk if restore_from else "",
-        "runtime_type": template.runtime_type or settings.SANDBOX_RUNTIME,
+        "runtime_type": template.backend(),
         "executor_token": secrets.token_urlsafe(32),
         "created_at": now,
         "last_activity_at": now,

@@ -104,10 +104,12 @@ def warm_pool_reserve(template: SandboxTemplate) -> list[str]:
 
     Reserving under a lock on the template row keeps two refills from overfilling the pool.
     """
-    runtime_type = template.runtime_type or settings.SANDBOX_RUNTIME
+    runtime_type = template.backend()
     with transaction.atomic():
         locked = SandboxTemplate.objects.select_for_update().get(pk=template.pk)
-        size = locked.warm_pool_size if locked.is_active else 0
+        # No session can claim a sandbox of a template whose language runtime is missing: none is built.
+        usable = locked.is_active and not locked.language_runtime_refusal()
+        size = locked.warm_pool_size if usable else 0
         have = WarmSandbox.objects.filter(template=locked, runtime_type=runtime_type).count()
         new = [
             WarmSandbox(template=locked, runtime_type=runtime_type, executor_token=secrets.token_urlsafe(32))

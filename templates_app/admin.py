@@ -13,13 +13,14 @@ class SandboxTemplateAdmin(admin.ModelAdmin):
         "id",
         "name",
         "runtime_type",
+        "sandbox_backend",
         "image_url",
         "default_cpu_cores",
         "default_memory_mb",
         "warm_pool_size",
         "is_active",
     )
-    list_filter = ("is_active", "runtime_type")
+    list_filter = ("is_active", "runtime_type", "sandbox_backend")
     search_fields = ("id", "name", "description", "image_url")
     readonly_fields = ("created_at", "updated_at")
     actions = ("deactivate",)

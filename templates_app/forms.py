@@ -9,7 +9,7 @@ from django import forms
 
 from runtime import available_runtimes
 from sandbox_site.forms import parse_lines, parse_pairs
-from templates_app.models import RuntimeType, SandboxTemplate
+from templates_app.models import LanguageRuntime, SandboxBackend, SandboxTemplate
 
 FIELDS = (
     "id",
@@ -17,6 +17,7 @@ FIELDS = (
     "description",
     "image_url",
     "runtime_type",
+    "sandbox_backend",
     "default_cpu_cores",
     "default_memory_mb",
     "default_disk_mb",
@@ -26,10 +27,12 @@ FIELDS = (
 )
 
 
-def installed_runtimes() -> list[tuple[str, str]]:
-    """The model's runtime choices that this installation's registry has (and the blank default)."""
+def installed_backends() -> list[tuple[str, str]]:
+    """The model's backend choices that this installation's registry has (and the blank default)."""
     return [
-        (value, label) for value, label in RuntimeType.choices if not value or value in available_runtimes()
+        (value, label)
+        for value, label in SandboxBackend.choices
+        if not value or value in available_runtimes()
     ]
 
 
@@ -40,7 +43,13 @@ class TemplateForm(forms.Form):
     image_url = forms.CharField(
         label="Image", help_text="Container image for the docker/kubernetes runtimes."
     )
-    runtime_type = forms.ChoiceField(choices=installed_runtimes, required=False, label="Runtime")
+    runtime_type = forms.ChoiceField(
+        choices=LanguageRuntime.choices,
+        initial=LanguageRuntime.PYTHON,
+        label="Language runtime",
+        help_text="Sessions need an available one (python3.11, nodejs20).",
+    )
+    sandbox_backend = forms.ChoiceField(choices=installed_backends, required=False, label="Sandbox backend")
     default_cpu_cores = forms.DecimalField(label="CPU cores", initial=1)
     default_memory_mb = forms.IntegerField(label="Memory (MiB)", initial=512)
     default_disk_mb = forms.IntegerField(label="Disk (MiB)", initial=1024)
@@ -77,7 +86,7 @@ class TemplateForm(forms.Form):
 
     def api_data(self) -> dict[str, Any]:
         data = {name: self.cleaned_data[name] for name in FIELDS}
-        data["runtime_type"] = data["runtime_type"] or ""
+        data["sandbox_backend"] = data["sandbox_backend"] or ""
         data["default_env_vars"] = self.cleaned_data["default_env_vars"]
         data["pre_installed_packages"] = self.cleaned_data["pre_installed_packages"]
         return data

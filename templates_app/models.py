@@ -1,9 +1,11 @@
-"""SandboxTemplate: what a session is made from (image, runtime, default resources, warm pool size)."""
+"""SandboxTemplate: what a session is made from (image, language runtime, sandbox backend, default resources,
+warm pool size)."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
@@ -33,11 +35,26 @@ def validate_runtime_name(value: str) -> None:
         )
 
 
-class RuntimeType(models.TextChoices):
+class SandboxBackend(models.TextChoices):
     DEFAULT = "", "Default (SANDBOX_RUNTIME)"
     PROCESS = "process", "Process (bubblewrap)"
     DOCKER = "docker", "Docker"
     KUBERNETES = "kubernetes", "Kubernetes"
+
+
+class LanguageRuntime(models.TextChoices):
+    """The language runtime a template is for, spelled as the API this product replaces spells it."""
+
+    PYTHON = "python3.11", "Python 3.11"
+    NODEJS = "nodejs20", "Node.js (nodejs20)"
+    JAVA = "java17", "Java 17 (not available)"
+    GO = "go1.21", "Go 1.21 (not available)"
+
+
+# Executions run Python, JavaScript (Node.js) and shell: the images hold Python 3 and, where the template
+# adds it, Node.js; no JDK or Go toolchain. A template may name the others (clients of the original API send
+# them), but its sessions are refused rather than started without the runtime they ask for.
+AVAILABLE_LANGUAGE_RUNTIMES = frozenset({"python3.11", "nodejs20"})
 
 
 class SandboxTemplateQuerySet(models.QuerySet["SandboxTemplate"]):
@@ -60,11 +77,17 @@ class SandboxTemplate(models.Model):
     )
     runtime_type = models.CharField(
         max_length=20,
-        choices=RuntimeType.choices,
+        choices=LanguageRuntime.choices,
+        default=LanguageRuntime.PYTHON,
+        help_text="The language runtime (python3.11, nodejs20; java17 and go1.21 are not available).",
+    )
+    sandbox_backend = models.CharField(
+        max_length=20,
+        choices=SandboxBackend.choices,
         blank=True,
-        default=RuntimeType.DEFAULT,
+        default=SandboxBackend.DEFAULT,
         validators=[validate_runtime_name],
-        help_text="Blank uses SANDBOX_RUNTIME.",
+        help_text="Where its sandboxes run: process, docker or kubernetes; blank uses SANDBOX_RUNTIME.",
     )
     default_cpu_cores = models.DecimalField(
         max_digits=4,
@@ -96,3 +119,17 @@ class SandboxTemplate(models.Model):
 
     def __str__(self) -> str:
         return self.id
+
+    def backend(self) -> str:
+        """The sandbox backend its sessions and warm sandboxes run on: its own, else SANDBOX_RUNTIME."""
+        return self.sandbox_backend or settings.SANDBOX_RUNTIME
+
+    def language_runtime_refusal(self) -> str | None:
+        """Why no session can be made from it (a language runtime this installation lacks), or None."""
+        if self.runtime_type in AVAILABLE_LANGUAGE_RUNTIMES:
+            return None
+        available = ", ".join(sorted(AVAILABLE_LANGUAGE_RUNTIMES))
+        return (
+            f"template {self.id!r} asks for the {self.runtime_type} language runtime, which is not available"
+            f" here (available: {available})"
+        )

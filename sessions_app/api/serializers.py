@@ -9,7 +9,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from runtime import environment
-from sandbox_site.api.fields import StrictCharField
+from sandbox_site.api.fields import BuiltOnceModelSerializer, StrictCharField
 from sandbox_site.host_paths import public_text
 from sandbox_site.ids import CLIENT_ID_VALIDATOR
 from sessions_app.api.fields import CpuField, SizeField, format_mib
@@ -198,7 +198,7 @@ class ResourceLimitSerializer(serializers.Serializer):
     max_processes = serializers.IntegerField()
 
 
-class SessionSerializer(serializers.ModelSerializer):
+class SessionSerializer(BuiltOnceModelSerializer):
     # Ids are per owner: the id its owner chose (or was given), never the internal key.
     id = serializers.CharField(source="client_id", help_text="Its owner's id for it; unique per owner.")
     template_id = serializers.CharField()
@@ -207,7 +207,14 @@ class SessionSerializer(serializers.ModelSerializer):
     installed_dependencies = serializers.ListField(child=DependencySerializer())
     env_vars = serializers.DictField(child=serializers.CharField(allow_blank=True))
     metadata = serializers.DictField(child=serializers.CharField(allow_blank=True))
-    runtime_type = serializers.CharField()
+    # As in the API this product replaces: the language runtime (its template's); where the sandbox runs is
+    # `sandbox_backend` (the session's own record, fixed at create).
+    runtime_type = serializers.CharField(
+        source="template.runtime_type", help_text="Language runtime of its template, e.g. python3.11."
+    )
+    sandbox_backend = serializers.CharField(
+        source="runtime_type", help_text="Where its sandbox runs: process, docker or kubernetes."
+    )
     termination_reason = serializers.CharField(allow_null=True)
     restore_from = serializers.CharField(
         allow_null=True, help_text="The ended session whose saved workspace this one started with."
@@ -225,6 +232,7 @@ class SessionSerializer(serializers.ModelSerializer):
             "timeout",
             "metadata",
             "runtime_type",
+            "sandbox_backend",
             "runtime_node",
             "container_id",
             "workspace_path",

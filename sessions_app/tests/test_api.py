@@ -25,7 +25,8 @@ def test_create_takes_the_readme_request_with_nested_resources(api):
     assert body["id"].startswith("sess_") and body["status"] == "running"
     assert body["resource_limit"] == {"cpu": "1", "memory": "512Mi", "disk": "1Gi", "max_processes": 128}
     assert body["timeout"] == 300 and body["template_id"] == "python-basic"
-    assert body["runtime_type"] == "fake" and body["termination_reason"] is None
+    assert body["runtime_type"] == "python3.11" and body["sandbox_backend"] == "fake"
+    assert body["termination_reason"] is None
     assert body["created_at"].endswith("Z")
 
 

@@ -28,6 +28,7 @@ class SandboxTemplateSerializer(serializers.ModelSerializer):
             "description",
             "image_url",
             "runtime_type",
+            "sandbox_backend",
             "default_cpu_cores",
             "default_memory_mb",
             "default_disk_mb",

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from django.db import migrations
 
+# No runtime_type: at this migration it was the sandbox backend, blank by default; 0005 made it the language
+# runtime and set the built-in templates' (the test suite's fixture runs both functions on today's model).
 DEFAULTS = {
-    "runtime_type": "",
     "default_cpu_cores": 1,
     "default_memory_mb": 512,
     "default_disk_mb": 1024,

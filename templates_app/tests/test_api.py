@@ -46,7 +46,9 @@ def test_staff_create_replace_patch_and_delete(staff_api):
         {**NEW, "default_memory_mb": 10},
         {**NEW, "default_cpu_cores": 64},
         {**NEW, "default_env_vars": {"1X": "y"}},
-        {**NEW, "runtime_type": "podman"},
+        {**NEW, "sandbox_backend": "podman"},
+        {**NEW, "runtime_type": "ruby3.3"},
+        {**NEW, "runtime_type": "docker"},
         {"id": "x"},
     ],
 )

@@ -16,7 +16,8 @@ FORM = {
     "id": "ruby-lite",
     "name": "Ruby (lite)",
     "image_url": "sandbox-template-ruby:latest",
-    "runtime_type": "",
+    "runtime_type": "python3.11",
+    "sandbox_backend": "",
     "default_cpu_cores": "0.5",
     "default_memory_mb": "256",
     "default_disk_mb": "512",
@@ -62,8 +63,8 @@ def test_the_api_keeps_accepting_ordinary_variables(staff_api):
 
 def test_the_api_refuses_a_runtime_this_installation_does_not_have(staff_api, monkeypatch):
     monkeypatch.delitem(registry._BACKENDS, "kubernetes")  # an installation without that backend
-    response = staff_api.post("/api/v1/templates", {**NEW, "runtime_type": "kubernetes"}, format="json")
-    assert response.status_code == 400 and "runtime_type" in response.json()["detail"]
+    response = staff_api.post("/api/v1/templates", {**NEW, "sandbox_backend": "kubernetes"}, format="json")
+    assert response.status_code == 400 and "sandbox_backend" in response.json()["detail"]
     assert not SandboxTemplate.objects.filter(pk="ruby-basic").exists()
 
 
