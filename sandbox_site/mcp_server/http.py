@@ -2,9 +2,11 @@
 
 asgi.py sends the "http" scopes of /mcp and every "lifespan" scope here. A request is judged from its headers
 before its body is read, as the API's front door does (body_guard.py): the Host must be one of
-ALLOWED_HOSTS, a browser's Origin must be this site's, and an API key (`Authorization: Bearer` or
-`X-API-Key`, checked by the API's own `api_key_of`) must name an active key, else 400/403/401 in the API's
-error shape. The key's owner rides in the ASGI scope to the tools (tools.py: `owner_of`).
+ALLOWED_HOSTS, a browser's Origin must be this site's, an API key (`Authorization: Bearer` or `X-API-Key`,
+checked by the API's own `api_key_of`) must name an active key, and an announced body must be within
+SANDBOX_MAX_REQUEST_BYTES, else 400/403/401/413 in the API's error shape. /mcp does not pass through
+BodyGuard or Django's middleware, so nothing there buffers the streamed answers. The key's owner rides in
+the ASGI scope to the tools (tools.py: `owner_of`).
 
 The MCP SDK serves the request (stateless: no session is kept between requests, so any of uvicorn's web
 processes can answer any request of a client) and streams its answer as server-sent events, which carry
@@ -98,6 +100,14 @@ class McpHttp:
         owner, refusal = await _check_key(meta)
         if owner is None:
             await _send_error(send, 401, "unauthorized", refusal, request_id, _WWW_AUTHENTICATE)
+            return
+        announced = meta.get("CONTENT_LENGTH", "")
+        if announced.isdigit() and int(announced) > settings.SANDBOX_MAX_REQUEST_BYTES:
+            # The SDK would refuse it too (a chunked body it cuts off itself), in plain text.
+            limit = settings.SANDBOX_MAX_REQUEST_BYTES
+            await _send_error(
+                send, 413, "too_large", f"MCP requests are limited to {limit} bytes", request_id
+            )
             return
         await self._ensure_started()
         scope = {**scope, "path": "/mcp", OWNER_SCOPE_KEY: owner}

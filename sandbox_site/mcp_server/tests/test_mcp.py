@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import http.client
 import json
 import os
 import shutil
@@ -257,7 +258,7 @@ def post_mcp(served: Served, headers: dict[str, str]) -> tuple[int, dict[str, An
         return exc.code, json.loads(exc.read())
 
 
-def test_http_refuses_requests_without_a_valid_key_or_from_an_unknown_host(served, keys):
+def test_http_refuses_requests_without_a_valid_key_from_an_unknown_host_or_too_large(served, keys):
     status, body = post_mcp(served, {})
     assert (status, body["error"]) == (401, "unauthorized")
     assert body["request_id"]
@@ -267,6 +268,19 @@ def test_http_refuses_requests_without_a_valid_key_or_from_an_unknown_host(serve
     assert (status, body["error"]) == (400, "bad_request")
     status, body = post_mcp(served, {"X-API-Key": keys[0], "Origin": "http://evil.example"})
     assert (status, body["error"]) == (403, "forbidden")
+    # Refused from the headers: the announced body is never sent.
+    connection = http.client.HTTPConnection("127.0.0.1", served.port, timeout=30)
+    connection.putrequest("POST", "/mcp")
+    for name, value in {
+        "X-API-Key": keys[0],
+        "Content-Type": "application/json",
+        "Content-Length": "999999999",
+    }.items():
+        connection.putheader(name, value)
+    connection.endheaders()
+    response = connection.getresponse()
+    assert (response.status, json.loads(response.read())["error"]) == (413, "too_large")
+    connection.close()
 
 
 def test_stdio_refuses_to_start_without_a_valid_key(keys, monkeypatch):
@@ -284,3 +298,28 @@ def test_stdio_refuses_to_start_without_a_valid_key(keys, monkeypatch):
     revoked.revoke()
     with pytest.raises(CommandError, match="unknown or has been revoked"):
         call_command("mcp")
+
+
+def test_without_a_lifespan_the_first_request_starts_the_session_manager(keys):
+    """daphne (`runserver`) runs no ASGI lifespan: the first /mcp request starts the MCP session manager."""
+    import httpx
+
+    from sandbox_site.mcp_server.http import McpRouter
+
+    router = McpRouter(site=None)
+    listing = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    headers = {"Authorization": f"Bearer {keys[0]}", "Accept": "application/json, text/event-stream"}
+
+    async def first_request() -> httpx.Response:
+        transport = httpx.ASGITransport(app=router)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+            response = await http.post("/mcp", json=listing, headers=headers)
+        await router.mcp._shutdown()
+        return response
+
+    response = asyncio.run(first_request())
+    assert response.status_code == 200, response.text
+    events = [
+        json.loads(line[len("data:") :]) for line in response.text.splitlines() if line.startswith("data:")
+    ]
+    assert {tool["name"] for tool in events[-1]["result"]["tools"]} == TOOLS
