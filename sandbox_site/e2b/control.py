@@ -270,9 +270,10 @@ UNSUPPORTED = {
 
 
 @e2b_endpoint(["GET", "POST", "PUT", "DELETE"])
-def unsupported(request: HttpRequest, sandbox_id: str = "", what: str = "") -> HttpResponse:
+def unsupported(request: HttpRequest, sandbox_id: str = "", what: str = "", rest: str = "") -> HttpResponse:
     """Calls E2B has and we do not: 501 with what to do instead. The sandbox must still be the caller's."""
     owner = owner_of(request.META)
     if sandbox_id:
         _live_session(owner, sandbox_id)
-    return e2b_error(501, UNSUPPORTED.get(what, f"{request.path} is not supported by this server"))
+    message = UNSUPPORTED.get(what, f"{request.method} {request.path} is not supported by this server")
+    return e2b_error(501, message)

@@ -40,4 +40,6 @@ urlpatterns = [
     path("contexts", interpreter.contexts, name="contexts"),
     path("contexts/<str:context_id>", interpreter.context, name="context"),
     path("contexts/<str:context_id>/<str:action>", interpreter.context, name="context-action"),
+    # Everything else E2B has (templates, volumes, secrets, ...): a clear 501 rather than a page not found.
+    path("<path:rest>", control.unsupported, name="unsupported"),
 ]
