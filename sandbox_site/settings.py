@@ -76,8 +76,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # django-prometheus's HTTP metrics: outermost and innermost, so they time the whole stack.
-    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    # django-prometheus's HTTP metrics (the ones its dashboards chart), outermost: it times the whole stack.
+    "sandbox_site.metrics.http.HttpMetricsMiddleware",
     "sandbox_site.request_id.RequestIdMiddleware",
     "sandbox_site.csp.ContentSecurityPolicyMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -89,7 +89,6 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
-    "django_prometheus.middleware.PrometheusAfterMiddleware",
     # Last but one, as django-axes asks: it turns a locked-out login into the lockout page (429).
     "axes.middleware.AxesMiddleware",
     # Innermost and synchronous only, so the whole stack runs synchronously under ASGI (sync_stack.py).
