@@ -42,7 +42,14 @@ from runtime.client import ExecutorClient
 from runtime.docker import installer as docker_installer
 from runtime.docker import spec as ds
 from runtime.docker import workspace as ws
-from runtime.docker.engine import UsageSampler, engine_failure, logs_tail, remove_container, update_limits
+from runtime.docker.engine import (
+    UsageSampler,
+    create_container,
+    engine_failure,
+    logs_tail,
+    remove_container,
+    update_limits,
+)
 from runtime.environment import check_env
 from runtime.packages import installer as inst
 
@@ -87,6 +94,8 @@ class DockerRuntime(Runtime):
             )
         self.data_dir = os.path.abspath(data_dir or os.environ.get("SANDBOX_DATA_DIR") or "data")
         self.sandboxes_dir = os.path.join(self.data_dir, "docker")
+        # Blank formatted workspace images, one per size, copied for each loop workspace (spec.prepare).
+        self.images_dir = os.path.join(self.data_dir, "sandbox-images")
         self.docker_url = docker_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         self.default_image = default_image
         self.workspace_mode = workspace
@@ -228,7 +237,7 @@ class DockerRuntime(Runtime):
             ) from None
         container: Any = None
         try:
-            ds.prepare(dirs, spec, kind, self.uid, self.gid)
+            ds.prepare(dirs, spec, kind, self.uid, self.gid, template_dir=self.images_dir)
             options = ds.container_options(
                 spec,
                 name=name,
@@ -241,7 +250,7 @@ class DockerRuntime(Runtime):
                 tmp_mb=self.tmp_mb,
                 max_output=self.max_output,
             )
-            container = client.containers.create(image, **options)
+            container = create_container(client, image, options)
             handle = dataclasses.replace(handle, sandbox_id=container.id)
             container.start()
             self._wait_healthy(handle, container)

@@ -14,6 +14,7 @@ from typing import Any
 
 import docker.errors
 import requests.exceptions
+from docker.models.containers import _create_container_args
 
 from runtime.base import RuntimeFailure
 
@@ -50,6 +51,18 @@ def engine_failure(exc: BaseException, what: str) -> RuntimeFailure:
 
 def _explain(exc: docker.errors.APIError) -> str:
     return str(getattr(exc, "explanation", None) or exc)
+
+
+def create_container(client: Any, image: str, options: dict[str, Any]) -> Any:
+    """Create a container from `containers.create`-style options; return its model, not yet inspected.
+
+    The SDK's `containers.create` inspects the container it just made, one more engine round trip on every
+    sandbox start for attributes nobody reads before the container runs (whoever needs its state reloads
+    it). This makes the same create request, through the SDK's own translation of the options.
+    """
+    arguments = _create_container_args({**options, "image": image, "version": client.api._version})
+    created = client.api.create_container(**arguments)
+    return client.containers.prepare_model({"Id": created["Id"]})
 
 
 def limits_body(*, cpu: float, memory_mb: int, max_processes: int) -> dict[str, int]:

@@ -59,10 +59,12 @@ class HostDirs:
             return float("inf")
 
 
-def prepare(dirs: HostDirs, spec: SandboxSpec, kind: str, uid: int, gid: int) -> None:
+def prepare(dirs: HostDirs, spec: SandboxSpec, kind: str, uid: int, gid: int, *, template_dir: str) -> None:
     """Make the run dir (the executor's until it listens) with the token file, the packages dir, the workspace.
 
-    `dirs.root` exists already (its exclusive mkdir is what stops two creates of one session).
+    `dirs.root` exists already (its exclusive mkdir is what stops two creates of one session). A loop
+    workspace is a sparse copy of a blank image of its size, formatted once into `template_dir` (shared with
+    the process runtime's), attached and mounted with ioctls: a few ms instead of mkfs and mount processes.
     """
     os.mkdir(dirs.run, 0o700)
     os.chown(dirs.run, uid, gid)
@@ -77,7 +79,9 @@ def prepare(dirs: HostDirs, spec: SandboxSpec, kind: str, uid: int, gid: int) ->
     os.mkdir(dirs.packages, 0o755)
     os.mkdir(dirs.workspace, 0o755)
     if kind == "loop":
-        ws.create_loop(dirs.image, dirs.workspace, spec.resources.disk_mb, uid, gid)
+        ws.create_loop(
+            dirs.image, dirs.workspace, spec.resources.disk_mb, uid, gid, template_dir=template_dir
+        )
 
 
 def seal_run_dir(dirs: HostDirs) -> None:
