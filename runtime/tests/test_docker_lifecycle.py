@@ -53,6 +53,21 @@ def test_a_sandbox_is_a_labelled_container_with_a_sealed_run_dir(sbx):
     _assert_gone(runtime, handle)
 
 
+def test_loop_workspaces_are_copies_of_one_blank_image_per_size(sbx):
+    first, second = sbx.make(disk_mb=64), sbx.make(disk_mb=64)
+    if not first.workspace_path:
+        pytest.skip("loop workspaces need root and loop devices; this host gets tmpfs ones")
+    blanks = os.listdir(os.path.join(sbx.runtime.data_dir, "sandbox-images"))
+    assert len(blanks) == 1 and "64m" in blanks[0]  # formatted once, for the first sandbox of that size
+    for handle in (first, second):
+        assert os.path.ismount(handle.workspace_path)
+        assert os.stat(handle.workspace_path).st_uid == 1000
+        assert os.listdir(handle.workspace_path) == []  # no lost+found to show up in file listings
+        out = run_code(sbx.runtime, handle, "open('f', 'w').write('x'); import os; print(os.listdir('.'))")
+        assert out.stdout == "['f']\n"
+    assert os.listdir(second.workspace_path) == ["f"]  # copies: the first one's file is not in the second
+
+
 def test_a_session_id_too_long_for_a_socket_path_gets_a_hashed_directory(sbx):
     session_id = "t" + "x" * 127  # the longest id sessions allow
     handle = sbx.make(session_id=session_id)
