@@ -93,7 +93,8 @@ request_logger = logging.getLogger("sandbox.request")
 
 class RequestLogMiddleware:
     """One `sandbox.request` line per request: method, path, status, duration_ms, owner (the user's id and
-    name, once authenticated) and the session and execution ids the request bound."""
+    name, once authenticated), the session and execution ids the request bound, and otherwise the session id
+    its URL names (`client_session_id`)."""
 
     def __init__(self, get_response: Callable[[Any], Any]) -> None:
         self.get_response = get_response
@@ -115,7 +116,8 @@ class RequestLogMiddleware:
         }
         match = getattr(request, "resolver_match", None)
         if match is not None and "session_id" in match.kwargs and "session_id" not in ids:
-            fields["session_id"] = match.kwargs["session_id"]
+            # The id as the URL names it (the owner's choice, when they chose one), not the internal id.
+            fields["client_session_id"] = match.kwargs["session_id"]
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated:
             fields["owner"] = str(user.pk)
