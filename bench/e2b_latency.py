@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +38,7 @@ TEMPLATE = "python-basic"
 PUBLISHED_TTI_MS = {"E2B": 491.0, "Daytona": 186.0}
 
 
-def start_product(data_dir: str, args: argparse.Namespace) -> tuple[object, Api, str]:
+def start_product(data_dir: str, args: argparse.Namespace) -> tuple[subprocess.Popen, Api, str]:
     env = {
         k: v
         for k, v in os.environ.items()

@@ -91,15 +91,20 @@ def sandbox_caller(meta: dict[str, Any]) -> SandboxCaller:
 
 
 def credentials_refusal(meta: dict[str, Any]) -> str | None:
-    """For the body guard (large bodies only): None when the request's credentials hold, else why not."""
+    """For the body guard (large bodies only): None when the request is authenticated, else why not.
+
+    A valid API key is authenticated whichever sandbox it names (one it may not open is the view's 404 or
+    502, as for a small body); an access token authenticates only for the sandbox it belongs to.
+    """
     try:
-        if meta.get("HTTP_E2B_SANDBOX_ID"):
+        if meta.get("HTTP_X_API_KEY"):
+            owner_of(meta)
+        elif meta.get("HTTP_E2B_SANDBOX_ID"):
             sandbox_caller(meta)
         else:
-            owner_of(meta)
+            return NO_CREDENTIALS_MESSAGE
     except E2BAuthError as exc:
-        # A sandbox the credentials do not open is the view's 404/502, the same as for a small body.
-        return exc.message if exc.status == 401 else None
+        return exc.message
     return None
 
 

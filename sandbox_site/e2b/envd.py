@@ -8,7 +8,6 @@ sandbox: 502 "The sandbox ... was not found" (the SDK raises SandboxNotRunningEx
 from __future__ import annotations
 
 import gzip
-import shutil
 import tempfile
 from collections.abc import Callable
 from typing import IO, Any, cast
@@ -126,13 +125,16 @@ def _upload(caller: SandboxCaller, request: HttpRequest) -> HttpResponse:
         if request.META.get("HTTP_CONTENT_ENCODING", "").lower() == "gzip":
             body = cast(IO[bytes], gzip.GzipFile(fileobj=request, mode="rb"))  # type: ignore[arg-type]
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
+            limit = settings.SANDBOX_MAX_UPLOAD_REQUEST_BYTES
             try:
-                shutil.copyfileobj(body, spool, 64 * 1024)
+                # Counted as it is written: a small gzip body may inflate past the limit.
+                while chunk := body.read(64 * 1024):
+                    spool.write(chunk)
+                    if spool.tell() > limit:
+                        return e2b_error(413, f"files are limited to {limit} bytes")
             except (OSError, EOFError) as exc:
                 return e2b_error(400, f"the body cannot be read: {exc}")
             size = spool.tell()
-            if size > settings.SANDBOX_MAX_UPLOAD_REQUEST_BYTES:
-                return e2b_error(413, "the file is too large")
             spool.seek(0)
             written.append(_store(caller, target, spool, size))
     return JsonResponse(written, safe=False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import sys
 import time
 import urllib.error
@@ -200,3 +201,28 @@ def test_another_tenant_cannot_touch_a_sandbox(served, user, other_user, templat
         assert sandbox.run_code("'still here'").text == "'still here'"
     finally:
         sandbox.kill()
+
+
+def headers_only(served: Served, path: str, headers: dict[str, str]) -> int:
+    """Send a POST's headers announcing 300 MiB and no body; the status of the answer, which must come and
+    be followed by the end of the connection (a server waiting for the body fails the recv's timeout)."""
+    head = [f"POST /e2b{path} HTTP/1.1", f"Host: 127.0.0.1:{served.port}", f"Content-Length: {300 * 2**20}"]
+    head += [f"{name}: {value}" for name, value in headers.items()]
+    with socket.create_connection(("127.0.0.1", served.port), timeout=30) as sock:
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    return int(raw.split(b" ", 2)[1])
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [{}, {"X-API-KEY": "scp_not-a-key"}, {"X-Access-Token": "0" * 64, "E2b-Sandbox-Id": "sess_doesnotexist"}],
+    ids=["none", "unknown-key", "made-up-token"],
+)
+def test_an_upload_without_valid_credentials_is_refused_before_its_body_is_sent(served, credentials):
+    status = headers_only(
+        served, "/files?path=big.bin", {"Content-Type": "application/octet-stream", **credentials}
+    )
+    assert status == 401
