@@ -27,6 +27,7 @@ from urllib.parse import quote, urlsplit
 from runtime import readiness
 from runtime.base import ExecuteRequest, RuntimeFailure
 from runtime.events import ExecutionEvent, ExecutionResult, parse_event
+from runtime.listing import walk_listing
 
 CHUNK = 64 * 1024
 # The stream may be silent for as long as the execution runs; allow this much more for the result.
@@ -231,6 +232,21 @@ class ExecutorClient:
 
     def list_files(self, path: str = "") -> list[dict[str, Any]]:
         return self._json_call("GET", f"/files?path={quote(path, safe='')}", files=True)["files"]
+
+    def walk_files(self, path: str = "", *, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        """Files under `path` at any depth (executor/files.py `walk`) and whether there were more than `limit`.
+
+        One request; an executor from before recursive listings ignores the parameter and answers one level,
+        which is then walked from here a directory at a time.
+        """
+        url = f"/files?path={quote(path, safe='')}&recursive=1&limit={limit}"
+        answer = self._json_call("GET", url, files=True)
+        if answer.get("recursive"):
+            return answer["files"], bool(answer.get("truncated"))
+        top = answer["files"]  # the old executor's answer: `path` itself, one level
+        return walk_listing(
+            lambda directory: top if directory == path else self.list_files(directory), path, limit
+        )
 
     def download(self, path: str) -> Iterator[bytes]:
         """Return an iterator over the file's bytes in chunks; FileNotFoundError / ValueError raise here."""

@@ -38,6 +38,7 @@ from runtime.events import (
     OutputChunk,
     ResultStatus,
 )
+from runtime.listing import walk_listing
 
 
 @dataclass(frozen=True)
@@ -271,6 +272,9 @@ class FakeExecutorClient(ExecutorClient):
         if prefix and not entries:
             raise FileNotFoundError(path)
         return [entries[name] for name in sorted(entries)]
+
+    def walk_files(self, path: str = "", *, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        return walk_listing(self.list_files, path.strip("/"), limit)
 
     def download(self, path: str) -> Iterator[bytes]:
         data = self.runtime._live(self.handle).files.get(path.strip("/"))

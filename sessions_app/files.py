@@ -16,6 +16,7 @@ from typing import IO, Any
 from django.conf import settings
 
 from runtime import RuntimeFailure
+from runtime.listing import walk_listing
 from sessions_app.models import SandboxSession, SessionStatus
 from sessions_app.sandboxes import handle_for, runtime_for
 from sessions_app.services import SessionError
@@ -30,6 +31,9 @@ from sessions_app.workspaces import (
 logger = logging.getLogger(__name__)
 
 MAX_UPLOAD_BYTES = 100 * 1024 * 1024
+# A recursive listing's files when the caller gives no limit, and the most it may ask for.
+DEFAULT_WALK_LIMIT = 1000
+MAX_WALK_LIMIT = 10000
 WORKSPACE_ROOT = "/workspace"
 
 
@@ -93,17 +97,42 @@ def files_list(*, session: SandboxSession, path: str = "") -> list[dict[str, Any
         entries = _client(session).list_files(target)
     except ValueError as exc:
         raise _refused(exc) from exc
-    return [
-        {
-            "name": entry.get("name"),
-            "path": entry.get("path"),
-            "container_path": f"{WORKSPACE_ROOT}/{entry.get('path')}",
-            "size": entry.get("size"),
-            "modified_time": entry.get("modified_time"),
-            "is_dir": bool(entry.get("is_dir")),
-        }
-        for entry in entries
-    ]
+    return [_entry(entry) for entry in entries]
+
+
+def files_walk(
+    *, session: SandboxSession, path: str = "", limit: int = DEFAULT_WALK_LIMIT
+) -> tuple[list[dict[str, Any]], bool]:
+    """Files under a workspace directory at any depth, and whether there were more than `limit`.
+
+    As the API this product replaces lists them: each `name` is the path relative to the workspace
+    (`out/a.txt`), directories are walked rather than listed. The order is the executor's (a directory's
+    files, then its subdirectories'), so a listing cut at `limit` is the same every time. Live sandboxes
+    walk in one request to their executor; an ended session's stored copy a directory at a time. Raises as
+    `files_list`.
+    """
+    target = clean_path(path, allow_empty=True)
+    if _ended(session):
+        entries, truncated = walk_listing(
+            lambda directory: stored_list(session_id=session.id, path=directory), target, limit
+        )
+    else:
+        try:
+            entries, truncated = _client(session).walk_files(target, limit=limit)
+        except ValueError as exc:
+            raise _refused(exc) from exc
+    return [{**_entry(entry), "name": entry.get("path")} for entry in entries], truncated
+
+
+def _entry(entry: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": entry.get("name"),
+        "path": entry.get("path"),
+        "container_path": f"{WORKSPACE_ROOT}/{entry.get('path')}",
+        "size": entry.get("size"),
+        "modified_time": entry.get("modified_time"),
+        "is_dir": bool(entry.get("is_dir")),
+    }
 
 
 def files_download(*, session: SandboxSession, path: str) -> Iterator[bytes]:
@@ -174,5 +203,6 @@ __all__ = [
     "files_download",
     "files_download_url",
     "files_list",
+    "files_walk",
     "files_upload",
 ]

@@ -110,6 +110,58 @@ def list_dir(workspace: str, rel: str) -> list[dict]:
     return items
 
 
+def walk(workspace: str, rel: str, limit: int) -> tuple[list[dict], bool]:
+    """Files (regular files and symlinks, as `list_dir` lists them) under a directory at any depth, and whether
+    more than `limit` were there.
+
+    A directory's files come first (by name), then its subdirectories' (by name, depth first), so a cut-off
+    listing is always the same prefix. Directories are walked,
+    not listed, and a symlink to a directory is listed, not followed (no loops, nothing outside). A
+    subdirectory that cannot be read (permissions changed by sandboxed code) is skipped, not an error.
+    """
+    root = resolve(workspace, rel, allow_root=True)
+    if not os.path.isdir(root):
+        if os.path.lexists(root):
+            raise PathError("path is not a directory")
+        raise FileNotFoundError(rel)
+    found: list[dict[str, Any]] = []
+    stack = [root]
+    while stack:
+        directory = stack.pop()
+        try:
+            with os.scandir(directory) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError:
+            if directory != root:
+                continue
+            with os_errors():  # the directory asked for: its error is the answer
+                raise
+        subdirectories = []
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                subdirectories.append(entry.path)
+                continue
+            if is_special(st.st_mode) or (stat.S_ISLNK(st.st_mode) and _links_to_special(entry.path)):
+                continue
+            if len(found) == limit:
+                return found, True
+            found.append(
+                {
+                    "name": entry.name,
+                    "path": relative(workspace, entry.path),
+                    "size": st.st_size,
+                    "modified_time": iso_utc(st.st_mtime),
+                    "is_dir": False,
+                }
+            )
+        stack.extend(reversed(subdirectories))
+    return found, False
+
+
 def _links_to_special(path: str) -> bool:
     """A link to a FIFO or device is as unreadable as the thing itself (a dangling link is listed)."""
     try:

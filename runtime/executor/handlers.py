@@ -24,6 +24,8 @@ MAX_JSON_BODY = 48 * 1024 * 1024
 # stays usable and the client, still sending it, never meets a reset; a bigger one closes the connection.
 SKIP_BODY_MAX = 1024 * 1024
 _CANCEL = re.compile(r"/executions/([^/]+)/cancel\Z")
+# A recursive listing (GET /files?recursive=1) answers at most this many files, or the caller's lower limit.
+MAX_LIST_FILES = 100_000
 
 
 class HTTPError(Exception):
@@ -33,6 +35,20 @@ class HTTPError(Exception):
         super().__init__(message or error)
         self.status = status
         self.payload = {"error": error, "message": message} if message else {"error": error}
+
+
+def _list_limit(raw: str) -> int:
+    if not raw:
+        return MAX_LIST_FILES
+    if not raw.isdigit() or int(raw) < 1:
+        raise HTTPError(400, "bad_request", "limit must be a positive integer")
+    return min(int(raw), MAX_LIST_FILES)
+
+
+def _walk(workspace: str, rel: str, limit: int) -> dict:
+    # `recursive: true` tells the client this executor walked (an older one ignores the parameter).
+    found, truncated = files.walk(workspace, rel, limit)
+    return {"files": found, "recursive": True, "truncated": truncated}
 
 
 class ExecutorHandler(BaseHTTPRequestHandler):
@@ -104,8 +120,15 @@ class ExecutorHandler(BaseHTTPRequestHandler):
             execution_id = unquote(cancel.group(1))
             self._json(200, {"cancelled": app.registry.cancel(execution_id)})
         elif path == "/files" and method == "GET":
-            rel = parse_qs(url.query, keep_blank_values=True).get("path", [""])[0]
-            self._files_call(lambda: self._json(200, {"files": files.list_dir(app.config.workspace, rel)}))
+            query = parse_qs(url.query, keep_blank_values=True)
+            rel = query.get("path", [""])[0]
+            if query.get("recursive", [""])[0] in ("1", "true"):
+                limit = _list_limit(query.get("limit", [""])[0])
+                self._files_call(lambda: self._json(200, _walk(app.config.workspace, rel, limit)))
+            else:
+                self._files_call(
+                    lambda: self._json(200, {"files": files.list_dir(app.config.workspace, rel)})
+                )
         elif path.startswith("/files/") and method in ("GET", "PUT", "DELETE"):
             rel = unquote(path[len("/files/") :])
             action = {"GET": self._download, "PUT": self._upload, "DELETE": self._delete}[method]

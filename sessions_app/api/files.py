@@ -1,4 +1,5 @@
-"""File endpoints of a session: list, upload (multipart, streamed), download (attachment), delete.
+"""File endpoints of a session: list (recursive by default), upload (multipart, streamed), download
+(attachment), delete.
 
 A live session's files are its sandbox's; an ended session's are the copy saved to storage when it ended
 (listing and downloads work, uploads and deletes answer 409). Both directions stream in chunks.
@@ -24,13 +25,16 @@ from sandbox_site.api.schema import error_responses
 from sandbox_site.api.viewsets import ApiViewSet
 from sessions_app.api.views import session_error
 from sessions_app.files import (
+    DEFAULT_WALK_LIMIT,
     MAX_UPLOAD_BYTES,
+    MAX_WALK_LIMIT,
     BadPath,
     files_delete,
     files_download,
     files_download_url,
     files_list,
     files_upload,
+    files_walk,
 )
 from sessions_app.models import SandboxSession
 from sessions_app.services import SessionError
@@ -52,7 +56,29 @@ class FileEntrySerializer(serializers.Serializer):
 class FileListSerializer(serializers.Serializer):
     session_id = serializers.CharField()
     files = FileEntrySerializer(many=True)
-    count = serializers.IntegerField()
+    count = serializers.IntegerField(help_text="Entries in `files`.")
+    truncated = serializers.BooleanField(help_text="More entries than `limit` were there.")
+
+
+class FileListQuerySerializer(serializers.Serializer):
+    """The listing's query: the original API's `path` and `limit`, and `recursive` (ours; default as there)."""
+
+    path = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        trim_whitespace=False,
+        help_text="Workspace-relative directory; the whole workspace when empty.",
+    )
+    recursive = serializers.BooleanField(
+        required=False,
+        default=True,
+        help_text="true: every file below `path` at any depth, each `name` the path relative to the workspace"
+        " (out/a.txt); false: the entries of `path` itself, directories included, `name` the entry's own.",
+    )
+    limit = serializers.IntegerField(
+        required=False, default=DEFAULT_WALK_LIMIT, min_value=1, max_value=MAX_WALK_LIMIT
+    )
 
 
 class UploadResultSerializer(serializers.Serializer):
@@ -114,16 +140,26 @@ class SessionFileViewSet(ApiViewSet):
 
     @extend_schema(
         operation_id="sessions_files_list",
-        parameters=[PATH_PARAMETER],
+        parameters=[FileListQuerySerializer],
         responses={200: FileListSerializer, **error_responses(400, 401, 404, 409, 503)},
     )
     def listing(self, request: Request, session_id: str) -> Response:
+        """The workspace's files: every file below `path` by default, or one directory with recursive=false."""
+        # A plain dict: from a QueryDict DRF would read a missing boolean as an unchecked checkbox (false).
+        query = FileListQuerySerializer(data=request.query_params.dict())
+        query.is_valid(raise_exception=True)
+        path, recursive, limit = (query.validated_data[key] for key in ("path", "recursive", "limit"))
         session = SandboxSession.objects.get_visible(request.user, session_id)
         try:
-            files = files_list(session=session, path=request.query_params.get("path", ""))
+            if recursive:
+                files, truncated = files_walk(session=session, path=path, limit=limit)
+            else:
+                files = files_list(session=session, path=path)
+                files, truncated = files[:limit], len(files) > limit
         except FILE_ERRORS as exc:
             raise _fail(exc) from None
-        return Response({"session_id": session.client_id, "files": files, "count": len(files)})
+        body = {"session_id": session.client_id, "files": files, "count": len(files), "truncated": truncated}
+        return Response(body)
 
     @extend_schema(
         operation_id="sessions_files_upload",

@@ -99,7 +99,7 @@ def test_a_symlinked_directory_inside_the_workspace_is_followed(api, session_id)
     base = f"/api/v1/sessions/{session_id}/files"
     listing = api.get(f"{base}?path=d2")
     assert listing.status_code == 200, listing.json()
-    assert [f["name"] for f in listing.json()["files"]] == ["inside.txt"]
+    assert [f["name"] for f in listing.json()["files"]] == ["d2/inside.txt"]
     assert b"".join(api.get(f"{base}/d2/inside.txt").streaming_content) == b"inside"
 
 

@@ -31,7 +31,7 @@ def test_upload_list_download_delete_round_trip(api, session_id):
     listing = api.get(f"/api/v1/sessions/{session_id}/files?path=inputs").json()
     assert listing["count"] == 1 and listing["session_id"] == session_id
     entry = listing["files"][0]
-    assert entry["name"] == "data.bin" and entry["size"] == len(payload)
+    assert entry["name"] == "inputs/data.bin" and entry["size"] == len(payload)
     assert entry["container_path"] == "/workspace/inputs/data.bin" and entry["modified_time"]
     download = api.get(f"/api/v1/sessions/{session_id}/files/inputs/data.bin")
     assert download.status_code == 200

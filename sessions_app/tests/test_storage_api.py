@@ -109,7 +109,7 @@ def test_a_csv_goes_through_pandas_and_the_result_comes_back_from_storage(api, s
     assert status == 200 and json.loads(content) == expected
     assert "out/result.json" in stored_keys(s3_storage, sid)
     listing = api.get(f"/api/v1/sessions/{sid}/files?path=out").json()
-    assert [(f["name"], f["size"]) for f in listing["files"]] == [("result.json", len(content))]
+    assert [(f["name"], f["size"]) for f in listing["files"]] == [("out/result.json", len(content))]
 
 
 @pytest.mark.usefixtures("real_runtime")
@@ -121,7 +121,7 @@ def test_symlinks_out_of_the_workspace_never_reach_storage(api, other_api, s3_st
 
     assert stored_keys(s3_storage, sid) == ["data.bin", "out/result.json"]
     names = [f["name"] for f in api.get(f"/api/v1/sessions/{sid}/files").json()["files"]]
-    assert names == ["data.bin", "out"]
+    assert names == ["data.bin", "out/result.json"]
     for path in ("leak", "etc-dir/passwd", "etc-dir"):
         status, body = download(api, sid, path)
         assert status == 404 and b"root:" not in body

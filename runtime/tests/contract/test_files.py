@@ -74,6 +74,7 @@ def _not_refused(client, path: str) -> list[str]:
         "upload": lambda: client.upload(path, io.BytesIO(b"x"), 1),
         "delete": lambda: client.delete(path),
         "list": lambda: client.list_files(path),
+        "walk": lambda: client.walk_files(path, limit=10),
     }
     allowed = []
     for name, operation in operations.items():
@@ -110,3 +111,37 @@ def test_symlinks_the_code_makes_to_places_outside_the_workspace_are_refused(bac
     client.delete("escape-file")  # the link itself, which is in the workspace
     assert not os.path.exists("/etc/new.txt") and os.path.exists("/etc/passwd")
     assert b"".join(client.download("inside")) == b"real"  # a link within the workspace is followed
+
+
+def test_a_recursive_listing_walks_every_directory_in_a_fixed_order_up_to_its_limit(backend):
+    handle = backend.make()
+    client = backend.runtime.executor(handle)
+    for path, data in {"b.txt": b"bb", "a.txt": b"a", "a/x.txt": b"xxx", "a/y/z.txt": b"z" * 10}.items():
+        client.upload(path, io.BytesIO(data), len(data))
+    made = run_code(
+        backend.runtime,
+        handle,
+        "import os\nos.mkdir('empty')\nos.symlink('a', 'link-dir')\nos.mkfifo('pipe')\n",
+    )
+    assert made.status == "completed", made.result
+
+    files, truncated = client.walk_files("", limit=100)
+    # A directory's files by name, then its subdirectories'; the link is listed, not followed; no FIFO.
+    assert [f["path"] for f in files] == ["a.txt", "b.txt", "link-dir", "a/x.txt", "a/y/z.txt"]
+    assert not truncated and not any(f["is_dir"] for f in files)
+    assert {f["path"]: f["size"] for f in files if f["path"] != "link-dir"} == {
+        "a.txt": 1,
+        "b.txt": 2,
+        "a/x.txt": 3,
+        "a/y/z.txt": 10,
+    }
+    assert all(f["modified_time"].endswith("+00:00") for f in files)
+    assert [f["path"] for f in client.walk_files("a", limit=100)[0]] == ["a/x.txt", "a/y/z.txt"]
+    assert client.walk_files("empty", limit=100) == ([], False)
+    cut, truncated = client.walk_files("", limit=4)
+    assert [f["path"] for f in cut] == ["a.txt", "b.txt", "link-dir", "a/x.txt"] and truncated
+    assert client.walk_files("", limit=5)[1] is False
+    with pytest.raises(FileNotFoundError):
+        client.walk_files("nowhere", limit=10)
+    with pytest.raises(ValueError):
+        client.walk_files("a.txt", limit=10)  # a file, not a directory
