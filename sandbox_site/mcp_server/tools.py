@@ -22,7 +22,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from rest_framework.renderers import JSONRenderer
 
 from executions_app.api.serializers import ExecuteSerializer, ExecutionSerializer
-from executions_app.models import Execution
+from executions_app.models import Execution, ExecutionOutputChunk
 from executions_app.services import execution_cancel, execution_run_here, execution_submit
 from sandbox_site.mcp_server.errors import DOMAIN_ERRORS, as_tool_error, tool_error, validated
 from sessions_app.api.serializers import SessionCreateSerializer, SessionSerializer
@@ -94,7 +94,7 @@ def _submit(owner: Any, session_id: str, body: dict[str, Any]) -> Execution:
 
 
 def _output_after(execution_id: str, after: int) -> list[tuple[int, str, str]]:
-    chunks = Execution.objects.get(pk=execution_id).chunks.filter(seq__gt=after).order_by("seq")
+    chunks = ExecutionOutputChunk.objects.filter(execution_id=execution_id, seq__gt=after).order_by("seq")
     return list(chunks.values_list("seq", "stream", "data"))
 
 
