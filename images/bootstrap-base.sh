@@ -39,10 +39,15 @@ if [ "$FORCE" = 0 ] && docker image inspect "$TAG" >/dev/null 2>&1; then
   exit 0
 fi
 if [ "$(id -u)" != 0 ]; then
-  echo "bootstrap-base: debootstrap needs root" >&2
+  echo "bootstrap-base: debootstrap needs root: sudo $0   (or: make docker-images, which does everything)" >&2
   exit 1
 fi
-command -v debootstrap >/dev/null || { echo "bootstrap-base: debootstrap is not installed" >&2; exit 1; }
+export PATH="$PATH:/usr/sbin:/sbin"  # a non-login root shell may lack them; debootstrap lives there
+if ! command -v debootstrap >/dev/null; then
+  echo "bootstrap-base: debootstrap is not installed: apt-get install -y debootstrap" >&2
+  echo "bootstrap-base: (or run make docker-images, which installs it, Docker, and builds every image)" >&2
+  exit 1
+fi
 
 mkdir -p "$CACHE/debootstrap"
 WORK="$(mktemp -d /var/tmp/sandbox-rootfs.XXXXXX)"
