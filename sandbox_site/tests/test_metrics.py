@@ -337,7 +337,11 @@ def test_serve_adds_up_every_process_and_logs_json_lines(
                 == "completed"
             )
 
-        wait_until(finished, what="the queued execution to complete in the stream pool")
+        wait_until(
+            finished,
+            what="the queued execution to complete in the stream pool",
+            context=lambda: served.log.read_text()[-6000:],
+        )
         with django_db_blocker.unblock():
             workers = dict(Execution.objects.filter(pk__in=[queued, inline]).values_list("pk", "worker"))
         # Two processes ran the two executions: the stream pool the queued one, the web process the other.
