@@ -6,6 +6,7 @@ flushed when enough has arrived or enough time has passed, so a client sees outp
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import queue
@@ -55,15 +56,17 @@ def _sender() -> queue.SimpleQueue[tuple[str, dict[str, Any]]]:
 
 
 def _send_forever(pending: queue.SimpleQueue[tuple[str, dict[str, Any]]]) -> None:
-    from asgiref.sync import async_to_sync
     from channels.layers import get_channel_layer
 
+    # One event loop for the life of the thread: the Redis channel layer keeps its connections per event
+    # loop, so async_to_sync (a new loop per call) paid a new Redis connection for every broadcast.
+    loop = asyncio.new_event_loop()
     while True:
         group, message = pending.get()
         try:
             layer = get_channel_layer()
             if layer is not None:
-                async_to_sync(layer.group_send)(group, message)
+                loop.run_until_complete(layer.group_send(group, message))
         except Exception:
             logger.warning("broadcast to %s failed", group, exc_info=True)
 

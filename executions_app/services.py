@@ -26,6 +26,9 @@ from sessions_app.models import InvalidTransition, SandboxSession, SessionStatus
 from sessions_app.sandboxes import handle_for, runtime_for
 
 logger = logging.getLogger(__name__)
+# Activity within this long of the last recorded activity is not written again: back-to-back executions
+# would otherwise update the session's row on every submit for a clock kept to the second.
+TOUCH_RESOLUTION = timedelta(seconds=1)
 
 
 def worker_id() -> str:
@@ -67,7 +70,7 @@ def execution_submit(
     with transaction.atomic():
         # The owner's row lock serialises one owner's submits (SQLite's IMMEDIATE transactions serialise all
         # writers), so concurrent requests cannot all take the last slot.
-        get_user_model().objects.select_for_update().filter(pk=session.owner_id).first()
+        list(get_user_model().objects.select_for_update().filter(pk=session.owner_id).values_list("pk"))
         in_flight = Execution.objects.unfinished().filter(session__owner_id=session.owner_id).count()
         limit = settings.SANDBOX_MAX_RUNNING_EXECUTIONS_PER_OWNER
         if in_flight >= limit:
@@ -93,7 +96,8 @@ def execution_submit(
             entrypoint=entrypoint or "",
             **claim,
         )
-        session.touch()  # in the same commit: one durable write, not two
+        if timezone.now() - session.last_activity_at >= TOUCH_RESOLUTION:
+            session.touch()  # in the same commit: one durable write, not two
     return execution
 
 
@@ -199,7 +203,7 @@ def _run_claimed(
     except RuntimeFailure as exc:
         failure = exc.message
     recorder.flush()
-    if timezone.now() - session.last_activity_at > timedelta(seconds=1):
+    if timezone.now() - session.last_activity_at >= TOUCH_RESOLUTION:
         session.touch()  # a short run was already counted as activity when it was submitted
     if result is None:
         session.refresh_from_db(fields=["status"])

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import os
 
-from django.core.asgi import get_asgi_application
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sandbox_site.settings")
 
-# Django must be set up before anything imports models, so the HTTP app is built first.
+# Django must be set up before anything imports models, so the HTTP app is built first. Its request path runs
+# synchronously, in one crossing into the request's thread (sync_stack.py).
+from sandbox_site.sync_stack import get_asgi_application  # noqa: E402
+
 django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402

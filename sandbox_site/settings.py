@@ -89,10 +89,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
-    # Last but one, as django-axes asks: it turns a locked-out login into the lockout page (429).
+    # Last, as django-axes asks: it turns a locked-out login into the lockout page (429).
     "axes.middleware.AxesMiddleware",
-    # Innermost and synchronous only, so the whole stack runs synchronously under ASGI (sync_stack.py).
-    "sandbox_site.sync_stack.SyncStackMiddleware",
 ]
 
 # --- login throttling (django-axes) ---------------------------------------------------------------------

@@ -115,11 +115,12 @@ class SandboxSessionQuerySet(models.QuerySet["SandboxSession"]):
         return None
 
     def get_visible(self, user: Any, ident: str) -> SandboxSession:
-        """`identified`, with its template and owner, or NotVisible (a 404 in the API and the console alike).
+        """`identified`, with its template, or NotVisible (a 404 in the API and the console alike).
 
-        The one lookup of a session named in a URL: API, console and executions all call it.
+        The one lookup of a session named in a URL: API, console and executions all call it. Its owner is
+        not joined in: only staff pages show it, and the owner's columns cost every API request.
         """
-        session = self.select_related("template", "owner").identified(user, ident)
+        session = self.select_related("template").identified(user, ident)
         if session is None:
             raise NotVisible("session_not_found", f"no session {ident!r}")
         return session

@@ -10,6 +10,7 @@ import threading
 import uuid
 
 import pytest
+import redis
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
@@ -39,14 +40,21 @@ POLL_OUT_OF_REACH = 3600.0
 @pytest.fixture
 def redis_layer(settings):
     """The Redis channel layer under a prefix of this test's own; its keys are flushed afterwards."""
+    prefix = f"scp-test-{uuid.uuid4().hex[:12]}"
     settings.CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"scp-test-{uuid.uuid4().hex[:12]}"},
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": prefix},
         }
     }
     yield
-    async_to_sync(get_channel_layer().flush)()
+    # Not the layer's flush(): that also closes its connections, some of which belong to the broadcast
+    # thread's own event loop (executions_app/output.py) and cannot be closed from another loop.
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=f"{prefix}*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
 
 
 @pytest.fixture
