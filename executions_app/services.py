@@ -361,17 +361,18 @@ def _finish(
     if recorder is not None:
         fields["stdout"] = recorder.text("stdout")
         fields["stderr"] = recorder.text("stderr")
-    with transaction.atomic():
-        try:
-            execution.transition(status, **fields)
-        except InvalidTransition:
-            # Cancelled (or expired) by someone else meanwhile: keep their status, store the output anyway.
-            Execution.objects.filter(pk=execution.pk).update(
-                **{k: v for k, v in fields.items() if k in ("stdout", "stderr", "metrics")}
-            )
-            execution.refresh_from_db()
-        final = {"event": "result", "status": execution.status, "exit_code": execution.exit_code}
-        transaction.on_commit(lambda: broadcast(execution.id, final))
+    # One conditional UPDATE, in autocommit: a transaction around it would only add two round trips.
+    try:
+        execution.transition(status, **fields)
+    except InvalidTransition:
+        # Cancelled (or expired) by someone else meanwhile: keep their status, store the output anyway.
+        Execution.objects.filter(pk=execution.pk).update(
+            **{k: v for k, v in fields.items() if k in ("stdout", "stderr", "metrics")}
+        )
+        execution.refresh_from_db()
+    final = {"event": "result", "status": execution.status, "exit_code": execution.exit_code}
+    # After the caller's commit when it holds a transaction, else now.
+    transaction.on_commit(lambda: broadcast(execution.id, final))
     record.execution_finished(execution)
     return execution
 
