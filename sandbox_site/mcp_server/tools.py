@@ -14,10 +14,12 @@ import binascii
 import io
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import anyio
 from channels.db import database_sync_to_async
+from django.db import connection
 from mcp.server.mcpserver import Context, MCPServer
 from rest_framework.renderers import JSONRenderer
 
@@ -51,13 +53,26 @@ def _plain(data: Any) -> Any:
     return json.loads(JSONRenderer().render(data))
 
 
-async def _in_thread(function: Callable[..., Any], *args: Any) -> Any:
-    """Run synchronous ORM/service work off the event loop; a domain error becomes a tool error.
+# Tool calls block their thread for long (create_session waits for the sandbox, execute for the code): they get
+# threads of their own, not the event loop's small default pool, which the API's front door also uses for its
+# credential checks. Per-owner caps on sessions and running executions bound what one tenant can hold.
+_TOOL_THREADS = ThreadPoolExecutor(max_workers=128, thread_name_prefix="mcp-tool")
 
-    channels' wrapper closes stale database connections around the call, as for a websocket consumer.
-    """
+
+def _releasing(function: Callable[..., Any], *args: Any) -> Any:
     try:
-        return await database_sync_to_async(function, thread_sensitive=False)(*args)
+        return function(*args)
+    finally:
+        # An idle pool thread holds no database connection (as the execution stream pool's threads).
+        connection.close()
+
+
+async def _in_thread(function: Callable[..., Any], *args: Any) -> Any:
+    """Run a tool's synchronous ORM/service work in a tool thread; a domain error becomes a tool error."""
+    try:
+        return await database_sync_to_async(_releasing, thread_sensitive=False, executor=_TOOL_THREADS)(
+            function, *args
+        )
     except DOMAIN_ERRORS as exc:
         raise as_tool_error(exc) from None
 
@@ -114,7 +129,9 @@ async def _run_streaming(ctx: Context, execution: Execution) -> dict[str, Any]:
     try:
         while True:
             done, _ = await asyncio.wait({runner}, timeout=OUTPUT_POLL_SECONDS)
-            for seq, stream, data in await _in_thread(_output_after, execution.id, after):
+            # A short read, polled: the shared pool and its threads' kept connections serve it.
+            chunks = await database_sync_to_async(_output_after, thread_sensitive=False)(execution.id, after)
+            for seq, stream, data in chunks:
                 after = seq
                 delivered += 1
                 await ctx.report_progress(delivered, None, data if stream == "stdout" else f"[stderr] {data}")
