@@ -6,8 +6,9 @@ rendered manifests offline against the Kubernetes OpenAPI schemas with kubernete
 fields are errors), once per Kubernetes version asked for; versions older than the installed
 kubernetes-validate knows come from an older release of it (`--old-validator DIR`, a `pip install --target`).
 
-    python deploy/helm/chart_tool.py lint CHART [-f VALUES ...]
-    python deploy/helm/chart_tool.py validate CHART [-f VALUES ...] --kube 1.20.0 --kube 1.37.0
+    python deploy/helm/chart_tool.py lint CHART[=VALUES[,VALUES...]] ...
+    python deploy/helm/chart_tool.py validate CHART[=VALUES[,VALUES...]] ... --kube 1.20.0 --kube 1.37.0
+    python deploy/helm/chart_tool.py render CHART [-f VALUES ...] [-n NAMESPACE]
     python deploy/helm/chart_tool.py install CHART RELEASE -n NAMESPACE [-f VALUES ...] [--timeout 300]
     python deploy/helm/chart_tool.py uninstall RELEASE -n NAMESPACE
 """
@@ -43,18 +44,30 @@ def merged_values(files: list[str]) -> dict[str, Any]:
     return values
 
 
-def lint(chart: str, files: list[str]) -> int:
+def targets(specs: list[str]) -> list[tuple[str, list[str]]]:
+    """`CHART` or `CHART=VALUES[,VALUES...]` -> (chart, values files)."""
+    out = []
+    for spec in specs:
+        chart, _, files = spec.partition("=")
+        out.append((chart, [f for f in files.split(",") if f]))
+    return out
+
+
+def lint(specs: list[str]) -> int:
     import helm_python as helm
 
-    report = helm.lint(chart, merged_values(files) or None, strict=True)
-    problems = [m for m in report["messages"] if m["severity"] >= 2] + [
-        {"severity": 3, "path": chart, "error": e} for e in report["errors"]
-    ]
-    for message in report["messages"]:
-        level = {1: "INFO", 2: "WARNING", 3: "ERROR"}.get(message["severity"], "?")
-        print(f"[{level}] {message['path']}: {message['error']}")
-    print(f"lint --strict {chart} {' '.join(files)}: {'FAILED' if problems else 'ok'}")
-    return 1 if problems else 0
+    failed = 0
+    for chart, files in targets(specs):
+        report = helm.lint(chart, merged_values(files) or None, strict=True)
+        problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
+        for message in report["messages"]:
+            level = {1: "INFO", 2: "WARNING", 3: "ERROR"}.get(message["severity"], "?")
+            print(f"[{level}] {message['path']}: {message['error']}")
+        for error in report["errors"]:
+            print(f"[ERROR] {chart}: {error}")
+        print(f"lint --strict {chart} {' '.join(files)}: {'FAILED' if problems else 'ok'}")
+        failed += bool(problems)
+    return 1 if failed else 0
 
 
 def render(chart: str, files: list[str], release: str, namespace: str) -> str:
@@ -72,15 +85,20 @@ def render(chart: str, files: list[str], release: str, namespace: str) -> str:
     return "\n---\n".join(documents) + "\n"
 
 
-def validate(chart: str, files: list[str], versions: list[str], old_validator: str | None) -> int:
+def validate(specs: list[str], versions: list[str], old_validator: str | None) -> int:
+    """Every target rendered into a file of its own, then one kubernetes-validate run per version over all."""
     import kubernetes_validate
 
-    manifest = render(chart, files, "validate", "validate")
-    kinds = [f"{d['kind']}/{d['metadata']['name']}" for d in yaml.safe_load_all(manifest) if d]
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as out:
-        out.write(manifest)
     failed = 0
-    try:
+    with tempfile.TemporaryDirectory() as tmp:
+        paths: list[str] = []
+        for index, (chart, files) in enumerate(targets(specs)):
+            manifest = render(chart, files, "validate", "validate")
+            path = os.path.join(tmp, f"{index}-{Path(chart).name}.yaml")
+            Path(path).write_text(manifest)
+            paths.append(path)
+            kinds = [f"{d['kind']}/{d['metadata']['name']}" for d in yaml.safe_load_all(manifest) if d]
+            print(f"{path}: {chart} {' '.join(files)}: {len(kinds)} objects ({', '.join(kinds)})")
         for version in versions:
             env = dict(os.environ)
             if version not in kubernetes_validate.utils.all_versions():
@@ -89,7 +107,7 @@ def validate(chart: str, files: list[str], versions: list[str], old_validator: s
                     return 1
                 env["PYTHONPATH"] = os.pathsep.join(filter(None, [old_validator, env.get("PYTHONPATH")]))
             result = subprocess.run(
-                [sys.executable, "-m", "kubernetes_validate", "--strict", "--quiet", "-k", version, out.name],
+                [sys.executable, "-m", "kubernetes_validate", "--strict", "--quiet", "-k", version, *paths],
                 env=env,
                 capture_output=True,
                 text=True,
@@ -100,14 +118,11 @@ def validate(chart: str, files: list[str], versions: list[str], old_validator: s
             # An apiVersion the version does not serve is only a warning ("Couldn't find schema"): a failure here.
             verdict = "ok" if result.returncode == 0 and not output else "FAILED"
             failed += verdict == "FAILED"
-            print(f"kubernetes-validate --strict -k {version} {chart} {' '.join(files)}: {verdict}")
-    finally:
-        os.unlink(out.name)
-    print(f"  {len(kinds)} objects: {', '.join(kinds)}")
+            print(f"kubernetes-validate --strict -k {version}, {len(paths)} renders: {verdict}")
     return 1 if failed else 0
 
 
-def install(chart: str, release: str, namespace: str, files: list[str], timeout: int) -> int:
+def install(chart: str, release: str, namespace: str, files: list[str], timeout: int, wait: bool) -> int:
     import helm_python as helm
 
     config = helm.Config(namespace=namespace)
@@ -118,7 +133,7 @@ def install(chart: str, release: str, namespace: str, files: list[str], timeout:
             merged_values(files),
             namespace=namespace,
             create_namespace=True,
-            wait="watcher",
+            wait="watcher" if wait else None,
             timeout=timeout,
         )
     except helm.HelmError as exc:
@@ -151,31 +166,40 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("lint", "render", "validate", "install"):
+    for name in ("lint", "validate"):
+        command = sub.add_parser(name)
+        command.add_argument("targets", nargs="+", help="CHART or CHART=VALUES[,VALUES...]")
+        if name == "validate":
+            command.add_argument(
+                "--kube", action="append", default=[], help="Kubernetes version (repeatable)"
+            )
+            command.add_argument("--old-validator", help="a kubernetes-validate installed with pip --target")
+    for name in ("render", "install"):
         command = sub.add_parser(name)
         command.add_argument("chart")
         if name == "install":
             command.add_argument("release")
+            command.add_argument("--timeout", type=int, default=300, help="seconds")
+            command.add_argument(
+                "--no-wait", action="store_true", help="do not wait for the objects to be ready"
+            )
         command.add_argument("-f", "--values", action="append", default=[], help="values file (repeatable)")
         command.add_argument("-n", "--namespace", default="default")
-        command.add_argument("--timeout", type=int, default=300, help="seconds (install)")
-        command.add_argument("--kube", action="append", default=[], help="Kubernetes version (validate)")
-        command.add_argument("--old-validator", help="a kubernetes-validate installed with pip --target")
     remove = sub.add_parser("uninstall")
     remove.add_argument("release")
     remove.add_argument("-n", "--namespace", default="default")
-    remove.add_argument("--timeout", type=int, default=300)
+    remove.add_argument("--timeout", type=int, default=300, help="seconds")
     args = parser.parse_args(argv)
 
     if args.command == "lint":
-        return lint(args.chart, args.values)
+        return lint(args.targets)
+    if args.command == "validate":
+        return validate(args.targets, args.kube or ["1.20.0"], args.old_validator)
     if args.command == "render":
         sys.stdout.write(render(args.chart, args.values, "release", args.namespace))
         return 0
-    if args.command == "validate":
-        return validate(args.chart, args.values, args.kube or ["1.20.0"], args.old_validator)
     if args.command == "install":
-        return install(args.chart, args.release, args.namespace, args.values, args.timeout)
+        return install(args.chart, args.release, args.namespace, args.values, args.timeout, not args.no_wait)
     return uninstall(args.release, args.namespace, args.timeout)
 
 

@@ -56,6 +56,7 @@ spec:
           ports:
             - name: {{ .name }}
               containerPort: {{ .port }}
+              protocol: TCP
           readinessProbe:
             {{- toYaml .probe | nindent 12 }}
             periodSeconds: 2
@@ -97,6 +98,7 @@ spec:
     - name: {{ .name }}
       port: {{ .port }}
       targetPort: {{ .name }}
+      protocol: TCP  # explicit: server-side apply on Kubernetes 1.20 needs the list key
   selector:
     app.kubernetes.io/instance: {{ $root.Release.Name }}
     app.kubernetes.io/name: {{ .name }}
