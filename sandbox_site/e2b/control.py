@@ -19,6 +19,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from sandbox_site.e2b.auth import E2BAuthError, access_token, owner_of, session_for_owner
 from sandbox_site.e2b.errors import e2b_error
 from sandbox_site.e2b.views import e2b_endpoint
+from sessions_app.api.serializers import SessionCreateSerializer
 from sessions_app.models import LIVE_SESSION_STATUSES, SandboxSession, SessionStatus
 from sessions_app.services import (
     SessionError,
@@ -41,6 +42,8 @@ TEMPLATE_ALIASES = {
 MIN_TIMEOUT, MAX_TIMEOUT = 10, 86400
 # How long a create waits in all for the sandbox to be running (session_open waits SANDBOX_CREATE_WAIT).
 CREATE_WAIT_SECONDS = 120
+# Our field names in validation errors, as E2B's request names them.
+_E2B_FIELD = {"env_vars": "envVars", "template_id": "templateID"}
 SESSION_ERROR_STATUS = {"quota_exceeded": 429, "capacity_exhausted": 503, "template_inactive": 400}
 
 
@@ -65,16 +68,6 @@ def _timeout(value: Any) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not MIN_TIMEOUT <= value <= MAX_TIMEOUT:
         raise BadRequest(f"timeout must be an integer number of seconds from {MIN_TIMEOUT} to {MAX_TIMEOUT}")
-    return value
-
-
-def _string_map(value: Any, name: str) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        raise BadRequest(f"{name} must be an object of strings")
     return value
 
 
@@ -134,20 +127,32 @@ def sandboxes(request: HttpRequest) -> HttpResponse:
         return _list(request, owner)
     try:
         body = _json_body(request)
-        template_id = body.get("templateID")
-        if not isinstance(template_id, str) or not template_id:
-            raise BadRequest("templateID is required")
-        timeout = _timeout(body.get("timeout"))
-        env_vars = _string_map(body.get("envVars"), "envVars")
-        metadata = _string_map(body.get("metadata"), "metadata")
     except BadRequest as exc:
         return e2b_error(400, str(exc))
+    template_id = body.get("templateID")
+    if not isinstance(template_id, str) or not template_id:
+        return e2b_error(400, "templateID is required")
     template = template_named(template_id)
     if template is None:
         return e2b_error(404, f"template {template_id!r} not found", code="template_not_found")
+    # Validated exactly as `POST /api/v1/sessions` validates (timeout bounds, environment, metadata keys).
+    fields = {
+        "template_id": template.pk,
+        "env_vars": body.get("envVars") or {},
+        "metadata": body.get("metadata") or {},
+    }
+    if body.get("timeout") is not None:
+        fields["timeout"] = body["timeout"]
+    serializer = SessionCreateSerializer(data=fields)
+    if not serializer.is_valid():
+        detail = {_E2B_FIELD.get(k, k): v for k, v in serializer.errors.items()}
+        message = "; ".join(f"{name}: {' '.join(map(str, errors))}" for name, errors in detail.items())
+        return e2b_error(400, message, code="validation_error", detail=detail)
     try:
         session = session_open(
-            owner=owner, template=template, timeout=timeout, env_vars=env_vars, metadata=metadata
+            owner=owner,
+            template=template,
+            **SessionCreateSerializer.service_arguments(serializer.validated_data),
         )
     except SessionError as exc:
         return e2b_error(SESSION_ERROR_STATUS.get(exc.code, 400), exc.message, code=exc.code)

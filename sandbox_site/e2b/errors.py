@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+# DRF's views before our errors module: errors imports them, and their parser setting imports errors back.
+import rest_framework.views  # noqa: F401
 from django.http import JsonResponse
 
 from sandbox_site.api.errors import error_body

@@ -194,6 +194,13 @@ def test_another_tenant_cannot_touch_a_sandbox(served, user, other_user, templat
         # no credentials at all: refused from the headers
         assert raw(served, "GET", "/v2/sandboxes", {})[0] == 401
         assert raw(served, "POST", "/files?path=a", {"E2b-Sandbox-Id": sandbox.sandbox_id}, b"x")[0] == 401
+        # bad input is refused as the API refuses it, with the reason
+        with pytest.raises(
+            SandboxException, match="timeout: Ensure this value is greater than or equal to 10"
+        ):
+            Sandbox.create(template=template, timeout=5, **mine)
+        with pytest.raises(SandboxException, match="template 'no-such-template' not found"):
+            Sandbox.create(template="no-such-template", **mine)
         # unsupported calls say so
         with pytest.raises(SandboxException, match="pausing sandboxes is not supported"):
             sandbox.pause()
