@@ -145,7 +145,9 @@ def execution_run(execution_id: str, *, release_connection: bool = False) -> Exe
         return None
     with ExecutionLease(execution_id):
         execution = Execution.objects.select_related("session").get(pk=execution_id)
-        with log_context(session_id=execution.session_id, execution_id=execution_id):
+        with log_context(
+            session_id=execution.session_id, execution_id=execution_id, owner=execution.session.owner_id
+        ):
             return _run_claimed(execution, release_connection)
 
 
@@ -159,7 +161,9 @@ def execution_run_here(
     """
     with (
         ExecutionLease(execution.id),
-        log_context(session_id=execution.session_id, execution_id=execution.id),
+        log_context(
+            session_id=execution.session_id, execution_id=execution.id, owner=execution.session.owner_id
+        ),
     ):
         return _run_claimed(execution, on_event=on_event)
 
