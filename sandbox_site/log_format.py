@@ -17,8 +17,7 @@ import contextvars
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,18 +33,25 @@ CONTEXT_FIELDS = ("session_id", "execution_id", "owner")
 _RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "request_id"}
 
 
-@contextmanager
-def log_context(**ids: Any) -> Iterator[None]:
-    """Bind ids (session_id, execution_id, owner) to every log record written inside the block."""
-    values = {name: str(value) for name, value in ids.items() if value is not None and value != ""}
-    token = _bound.set({**_bound.get(), **values})
-    request_ids = _request_ids.get()
-    if request_ids is not None:
-        request_ids.update(values)
-    try:
-        yield
-    finally:
-        _bound.reset(token)
+class log_context:  # noqa: N801 - used as a function: `with log_context(session_id=...):`
+    """Bind ids (session_id, execution_id, owner) to every log record written inside the block.
+
+    A class rather than a generator-based context manager: it runs on every execution, and this is half the
+    cost."""
+
+    __slots__ = ("_token", "_values")
+
+    def __init__(self, **ids: Any) -> None:
+        self._values = {name: str(value) for name, value in ids.items() if value is not None and value != ""}
+
+    def __enter__(self) -> None:
+        self._token = _bound.set({**_bound.get(), **self._values})
+        request_ids = _request_ids.get()
+        if request_ids is not None:
+            request_ids.update(self._values)
+
+    def __exit__(self, *exc_info: object) -> None:
+        _bound.reset(self._token)
 
 
 def bound_ids() -> dict[str, str]:

@@ -32,6 +32,8 @@ UNNAMED = "<unnamed view>"
 class HttpMetrics(Metrics):
     """django-prometheus's metric definitions, only those this middleware writes."""
 
+    _instance = None  # its own singleton, never django-prometheus's full set
+
     def register(self) -> None:
         self.requests_by_method = self.register_metric(
             Counter,

@@ -89,14 +89,29 @@ def session_finished(session: Any) -> None:
     ).inc()
 
 
+# Label children of the execution metrics, kept: languages, statuses and streams are few, and an execute-sync
+# then pays for increments only, not label lookups.
+_execution_children: dict[tuple[str, str], Any] = {}
+_output_children: dict[tuple[str, str], Any] = {}
+
+
 def execution_finished(execution: Any) -> None:
     """An execution reached its final status (call it after the transition, with stdout and stderr set)."""
     language = execution.language
-    execution_seconds.labels(language, execution.status).observe(_seconds_since(execution.started_at))
+    key = (language, execution.status)
+    duration = _execution_children.get(key)
+    if duration is None:
+        duration = _execution_children[key] = execution_seconds.labels(*key)
+    duration.observe(_seconds_since(execution.started_at))
     for stream in ("stdout", "stderr"):
         text = getattr(execution, stream) or ""
         if text:
-            execution_output_bytes.labels(language, stream).inc(len(text.encode("utf-8", "replace")))
+            output = _output_children.get((language, stream))
+            if output is None:
+                output = _output_children[(language, stream)] = execution_output_bytes.labels(
+                    language, stream
+                )
+            output.inc(len(text.encode("utf-8", "replace")))
 
 
 def dependency_install(*, ok: bool, seconds: float) -> None:
