@@ -36,15 +36,18 @@ pytestmark = [
 
 BASE_DIR = Path(__file__).resolve().parents[3]
 TOOLS = {"create_session", "execute", "upload", "download", "list_files", "terminate", "list_templates"}
-# Each line is printed and then followed by a pause longer than the output's 0.1 s batching, so each line is
-# stored as a chunk of its own and passed on as a progress notification of its own while the code runs.
-HANDLER = """import time
+# The handler prints, then waits for a file that the test uploads only once that line has reached it as a
+# progress notification: the call completes with released=True only if output is passed on while the code
+# runs, not with the answer (then the wait runs out and released is False).
+HANDLER = """import os, time
 
 def handler(event, context):
-    for i in range(3):
-        print(f"line {i}", flush=True)
-        time.sleep(0.3)
-    return {"doubled": event["n"] * 2}
+    print("waiting", flush=True)
+    deadline = time.monotonic() + 60
+    while not os.path.exists("go") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    print("released", flush=True)
+    return {"doubled": event["n"] * 2, "released": os.path.exists("go")}
 """
 BINARY = bytes(range(256))
 
@@ -129,20 +132,28 @@ async def exercise_every_tool(owner: Client, other: Client) -> None:
     sid = session["id"]
 
     streamed: list[str] = []
+    releases: list[asyncio.Task] = []
 
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
         streamed.append(message or "")
+        if message == "waiting\n":
+            # A second call while the first runs; not awaited here, which would hold up the client's reader.
+            go = {"session_id": sid, "path": "go", "content": ""}
+            releases.append(asyncio.create_task(call(owner, "upload", go)))
 
     result = await owner.call_tool(
-        "execute", {"session_id": sid, "code": HANDLER, "event": {"n": 21}}, progress_callback=on_progress
+        "execute",
+        {"session_id": sid, "code": HANDLER, "event": {"n": 21}, "timeout": 120},
+        progress_callback=on_progress,
     )
     assert not result.is_error, result.content
     execution = result.structured_content
     assert execution is not None
     assert execution["status"] == "completed", execution
-    assert execution["return_value"] == {"doubled": 42}
-    assert execution["stdout"] == "line 0\nline 1\nline 2\n"
-    assert streamed == ["line 0\n", "line 1\n", "line 2\n"]
+    assert execution["return_value"] == {"doubled": 42, "released": True}
+    assert execution["stdout"] == "waiting\nreleased\n"
+    assert streamed == ["waiting\n", "released\n"]
+    await asyncio.gather(*releases)
 
     failed = await call(
         owner, "execute", {"session_id": sid, "code": "echo oops >&2; exit 3", "language": "shell"}
