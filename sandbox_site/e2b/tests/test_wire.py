@@ -74,3 +74,13 @@ def test_the_sdks_bash_command_becomes_its_script_with_envs_and_cwd():
 def test_pids_are_stable_and_differ_between_executions():
     assert pid_of("exec_a") == pid_of("exec_a") != pid_of("exec_b")
     assert 1000 <= pid_of("exec_a") < 2**31
+
+
+def test_the_installed_sdks_are_the_tested_releases():
+    """A bump of the pins must come with a run of the SDK tests and the docs' version range."""
+    from importlib.metadata import version
+
+    from sandbox_site.e2b import TESTED_SDK_VERSIONS
+
+    for package, release in TESTED_SDK_VERSIONS.items():
+        assert version(package).startswith(release + "."), (package, version(package))
