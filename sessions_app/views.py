@@ -248,11 +248,13 @@ def sparkline(samples: list[tuple[datetime, float]], *, top: float) -> Sparkline
     span = (end - start).total_seconds() or 1.0
     points = []
     for at, value in samples:
-        x = SPARK_WIDTH * (at - start).total_seconds() / span if len(samples) > 1 else SPARK_WIDTH / 2
+        x = SPARK_WIDTH * (at - start).total_seconds() / span
         y = SPARK_HEIGHT - SPARK_HEIGHT * value / ceiling
         points.append(f"{x:.1f},{y:.1f}")
     if len(points) == 1:
-        points.insert(0, f"0,{points[0].split(',')[1]}")
+        # One reading: a level line across the whole width.
+        level = points[0].split(",")[1]
+        points = [f"0.0,{level}", f"{SPARK_WIDTH:.1f},{level}"]
     return Sparkline(" ".join(points), values[-1], peak, ceiling, len(samples), start, end)
 
 
@@ -388,11 +390,15 @@ def session_bulk_terminate(request: HtmxHttpRequest) -> HttpResponse:
     Only the user's visible, live sessions among the ids count: another owner's id is ignored like a missing
     one, an ended session is left as it is."""
     ids = request.POST.getlist("session")[: PAGE_SIZE * 5]
-    chosen = SandboxSession.objects.visible_to(request.user).live().filter(pk__in=ids).select_related("template")
+    chosen = (
+        SandboxSession.objects.visible_to(request.user).live().filter(pk__in=ids).select_related("template")
+    )
     ended = [session_terminate(session=session, reason="user_request") for session in chosen]
     if ended:
         names = ", ".join(session.client_id for session in ended)
-        messages.success(request, f"Terminated {len(ended)} session{'s' if len(ended) != 1 else ''}: {names}.")
+        messages.success(
+            request, f"Terminated {len(ended)} session{'s' if len(ended) != 1 else ''}: {names}."
+        )
     else:
         messages.info(request, "No live session was selected.")
     back = request.POST.get("next", "")

@@ -200,3 +200,11 @@ def test_executions_are_view_only_in_the_admin(client, staff_user, live_session)
     assert b'name="_save"' not in page.content and b'name="_continue"' not in page.content
     assert client.post(url, {"code": "changed"}).status_code == 403
     assert Execution.objects.get(pk=execution.pk).code == "x"
+
+
+def test_a_single_reading_draws_a_level_line_across_the_graph(live_session):
+    from sessions_app.views import SPARK_WIDTH, sparkline
+
+    line = sparkline([(timezone.now(), 128.0)], top=512.0)
+    assert line is not None and line.points == f"0.0,30.0 {SPARK_WIDTH:.1f},30.0"
+    assert sparkline([], top=512.0) is None
