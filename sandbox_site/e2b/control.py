@@ -40,8 +40,9 @@ TEMPLATE_ALIASES = {
     "code-interpreter-beta": "python-basic",
 }
 MIN_TIMEOUT, MAX_TIMEOUT = 10, 86400
-# How long a create waits in all for the sandbox to be running (session_open waits SANDBOX_CREATE_WAIT).
-CREATE_WAIT_SECONDS = 120
+# How long a create waits in all for the sandbox to be running (session_open waits SANDBOX_CREATE_WAIT):
+# within the SDK's own 60 s request timeout.
+CREATE_WAIT_SECONDS = 50
 # Our field names in validation errors, as E2B's request names them.
 _E2B_FIELD = {"env_vars": "envVars", "template_id": "templateID"}
 SESSION_ERROR_STATUS = {"quota_exceeded": 429, "capacity_exhausted": 503, "template_inactive": 400}
@@ -160,6 +161,12 @@ def sandboxes(request: HttpRequest) -> HttpResponse:
         # E2B answers with a sandbox that is up: wait longer than our own API does before giving it back.
         session = session_wait_started(
             session=session, timeout=max(0, CREATE_WAIT_SECONDS - settings.SANDBOX_CREATE_WAIT)
+        )
+    if session.status == SessionStatus.CREATING:
+        # The SDK stops waiting after 60 s: nobody would ever learn this sandbox's id, so it must not live on.
+        session_terminate(session=session, reason="create_wait_expired")
+        return e2b_error(
+            503, f"the sandbox did not start within {CREATE_WAIT_SECONDS} s", code="runtime_unavailable"
         )
     if session.status != SessionStatus.RUNNING:
         detail = session.status_detail or session.status
