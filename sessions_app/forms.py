@@ -43,9 +43,9 @@ class SessionCreateForm(forms.Form):
         self.templates = {t.id: t for t in templates}
         if not self.initial.get("template_id"):
             # Python first, as the code runner and the API's examples: not whatever sorts first (nodejs-…).
-            python = [t.id for t in templates if t.id == DEFAULT_TEMPLATE or "python" in t.id]
+            python = [t.id for t in templates if "python" in t.id]
             if python:
-                self.initial["template_id"] = python[0] if DEFAULT_TEMPLATE not in python else DEFAULT_TEMPLATE
+                self.initial["template_id"] = DEFAULT_TEMPLATE if DEFAULT_TEMPLATE in python else python[0]
 
     def clean_env_vars(self) -> dict[str, str]:
         return parse_pairs(self.cleaned_data["env_vars"], what="NAME=value")
