@@ -18,7 +18,6 @@ import socket
 import tempfile
 import threading
 import time
-import traceback
 from collections.abc import Callable
 
 from . import snapshot
@@ -96,6 +95,8 @@ class Execution:
         try:
             return self._run()
         except Exception as exc:  # a bug or an exhausted resource must still end the stream with a result
+            import traceback  # only here: its import is not worth a share of every daemon start
+
             traceback.print_exc()
             if not self._started_sent:
                 self._send_started(None)

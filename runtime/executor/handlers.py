@@ -1,6 +1,6 @@
 """HTTP/1.1 handling: the bearer-token check, routing, JSON replies, the chunked NDJSON stream, file bodies.
 
-BaseHTTPRequestHandler parses requests; replies are written by hand, head and body in one write, so a small
+http1.RequestHandler reads requests; replies are written by hand, head and body in one write, so a small
 answer is one send (no Nagle/delayed-ACK stall on TCP) and nothing is logged per request. The execution
 stream uses chunked transfer encoding, one chunk per event, written as the event is produced.
 """
@@ -10,13 +10,11 @@ from __future__ import annotations
 import json
 import re
 import socket
-import sys
-import traceback
-from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from . import VERSION, files
 from .executions import DuplicateExecution, Execution
+from .http1 import RequestHandler, reason
 from .spec import BadRequest, ExecutionSpec
 
 MAX_JSON_BODY = 48 * 1024 * 1024
@@ -51,7 +49,7 @@ def _walk(workspace: str, rel: str, limit: int) -> dict:
     return {"files": found, "recursive": True, "truncated": truncated}
 
 
-class ExecutorHandler(BaseHTTPRequestHandler):
+class ExecutorHandler(RequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = f"sandbox-executor/{VERSION}"
     # Applies to each read and write on the connection: an idle keep-alive connection or a client that
@@ -65,8 +63,8 @@ class ExecutorHandler(BaseHTTPRequestHandler):
         self._replied = False
         self._body_touched = False
 
-    def log_message(self, format: str, *args: object) -> None:  # the base class's name
-        sys.stderr.write("executor: " + (format % args) + "\n")
+    def refuse(self, status: int, error: str, message: str) -> None:
+        self._json(status, {"error": error, "message": message})
 
     def do_GET(self) -> None:
         self._handle("GET")
@@ -96,13 +94,15 @@ class ExecutorHandler(BaseHTTPRequestHandler):
         except (ConnectionError, TimeoutError, socket.timeout):  # noqa: UP041 - distinct on Python 3.9
             self.close_connection = True
         except Exception:  # a bug: answer 500 if we still can, and keep serving others
+            import traceback  # only here: its import is not worth a share of every daemon start
+
             traceback.print_exc()
             self.close_connection = True
             if not self._replied:
                 self._json(500, {"error": "internal_error"})
 
     def _authorized(self, config) -> bool:
-        scheme, _, given = self.headers.get("Authorization", "").partition(" ")
+        scheme, _, given = (self.headers.get("Authorization") or "").partition(" ")
         # The hash is compared whatever the scheme, so a refusal takes as long for every header.
         admitted = config.admits(given)
         return admitted and scheme == "Bearer" and bool(given)
@@ -196,7 +196,7 @@ class ExecutorHandler(BaseHTTPRequestHandler):
             self.close_connection = True  # it shrank while we sent it: the client sees a short body
 
     def _upload(self, workspace: str, rel: str) -> None:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             raise HTTPError(411, "length_required", "send the upload with a Content-Length")
         length = self._content_length()
         path = files.resolve(workspace, rel)
@@ -227,7 +227,7 @@ class ExecutorHandler(BaseHTTPRequestHandler):
             self.close_connection = True  # half-read: we no longer know where the next request starts
             return
         self._body_touched = True
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             self.close_connection = True
             return
         raw = (self.headers.get("Content-Length") or "0").strip()
@@ -254,8 +254,7 @@ class ExecutorHandler(BaseHTTPRequestHandler):
 
     def _head(self, status: int, headers: list) -> bytes:
         self._replied = True
-        reason = self.responses.get(status, ("",))[0]
-        lines = [f"HTTP/1.1 {status} {reason}", f"Server: {self.server_version}"]
+        lines = [f"HTTP/1.1 {status} {reason(status)}", f"Server: {self.server_version}"]
         lines += [f"{name}: {value}" for name, value in headers]
         if self.close_connection:
             lines.append("Connection: close")
