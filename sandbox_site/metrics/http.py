@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 from django_prometheus.conf import NAMESPACE, PROMETHEUS_LATENCY_BUCKETS
 from django_prometheus.middleware import Metrics
@@ -80,22 +81,48 @@ def _view_name(request: HttpRequest) -> str:
 
 class HttpMetricsMiddleware:
     """Outermost middleware; see the module docstring. Label children are kept, so a request seen before
-    costs no label lookups (views, methods and statuses are few)."""
+    costs no label lookups (views, methods and statuses are few). It runs in the mode of the stack inside
+    it (sync or async) and so never adds a thread hop of its own."""
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
         self.get_response = get_response
         self.metrics = HttpMetrics.get_instance()
         self._by_method: dict[str, Any] = {}
         self._by_response: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.async_mode:
+            return self._acall(request)
         started = time.perf_counter()
+        method = self._count_request(request)
+        response = self.get_response(request)
+        self._count_response(request, response, method, started)
+        return response
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        started = time.perf_counter()
+        method = self._count_request(request)
+        response = await self.get_response(request)
+        self._count_response(request, response, method, started)
+        return response
+
+    def _count_request(self, request: HttpRequest) -> str:
         method = request.method if request.method in METHODS else "<invalid method>"
         counter = self._by_method.get(method)
         if counter is None:
             counter = self._by_method[method] = self.metrics.requests_by_method.labels(method)
         counter.inc()
-        response = self.get_response(request)
+        return method
+
+    def _count_response(
+        self, request: HttpRequest, response: HttpResponse, method: str, started: float
+    ) -> None:
         key = (str(response.status_code), _view_name(request), method)
         children = self._by_response.get(key)
         if children is None:
@@ -105,7 +132,6 @@ class HttpMetricsMiddleware:
             )
         children[0].inc()
         children[1].observe(time.perf_counter() - started)
-        return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> None:
         self.metrics.exceptions_by_type.labels(type(exception).__name__).inc()
