@@ -27,8 +27,9 @@ from executions_app.api.serializers import ExecuteSerializer, ExecutionSerialize
 from executions_app.models import Execution, ExecutionOutputChunk
 from executions_app.services import execution_cancel, execution_run_here, execution_submit
 from sandbox_site.mcp_server.errors import DOMAIN_ERRORS, as_tool_error, tool_error, validated
+from sessions_app.api.files import FileListQuerySerializer
 from sessions_app.api.serializers import SessionCreateSerializer, SessionSerializer
-from sessions_app.files import files_download, files_list, files_upload
+from sessions_app.files import files_download, files_list, files_upload, files_walk
 from sessions_app.models import SandboxSession, SessionStatus
 from sessions_app.services import session_open, session_terminate
 from templates_app.api.serializers import SandboxTemplateSerializer
@@ -146,10 +147,17 @@ async def _run_streaming(ctx: Context, execution: Execution) -> dict[str, Any]:
     return _plain(ExecutionSerializer(finished).data)
 
 
-def _list_files(owner: Any, session_id: str, path: str) -> dict[str, Any]:
+def _list_files(owner: Any, session_id: str, query: dict[str, Any]) -> dict[str, Any]:
+    """As GET /api/v1/sessions/{id}/files: every file below `path`, or one directory with recursive=false."""
     session = SandboxSession.objects.get_visible(owner, session_id)
-    files = files_list(session=session, path=path)
-    return {"session_id": session.client_id, "files": files, "count": len(files)}
+    parsed = validated(FileListQuerySerializer(data=query))
+    path, recursive, limit = parsed["path"], parsed["recursive"], parsed["limit"]
+    if recursive:
+        files, truncated = files_walk(session=session, path=path, limit=limit)
+    else:
+        files = files_list(session=session, path=path)
+        files, truncated = files[:limit], len(files) > limit
+    return {"session_id": session.client_id, "files": files, "count": len(files), "truncated": truncated}
 
 
 def _upload(owner: Any, session_id: str, path: str, content: str, encoding: str) -> dict[str, Any]:
@@ -291,10 +299,19 @@ def build_server(*, owner_of: OwnerOf) -> MCPServer:
         return await for_owner(ctx, _download, session_id, path, encoding)
 
     @server.tool()
-    async def list_files(ctx: Context, session_id: str, path: str = "") -> dict[str, Any]:
-        """List a directory of the session's workspace (`path` relative to /workspace; empty for its top):
-        name, path, size, modified_time and is_dir of each entry."""
-        return await for_owner(ctx, _list_files, session_id, path)
+    async def list_files(
+        ctx: Context, session_id: str, path: str = "", recursive: bool = True, limit: int | None = None
+    ) -> dict[str, Any]:
+        """List the session's workspace files (also after the session ended: its saved copy).
+
+        By default every file below `path` (relative to /workspace; empty for all) at any depth, each `name`
+        the workspace-relative path (out/a.txt); with recursive=false the entries of `path` itself,
+        directories included. At most `limit` entries (default 1000); `truncated` says the limit cut it.
+        """
+        query: dict[str, Any] = {"path": path, "recursive": recursive}
+        if limit is not None:
+            query["limit"] = limit
+        return await for_owner(ctx, _list_files, session_id, query)
 
     @server.tool()
     async def terminate(ctx: Context, session_id: str) -> dict[str, Any]:

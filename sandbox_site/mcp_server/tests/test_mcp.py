@@ -169,11 +169,15 @@ async def exercise_every_tool(owner: Client, other: Client) -> None:
         "encoding": "base64",
     }
     assert (await call(owner, "upload", blob))["size"] == len(BINARY)
-    listing = await call(owner, "list_files", {"session_id": sid, "path": "in"})
-    assert {entry["name"]: entry["size"] for entry in listing["files"]} == {
-        "notes.txt": len("héllo\n".encode()),
-        "blob.bin": len(BINARY),
+    everything = await call(owner, "list_files", {"session_id": sid})
+    assert {entry["name"]: entry["size"] for entry in everything["files"]} == {
+        "go": 0,
+        "in/notes.txt": len("héllo\n".encode()),
+        "in/blob.bin": len(BINARY),
     }
+    assert (everything["count"], everything["truncated"]) == (3, False)
+    top = await call(owner, "list_files", {"session_id": sid, "recursive": False, "limit": 1})
+    assert (len(top["files"]), top["truncated"]) == (1, True)
     text = await call(owner, "download", {"session_id": sid, "path": "in/notes.txt"})
     assert (text["encoding"], text["content"]) == ("text", "héllo\n")
     binary = await call(owner, "download", {"session_id": sid, "path": "in/blob.bin"})
@@ -202,6 +206,7 @@ async def exercise_every_tool(owner: Client, other: Client) -> None:
         ),
         ("download", {"session_id": sid, "path": "../etc/passwd"}, "invalid_path"),
         ("download", {"session_id": sid, "path": "missing.txt"}, "file_not_found"),
+        ("list_files", {"session_id": sid, "limit": 0}, "validation_error"),
     ]
     for tool, arguments, code in bad_calls:
         assert (await refused(owner, tool, arguments))["error"] == code, (tool, arguments)
