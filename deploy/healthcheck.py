@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import sys
-import urllib.request
 from pathlib import Path
 
 
@@ -37,6 +36,8 @@ def main() -> int:
     procs = processes()
     problems = []
     if any(b"uvicorn" in cmdline for _, cmdline in procs.values()):
+        import urllib.request  # only here: a worker's check need not load http and ssl
+
         url = f"http://127.0.0.1:{os.environ.get('PORT', '8000')}/api/v1/health"
         try:
             with urllib.request.urlopen(url, timeout=4) as response:
