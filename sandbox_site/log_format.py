@@ -30,7 +30,13 @@ _request_ids: contextvars.ContextVar[dict[str, str] | None] = contextvars.Contex
 
 CONTEXT_FIELDS = ("session_id", "execution_id", "owner")
 # LogRecord's own attributes: anything else on a record came from `extra` and is written out.
-_RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "request_id"}
+# (uvicorn adds `color_message`, its message with terminal colours.)
+_RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "request_id",
+    "color_message",
+}
 
 
 class log_context:  # noqa: N801 - used as a function: `with log_context(session_id=...):`

@@ -33,7 +33,10 @@ class DatabaseCollector(Collector):
             yield from families
 
     def _sessions(self) -> Iterator[GaugeMetricFamily]:
+        from django.conf import settings
+
         from sessions_app.models import LIVE_SESSION_STATUSES, SandboxSession
+        from templates_app.models import SandboxTemplate
 
         sessions = GaugeMetricFamily(
             "sandbox_sessions",
@@ -65,10 +68,18 @@ class DatabaseCollector(Collector):
             labels=["template"],
         )
         live = SandboxSession.objects.filter(status__in=LIVE_SESSION_STATUSES)
+        seen: set[tuple[str, str]] = set()
         for row in live.values("status", "template_id", "runtime_type").annotate(n=Count("id")).order_by():
-            sessions.add_metric(
-                [row["status"], row["template_id"], row["runtime_type"] or "default"], row["n"]
-            )
+            runtime = row["runtime_type"] or settings.SANDBOX_RUNTIME
+            sessions.add_metric([row["status"], row["template_id"], runtime], row["n"])
+            seen.add((row["status"], row["template_id"]))
+        # Zero for every active template with none, so a graph shows 0 rather than a gap.
+        backends = dict(SandboxTemplate.objects.filter(is_active=True).values_list("id", "sandbox_backend"))
+        templates = list(backends)
+        for template_id, backend in backends.items():
+            for status in LIVE_SESSION_STATUSES:
+                if (status, template_id) not in seen:
+                    sessions.add_metric([str(status), template_id, backend or settings.SANDBOX_RUNTIME], 0)
         per_template = (
             live.values("template_id")
             .annotate(
@@ -94,6 +105,9 @@ class DatabaseCollector(Collector):
                 continue
         for template_id, total in cores.items():
             cpu_limit.add_metric([template_id], total)
+        for template_id in set(templates) - {row["template_id"] for row in per_template}:
+            for family in (cpu_used, memory_used, cpu_limit, memory_limit, disk_limit):
+                family.add_metric([template_id], 0)
         yield from (sessions, cpu_used, memory_used, cpu_limit, memory_limit, disk_limit)
 
     def _warm_pools(self) -> Iterator[GaugeMetricFamily]:

@@ -189,6 +189,10 @@ def test_a_scripted_run_of_creates_and_executions_shows_in_the_metrics(
     assert running >= 2
     gauge = value(after, "sandbox_sessions", status="running", template="python-basic", runtime="process")
     assert gauge == running
+    # Templates without live sessions read 0, not nothing.
+    assert present(after, "sandbox_sessions", status="running", template="nodejs-basic")
+    assert value(after, "sandbox_sessions", template="nodejs-basic") == 0
+    assert value(after, "sandbox_sessions", status="creating", template="python-basic") == 0
     assert value(after, "sandbox_memory_limit_bytes", template="python-basic") > 0
     assert value(after, "sandbox_cpu_limit_cores", template="python-basic") > 0
 
