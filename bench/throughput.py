@@ -38,6 +38,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -154,7 +155,7 @@ def stop_product(product: Product) -> None:
 def remove_leftovers(runtime_name: str, data_dir: str) -> None:
     from runtime.registry import backend_class
 
-    runtime = backend_class(runtime_name)(data_dir=data_dir)
+    runtime: Any = backend_class(runtime_name)(data_dir=data_dir)  # type: ignore[call-arg]
     for handle in runtime.list_managed():
         try:
             runtime.destroy(handle)
@@ -306,7 +307,7 @@ def executor_baseline(runtime_name: str, runs: int) -> list[float]:
     from runtime.registry import backend_class
 
     data_dir = tempfile.mkdtemp(prefix="bench-throughput-executor-", dir="/tmp")
-    runtime = backend_class(runtime_name)(data_dir=data_dir)
+    runtime: Any = backend_class(runtime_name)(data_dir=data_dir)  # type: ignore[call-arg]
     image = "python-basic" if runtime_name == "process" else "sandbox-template-python-basic:latest"
     handle = runtime.create(
         SandboxSpec(session_id=f"bench-{uuid.uuid4().hex[:8]}", image=image, token=uuid.uuid4().hex)

@@ -14,6 +14,8 @@ request path runs it with async_to_sync. Streaming responses are sent by the ASG
 
 from __future__ import annotations
 
+from typing import Any
+
 import django
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIHandler
@@ -23,7 +25,8 @@ class SyncStackASGIHandler(ASGIHandler):
     def load_middleware(self, is_async: bool = False) -> None:
         super().load_middleware(is_async=False)
         # get_response_async awaits the chain: one thread-sensitive call runs all of it.
-        self._middleware_chain = sync_to_async(self._middleware_chain, thread_sensitive=True)
+        chain: Any = self._middleware_chain  # type: ignore[has-type]
+        self._middleware_chain = sync_to_async(chain, thread_sensitive=True)
 
 
 def get_asgi_application() -> SyncStackASGIHandler:
