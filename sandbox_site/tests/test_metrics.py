@@ -62,6 +62,10 @@ def test_loopback_reads_the_metrics_by_default_and_other_addresses_get_403(clien
     body = refused.json()
     assert body["error"] == "forbidden" and "SANDBOX_METRICS_ALLOW" in body["message"]
     assert body["request_id"] == refused["X-Request-ID"]
+    # A scraper that asks for OpenMetrics gets it.
+    openmetrics = client.get("/metrics", HTTP_ACCEPT="application/openmetrics-text; version=1.0.0")
+    assert openmetrics["Content-Type"].startswith("application/openmetrics-text")
+    assert openmetrics.content.rstrip().endswith(b"# EOF")
 
 
 @pytest.mark.django_db
