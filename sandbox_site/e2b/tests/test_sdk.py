@@ -19,12 +19,14 @@ from typing import Any
 
 import pytest
 from e2b import Sandbox as BaseSandbox
-from e2b.exceptions import NotFoundException, SandboxException, SandboxNotFoundException
+from e2b.exceptions import NotFoundException, SandboxException, SandboxNotFoundException, TimeoutException
 from e2b.sandbox.commands.command_handle import CommandExitException
 from e2b_code_interpreter import Sandbox
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 from served_process import Served, serve_test_database  # noqa: E402
+
+from sandbox_site.testing import wait_until  # noqa: E402
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -144,6 +146,17 @@ def test_the_sdks_run_code_files_and_commands(served, user, template, monkeypatc
         script = "echo waiting; while [ ! -e go ]; do sleep 0.05; done; echo done"
         streamed = sandbox.commands.run(script, on_stdout=on_stdout, timeout=60)
         assert streamed.exit_code == 0 and "".join(lines) == "waiting\ndone\n"
+
+        # a background command is listed until killed; a command the client stops waiting for is cancelled
+        handle = sandbox.commands.run("sleep 60", background=True)
+        wait_until(lambda: handle.pid in [p.pid for p in sandbox.commands.list()], what="the command listed")
+        assert sandbox.commands.kill(handle.pid) is True
+        with pytest.raises(CommandExitException) as killed_command:
+            handle.wait()
+        assert killed_command.value.exit_code == -1
+        with pytest.raises(TimeoutException):
+            sandbox.commands.run("sleep 60", timeout=1)
+        wait_until(lambda: sandbox.commands.list() == [], what="the abandoned command cancelled")
 
         # lifecycle: set_timeout moves the end, list finds it by metadata, kill ends it
         sandbox.set_timeout(900)
