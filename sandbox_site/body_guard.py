@@ -12,6 +12,8 @@ front of Django and decides from the request line and headers alone:
   at all is refused at once; present credentials are looked up here only when the body is worth refusing
   early (over SMALL_BODY_BYTES, or chunked): a small body is read and Django's authentication, which calls
   the same functions, gives the same 401;
+- under /e2b/ (the E2B surface), everything but /e2b/health needs an API key or a sandbox's access token,
+  judged by sandbox_site/e2b/auth.py the same way (none at all: 401 at once; a large body's: looked up);
 - the console's upload path needs a logged-in session; without one the answer is the login redirect the
   view itself would give;
 - a Content-Length over the path's limit is a 413 (uploads: SANDBOX_MAX_UPLOAD_REQUEST_BYTES, everything else:
