@@ -349,6 +349,7 @@ def test_serve_adds_up_every_process_and_logs_json_lines(
         wait_until(
             finished,
             what="the queued execution to complete in the stream pool",
+            timeout=120,  # the pool starts with the worker, which serve does not wait for
             context=lambda: served.log.read_text()[-6000:],
         )
         with django_db_blocker.unblock():
