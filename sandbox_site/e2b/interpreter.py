@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shlex
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -126,15 +127,13 @@ def execute(request: HttpRequest) -> HttpResponse:
 
 
 def _with_env(language: str, code: str, env_vars: dict[str, Any]) -> str:
-    if not env_vars:
-        return code
+    """A JavaScript or bash cell with the run's environment variables set first; a bash cell reads no input
+    (its stdin would otherwise be the execution's event)."""
     if language == "shell":
-        import shlex
-
         exports = "".join(
             f"export {k}={shlex.quote(str(v))}\n" for k, v in env_vars.items() if str(k).isidentifier()
         )
-        return exports + code
+        return "exec </dev/null\n" + exports + code
     assignments = "".join(
         f"process.env[{json.dumps(str(k))}] = {json.dumps(str(v))};\n" for k, v in env_vars.items()
     )

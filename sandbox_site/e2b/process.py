@@ -45,7 +45,8 @@ def command_script(config: dict[str, Any]) -> str:
         script = args[args.index("-c") + 1]
     else:
         script = shlex.join([cmd, *args]) if cmd else ""
-    lines = []
+    # E2B's commands get no input unless asked for it (which is not supported here): not our shell's event.
+    lines = ["exec </dev/null"]
     envs = config.get("envs") or {}
     if isinstance(envs, dict):
         lines += [f"export {k}={shlex.quote(str(v))}" for k, v in envs.items() if str(k).isidentifier()]

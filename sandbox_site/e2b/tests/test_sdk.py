@@ -131,8 +131,8 @@ def test_the_sdks_run_code_files_and_commands(served, user, template, monkeypatc
 
         # commands: exit codes, stderr, and stdout streamed while the command runs: it waits for a file
         # that the stdout callback itself writes, so it can only end if the first line arrived before the end
-        result = sandbox.commands.run("echo out; echo err >&2; echo $GREETING")
-        assert (result.exit_code, result.stdout, result.stderr) == (0, "out\nhi\n", "err\n")
+        result = sandbox.commands.run("echo out; echo err >&2; echo $GREETING; wc -c")
+        assert (result.exit_code, result.stdout, result.stderr) == (0, "out\nhi\n0\n", "err\n")
         with pytest.raises(CommandExitException) as exited:
             sandbox.commands.run("echo failing; exit 3")
         assert exited.value.exit_code == 3 and exited.value.stdout == "failing\n"

@@ -67,8 +67,13 @@ def test_the_sdks_bash_command_becomes_its_script_with_envs_and_cwd():
             "cwd": "/home/user/d",
         }
     )
-    assert script.splitlines() == ["export A='x y'", "cd /workspace/d || exit 1", "echo $A"]
-    assert command_script({"cmd": "ls", "args": ["-l", "a b"]}) == "ls -l 'a b'"
+    assert script.splitlines() == [
+        "exec </dev/null",
+        "export A='x y'",
+        "cd /workspace/d || exit 1",
+        "echo $A",
+    ]
+    assert command_script({"cmd": "ls", "args": ["-l", "a b"]}).splitlines()[-1] == "ls -l 'a b'"
 
 
 def test_pids_are_stable_and_differ_between_executions():
