@@ -122,3 +122,12 @@ def test_a_new_api_key_comes_with_a_copy_button_and_snippets(client, user):
     assert secret is not None
     assert '<button type="button" class="copy" data-copy="#new-key-secret" hidden>Copy</button>' in body
     assert f"E2B_API_KEY={secret.group(0)}" in body and f"Authorization: Bearer {secret.group(0)}" in body
+
+
+def test_a_form_without_its_csrf_token_gets_a_console_page_not_djangos(user):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)
+    response = client.post(reverse("sessions:bulk-terminate"), {"session": ["x"]})
+    assert response.status_code == 403
+    body = response.content.decode()
+    assert "The form expired" in body and 'class="brand"' in body
