@@ -22,6 +22,7 @@ from sandbox_site.e2b import fs
 from sandbox_site.e2b.auth import E2BAuthError, SandboxCaller, sandbox_caller
 from sandbox_site.e2b.errors import e2b_error
 from sandbox_site.e2b.paths import absolute, workspace_relative
+from sandbox_site.e2b.streaming import Relay, relayed
 from sandbox_site.e2b.views import e2b_endpoint
 from sessions_app.files import BadPath, files_delete, files_download, files_upload
 from sessions_app.models import SessionStatus
@@ -87,7 +88,20 @@ def files(request: HttpRequest) -> HttpResponse:
 def _download(caller: SandboxCaller, path: str) -> HttpResponse:
     relative = workspace_relative(path, allow_root=False)
     chunks = files_download(session=caller.session, path=relative)
-    response = StreamingHttpResponse(chunks, content_type="application/octet-stream")
+    first = next(chunks, b"")  # a missing file raises here, before the answer starts
+
+    def work(relay: Relay) -> None:
+        relay.send(first)
+        for chunk in chunks:
+            if relay.cancelled.is_set():
+                break
+            relay.send(chunk)
+
+    # Relayed rather than handed to Django as an iterator: under ASGI Django reads a plain iterator to its end
+    # before sending anything, which would hold a whole file (up to 100 MiB) in memory.
+    response = StreamingHttpResponse(
+        relayed(work, name="e2b-download", bounded=True), content_type="application/octet-stream"
+    )
     response["Content-Disposition"] = f'attachment; filename="{relative.rsplit("/", 1)[-1]}"'
     return response
 

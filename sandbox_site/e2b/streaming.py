@@ -10,6 +10,7 @@ block), each chunk is handed to the event loop, and when the client goes away th
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -21,6 +22,10 @@ logger = logging.getLogger(__name__)
 _DONE = object()
 
 
+# Chunks waiting for a slow client: past this the worker thread waits (a file download is not read into memory).
+QUEUE_CHUNKS = 64
+
+
 class Relay:
     """What the worker thread holds: `send(chunk)` to the client, `cancelled` once the client left."""
 
@@ -30,11 +35,33 @@ class Relay:
         self.cancelled = threading.Event()
 
     def send(self, chunk: bytes) -> None:
-        if not self.cancelled.is_set():
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, chunk)
+        """Queue `chunk` for the client (waiting while a bounded queue is full); dropped once the client left."""
+        self._put(chunk)
+
+    def _put(self, item: object) -> None:
+        if not self._queue.maxsize:
+            # Never waits: an execution's output must not stall its stream (the executor caps it anyway).
+            if not self.cancelled.is_set() or item is _DONE:
+                try:
+                    self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+                except RuntimeError:  # the event loop is gone (the server stops)
+                    self.cancelled.set()
+            return
+        while not self.cancelled.is_set():
+            try:
+                future = asyncio.run_coroutine_threadsafe(self._queue.put(item), self._loop)
+            except RuntimeError:  # the event loop is gone (the server stops)
+                self.cancelled.set()
+                return
+            try:
+                future.result(timeout=1.0)
+                return
+            except concurrent.futures.TimeoutError:
+                if not future.cancel():
+                    return  # it went in just as the wait ended
 
     def _finish(self) -> None:
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, _DONE)
+        self._put(_DONE)
 
 
 async def relayed(
@@ -43,14 +70,16 @@ async def relayed(
     name: str,
     heartbeat: Callable[[], bytes] | None = None,
     heartbeat_seconds: float = 15.0,
+    bounded: bool = False,
 ) -> AsyncIterator[bytes]:
     """Run `work(relay)` on a new thread and yield what it sends until it returns.
 
     `heartbeat()` is sent after `heartbeat_seconds` of silence (Connect keepalive frames), so proxies and
-    clients with idle timeouts keep a quiet long-running stream open.
+    clients with idle timeouts keep a quiet long-running stream open. With `bounded`, `relay.send` waits
+    while QUEUE_CHUNKS chunks wait for the client (bulk data: a download is never read into memory whole).
     """
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[object] = asyncio.Queue()
+    queue: asyncio.Queue[object] = asyncio.Queue(maxsize=QUEUE_CHUNKS if bounded else 0)
     relay = Relay(loop, queue)
 
     def run() -> None:
