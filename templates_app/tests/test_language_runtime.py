@@ -108,3 +108,18 @@ def test_the_migration_moves_the_backend_and_names_each_templates_language(built
     assert rows["plain"] == ("python3.11", "")
     assert rows["python-basic"] == ("python3.11", "process")
     assert rows["nodejs-basic"] == ("nodejs20", "")
+
+
+def test_the_console_form_takes_the_language_runtime_and_the_backend_apart(client, staff_user):
+    from django.urls import reverse
+
+    from templates_app.tests.test_views import NEW_TEMPLATE
+
+    client.force_login(staff_user)
+    form = client.get(reverse("templates:create")).content.decode()
+    assert 'name="runtime_type"' in form and 'name="sandbox_backend"' in form and 'value="go1.21"' in form
+    body = {**NEW_TEMPLATE, "runtime_type": "java17", "sandbox_backend": "process"}
+    assert client.post(reverse("templates:create"), body).status_code == 302
+    template = SandboxTemplate.objects.get(pk=NEW_TEMPLATE["id"])
+    assert (template.runtime_type, template.sandbox_backend) == ("java17", "process")
+    assert "java17 · process" in client.get(reverse("templates:list")).content.decode()
