@@ -142,26 +142,36 @@
    * keyboard focus in the old fragment gets it back in the new one, and ticked boxes stay ticked, so a
    * refresh never throws a keyboard user back to the top of the page or loses a selection. An element is
    * found again by its id, else by what it is (tag, name, value, link, text). */
+  var FOCUSABLE = "a, button, input, select, textarea, summary, [tabindex]";
+
+  // What an element is, stable across re-renders even when its text changes (a tile's count, a status):
+  // its id, else its link, else its form name and value, else its action and text.
   function identity(element) {
     if (element.id) return "#" + element.id;
-    return [
-      element.tagName,
-      element.getAttribute("name") || "",
-      element.getAttribute("value") || "",
-      element.getAttribute("href") || "",
-      element.getAttribute("hx-post") || "",
-      (element.textContent || "").trim().slice(0, 80)
-    ].join("|");
+    var tag = element.tagName;
+    if (element.getAttribute("href")) return tag + "|href|" + element.getAttribute("href");
+    if (element.getAttribute("name")) {
+      return tag + "|name|" + element.getAttribute("name") + "|" + (element.getAttribute("value") || "");
+    }
+    return tag + "|" + (element.getAttribute("hx-post") || "") + "|" + (element.textContent || "").trim().slice(0, 80);
   }
 
-  function findByIdentity(root, key) {
-    if (key.charAt(0) === "#") return document.getElementById(key.slice(1));
-    var found = null;
-    Array.prototype.some.call(root.querySelectorAll("a, button, input, select, textarea, [tabindex]"), function (el) {
-      if (identity(el) === key) { found = el; return true; }
-      return false;
+  // The position among the elements of `root` sharing that identity (the same link can appear twice).
+  function locate(root, element) {
+    var key = identity(element);
+    var same = Array.prototype.filter.call(root.querySelectorAll(FOCUSABLE), function (el) {
+      return identity(el) === key;
     });
-    return found;
+    return [key, Math.max(0, same.indexOf(element))];
+  }
+
+  function findByIdentity(root, place) {
+    var key = place[0];
+    if (key.charAt(0) === "#") return document.getElementById(key.slice(1));
+    var same = Array.prototype.filter.call(root.querySelectorAll(FOCUSABLE), function (el) {
+      return identity(el) === key;
+    });
+    return same[place[1]] || same[0] || null;
   }
 
   var kept = {}; // target id -> what to restore once its new content has settled
@@ -172,9 +182,9 @@
     var active = document.activeElement;
     var boxes = target.querySelectorAll("input[type=checkbox]");
     kept[target.id] = {
-      focus: active && active !== document.body && target.contains(active) ? identity(active) : null,
+      focus: active && active !== document.body && target.contains(active) ? locate(target, active) : null,
       checked: Array.prototype.filter.call(boxes, function (box) { return box.checked !== box.defaultChecked; })
-        .map(function (box) { return [identity(box), box.checked]; })
+        .map(function (box) { return [locate(target, box), box.checked]; })
     };
   });
 
