@@ -208,3 +208,9 @@ def test_a_single_reading_draws_a_level_line_across_the_graph(live_session):
     line = sparkline([(timezone.now(), 128.0)], top=512.0)
     assert line is not None and line.points == f"0.0,30.0 {SPARK_WIDTH:.1f},30.0"
     assert sparkline([], top=512.0) is None
+
+
+def test_an_ended_session_offers_no_snippets_to_reach_it(logged_in, user, make_session):
+    ended = make_session(user, status="terminated")
+    body = logged_in.get(reverse("sessions:detail", args=[ended.id])).content.decode()
+    assert 'id="snippets"' not in body and 'id="timeline"' in body
