@@ -432,3 +432,29 @@ def test_without_javascript_every_page_and_action_still_works_as_links_and_forms
     page.click("button:has-text('Terminate')")
     expect(page.locator("[data-session-status]")).to_have_attribute("data-session-status", "terminated")
     context.close()
+
+
+def test_the_api_in_a_browser_has_an_index_takes_trailing_slashes_and_is_in_the_menu(
+    site, browser, artifacts
+):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    violations = csp_violations(page)
+    page.set_default_timeout(15_000)
+    index = page.goto(f"{site.url}/api/v1/")
+    assert index is not None and index.status == 200 and "text/html" in index.headers["content-type"]
+    expect(page.locator(f"a[href='{site.url}/api/v1/sessions']").first).to_be_visible()
+    log_in(page, site, "alice")
+    page.locator("nav.mainnav").get_by_role("link", name="API", exact=True).click()
+    expect(page).to_have_url(f"{site.url}/api/v1")
+    page.locator(f"a[href='{site.url}/api/v1/templates']").first.click()
+    expect(page.locator(".response-info")).to_contain_text("python-basic")
+    listing = page.goto(f"{site.url}/api/v1/sessions/")
+    assert listing is not None and listing.status == 200
+    expect(page.locator(".response-info")).to_contain_text('"items"')
+    shoot(page, artifacts, "api-browsable")
+    page.get_by_role("button", name="Log out").click()  # a plain form: DRF's own link needs inline script
+    expect(page).to_have_url(f"{site.url}/api/v1")
+    expect(page.get_by_role("link", name="Log in")).to_be_visible()
+    context.close()
+    assert violations == [], violations[:6]
