@@ -58,10 +58,10 @@ def test_one_directory_level_on_request(api, session_id):
     assert [f["name"] for f in out["files"]] == ["a.txt"] and out["truncated"] is True
 
 
-@pytest.mark.parametrize("query", ["?limit=0", "?limit=10001", "?limit=x", "?recursive=maybe"])
-def test_bad_listing_parameters_are_400(api, session_id, query):
-    response = api.get(f"/api/v1/sessions/{session_id}/files{query}")
-    assert response.status_code == 400 and response.json()["error"] == "validation_error"
+def test_bad_listing_parameters_are_400(api, session_id):
+    for query in ("?limit=0", "?limit=10001", "?limit=x", "?recursive=maybe"):
+        response = api.get(f"/api/v1/sessions/{session_id}/files{query}")
+        assert response.status_code == 400 and response.json()["error"] == "validation_error", query
 
 
 def test_an_ended_sessions_stored_files_are_listed_the_same_way(api, session_id):
