@@ -40,14 +40,14 @@ fi
 [ -x "$kit/cluster.sh" ] || { log "no cluster kit (pass its directory)"; exit 1; }
 eval "$("$kit/cluster.sh" env)"
 
-# 1-2. Lint and validate: offline, no cluster needed.
+# 1-2. Lint and validate: offline, so they run while the images build and load.
 [ -d "$OLD_VALIDATOR" ] || $PY -m pip install -q --no-deps --target "$OLD_VALIDATOR" kubernetes-validate==1.28.3
 targets="$CP $CP=$TEST_VALUES/control-plane.yaml $DEV $DEV=$TEST_VALUES/dev-services.yaml"
+lint_log=$(mktemp /tmp/helm-check-lint.XXXXXX)
 # shellcheck disable=SC2086
-$TOOL lint $targets
-# shellcheck disable=SC2086
-$TOOL validate $targets --kube 1.20.0 --kube 1.37.0 --old-validator "$OLD_VALIDATOR"
-step "lint and validate done"
+($TOOL lint $targets && $TOOL validate $targets --kube 1.20.0 --kube 1.37.0 --old-validator "$OLD_VALIDATOR") \
+  >"$lint_log" 2>&1 &
+lint_pid=$!
 
 # 3. Images: unchanged trees rebuild from the layer cache in seconds.
 deploy/build-images.sh control-plane standins >&2
@@ -63,9 +63,17 @@ loaded() {
 }
 for image in sandbox-control-plane:latest sandbox-standin-mariadb:latest sandbox-standin-redis:latest \
   sandbox-standin-s3:latest; do
-  loaded "$image" || "$kit/cluster.sh" load-image "$image" >/dev/null
+  # Once more after a failure: ctr refuses ("already exists") when another import of the image races ours.
+  loaded "$image" || "$kit/cluster.sh" load-image "$image" >/dev/null \
+    || { sleep 2; loaded "$image" || "$kit/cluster.sh" load-image "$image" >/dev/null; }
 done
 step "images built and loaded"
+lint_ok=0
+wait "$lint_pid" || lint_ok=$?
+grep -v '^\[INFO\]' "$lint_log" >&2
+rm -f "$lint_log"
+[ "$lint_ok" = 0 ] || { log "lint or validation FAILED"; exit 1; }
+step "lint and validate done"
 
 # 4. Install. Whatever happens next, the namespace goes at the end.
 pf_pid=""

@@ -33,6 +33,8 @@ spec:
         app.kubernetes.io/name: {{ .name }}
     spec:
       automountServiceAccountToken: false
+      # Throwaway data: no reason to wait for a clean shutdown (redis took the whole 30 s default).
+      terminationGracePeriodSeconds: 2
       {{- if $root.Values.hostNetwork }}
       hostNetwork: true
       dnsPolicy: ClusterFirstWithHostNet
