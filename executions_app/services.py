@@ -152,12 +152,16 @@ def execution_run(execution_id: str, *, release_connection: bool = False) -> Exe
 
 
 def execution_run_here(
-    execution: Execution, *, on_event: Callable[[ExecutionEvent], None] | None = None
+    execution: Execution,
+    *,
+    on_event: Callable[[ExecutionEvent], None] | None = None,
+    release_connection: bool = False,
 ) -> Execution:
     """Run an execution submitted with `run_here` (so already claimed by this worker) to its end.
 
     `on_event` sees every event of the executor's stream as it arrives, before it is recorded: callers that
-    relay live output (the E2B surface) need it without waiting for the batched writes.
+    relay live output (the E2B surface) need it without waiting for the batched writes. `release_connection`
+    as for `execution_run`: a thread of its own that may wait long on a stream holds no database connection.
     """
     with (
         ExecutionLease(execution.id),
@@ -165,7 +169,7 @@ def execution_run_here(
             session_id=execution.session_id, execution_id=execution.id, owner=execution.session.owner_id
         ),
     ):
-        return _run_claimed(execution, on_event=on_event)
+        return _run_claimed(execution, release_connection, on_event=on_event)
 
 
 def _run_claimed(

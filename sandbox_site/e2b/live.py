@@ -53,7 +53,8 @@ def run(execution: Execution, relay: Relay, on_output: Callable[[str, str], None
         if isinstance(event, OutputChunk):
             on_output(event.stream, event.data)
 
-    return execution_run_here(execution, on_event=on_event)
+    # Commands can run for an hour: the thread gives its database connection back while it waits.
+    return execution_run_here(execution, on_event=on_event, release_connection=True)
 
 
 def _cancel_when_abandoned(relay: Relay, execution: Execution) -> None:
