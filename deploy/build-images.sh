@@ -18,8 +18,9 @@
 #   CA_BUNDLE           CA file pip trusts inside the builds (default /etc/ssl/certs/ca-certificates.crt)
 #   CONTROL_PLANE_TAG   default sandbox-control-plane:latest
 #
-# Layer caching is by content: an unchanged tree rebuilds in seconds. A rebuild that changes an image removes
-# the image the tag pointed at before (unless a container still uses it), so no untagged image is left behind.
+# Layer caching is by content: an unchanged tree rebuilds in seconds. Every image built here is labelled
+# sandbox.build=deploy, and the untagged ones a rebuild leaves (the tag's previous image) are pruned unless a
+# container still uses them, so no untagged image is left behind.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -53,19 +54,17 @@ ca_into() {  # ca_into DIR: the CA file pip uses in the build (empty: pip's own 
 }
 
 build() {  # build TAG CONTEXT DOCKERFILE [ARGS...]; the log is shown only on failure
-  local tag="$1" context="$2" dockerfile="$3" log="$WORK/build.log" started before after
+  local tag="$1" context="$2" dockerfile="$3" log="$WORK/${1//[:\/]/_}.log" started
   shift 3
   started=$(date +%s)
-  before=$(docker image inspect -f '{{.Id}}' "$tag" 2>/dev/null || true)
   if ! docker build --force-rm --label sandbox.build=deploy -t "$tag" -f "$dockerfile" "$@" "$context" >"$log" 2>&1; then
     tail -40 "$log" >&2
     echo "build-images: $tag FAILED" >&2
     exit 1
   fi
-  after=$(docker image inspect -f '{{.Id}}' "$tag")
-  if [ -n "$before" ] && [ "$before" != "$after" ]; then
-    docker image rm "$before" >/dev/null 2>&1 || true  # still used by a container: kept until it is gone
-  fi
+  # The image a rebuild took the tag from is left untagged: remove every such image of these builds (they
+  # carry the label) that no container uses. A container's image goes at the first build after it stops.
+  docker image prune -f --filter label=sandbox.build=deploy >/dev/null
   echo "build-images: $tag ($(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1/1e6}'), $(( $(date +%s) - started )) s)"
 }
 
@@ -74,6 +73,22 @@ if wants standins && [ -z "${STANDIN_BASE_IMAGE:-}" ] && ! docker image inspect 
 fi
 if [ -z "${BASE_IMAGE:-}" ]; then
   if docker image inspect "$LOCAL_BASE" >/dev/null 2>&1; then BASE_IMAGE="$LOCAL_BASE"; else BASE_IMAGE=python:3.11-slim; fi
+fi
+
+# The stand-ins build alongside the control plane (their time is mostly apt's and pip's downloads).
+standins_job=""
+if wants standins; then
+  standin_base="${STANDIN_BASE_IMAGE:-$LOCAL_BASE}"
+  echo "build-images: stand-ins FROM $standin_base"
+  (
+    for name in mariadb redis s3; do
+      context="$WORK/standin-$name"
+      cp -r "$HERE/standins/$name" "$context"
+      ca_into "$context"
+      build "sandbox-standin-$name:latest" "$context" "$context/Dockerfile" --build-arg "BASE_IMAGE=$standin_base"
+    done
+  ) &
+  standins_job=$!
 fi
 
 if wants control-plane; then
@@ -92,13 +107,6 @@ if wants templates; then
   BASE_IMAGE="${TEMPLATE_BASE_IMAGE:-}" CA_BUNDLE="$CA_BUNDLE" "$REPO/images/build.sh"
 fi
 
-if wants standins; then
-  standin_base="${STANDIN_BASE_IMAGE:-$LOCAL_BASE}"
-  echo "build-images: stand-ins FROM $standin_base"
-  for name in mariadb redis s3; do
-    context="$WORK/standin-$name"
-    cp -r "$HERE/standins/$name" "$context"
-    ca_into "$context"
-    build "sandbox-standin-$name:latest" "$context" "$context/Dockerfile" --build-arg "BASE_IMAGE=$standin_base"
-  done
+if [ -n "$standins_job" ]; then
+  wait "$standins_job" || { echo "build-images: the stand-ins FAILED" >&2; exit 1; }
 fi
