@@ -51,6 +51,9 @@ class ApiRootView(APIView):
     # an unknown or revoked one cannot turn the public index into a 401.
     authentication_classes = [SessionAuthentication]
 
+    def get_view_name(self) -> str:
+        return "API index"  # the browsable page's title and breadcrumb, rather than "Api Root"
+
     @extend_schema(
         operation_id="api_root",
         responses={
