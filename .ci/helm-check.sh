@@ -76,12 +76,22 @@ rm -f "$lint_log"
 step "lint and validate done"
 
 # 4. Install. Whatever happens next, the namespace goes at the end.
+# Polled: kubectl 1.32's `delete --wait` against the 1.20 API server returns some 30 s after the namespace is gone.
+delete_namespace() {
+  kubectl delete namespace "$NS" --ignore-not-found --wait=false >/dev/null
+  for _ in $(seq 1 240); do
+    kubectl get namespace "$NS" >/dev/null 2>&1 || return 0
+    sleep 0.5
+  done
+  log "namespace $NS is still there after 120 s"
+  return 1
+}
 pf_pid=""
 cleanup() {
   [ -z "$pf_pid" ] || kill "$pf_pid" 2>/dev/null || true
   $TOOL uninstall $RELEASE -n "$NS" >/dev/null 2>&1 || true
   $TOOL uninstall dev -n "$NS" >/dev/null 2>&1 || true
-  kubectl delete namespace "$NS" --ignore-not-found --wait=true --timeout=120s >/dev/null 2>&1 || true
+  delete_namespace || true
 }
 trap cleanup EXIT
 if kubectl get namespace "$NS" >/dev/null 2>&1; then
@@ -144,9 +154,8 @@ kill "$pf_pid" 2>/dev/null || true
 pf_pid=""
 $TOOL uninstall $RELEASE -n "$NS"
 $TOOL uninstall dev -n "$NS"
-kubectl delete namespace "$NS" --wait=true --timeout=120s >/dev/null
+delete_namespace
 trap - EXIT
-if kubectl get namespace "$NS" >/dev/null 2>&1; then log "namespace $NS is still there"; exit 1; fi
 leftover=$(kubectl get clusterroles,clusterrolebindings -o name | grep -c "$NS-$FULLNAME" || true)
 [ "$leftover" = 0 ] || { log "cluster-wide objects left: $leftover"; exit 1; }
 step "uninstalled, namespace $NS gone"
