@@ -169,16 +169,20 @@ def execution_run_here(
             session_id=execution.session_id, execution_id=execution.id, owner=execution.session.owner_id
         ),
     ):
-        return _run_claimed(execution, release_connection, on_event=on_event)
+        # Recorded running from its first commit, so nobody can have watched it while pending: a websocket
+        # opened now reads the status from the row, and a "running" broadcast would reach no one.
+        return _run_claimed(execution, release_connection, on_event=on_event, announce_start=False)
 
 
 def _run_claimed(
     execution: Execution,
     release_connection: bool = False,
     on_event: Callable[[ExecutionEvent], None] | None = None,
+    announce_start: bool = True,
 ) -> Execution:
     session = execution.session
-    broadcast(execution.id, {"event": "status", "status": execution.status})
+    if announce_start:
+        broadcast(execution.id, {"event": "status", "status": execution.status})
     handle = handle_for(session)
     if session.status != SessionStatus.RUNNING or handle is None:
         return _finish(
