@@ -30,9 +30,10 @@ from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.docker_latency import remove_leftovers, stop_product  # noqa: E402
+from bench.docker_latency import stop_product  # noqa: E402
 from bench.session_create import Api, free_port, manage, wait_pool  # noqa: E402
 from bench.support import percentile, serve  # noqa: E402
+from runtime.base import RuntimeFailure  # noqa: E402
 
 TEMPLATE = "python-basic"
 PUBLISHED_TTI_MS = {"E2B": 491.0, "Daytona": 186.0}
@@ -73,6 +74,23 @@ def start_product(data_dir: str, args: argparse.Namespace) -> tuple[subprocess.P
         time.sleep(0.1)
     stop_product(server)
     raise SystemExit(f"the product did not start; see {data_dir}/serve.log")
+
+
+def remove_leftovers(data_dir: str, runtime_name: str) -> None:
+    """Destroy what the product left running (warm sandboxes, their workspace mounts), then the data dir."""
+    from runtime.docker import DockerRuntime
+    from runtime.process import ProcessRuntime
+
+    runtime = (
+        DockerRuntime(data_dir=data_dir) if runtime_name == "docker" else ProcessRuntime(data_dir=data_dir)
+    )
+    try:
+        for handle in runtime.list_managed():
+            runtime.destroy(handle)
+    except RuntimeFailure as exc:
+        print(f"warning: sandboxes of {data_dir} may be left behind: {exc.message}", file=sys.stderr)
+        return
+    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -142,10 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             api.call("PATCH", f"/api/v1/templates/{TEMPLATE}", {"warm_pool_size": 0})
     finally:
         stop_product(server)
-        if args.runtime == "docker":
-            remove_leftovers(data_dir)
-        elif sys.exc_info()[0] is None:
-            shutil.rmtree(data_dir, ignore_errors=True)
+        remove_leftovers(data_dir, args.runtime)
 
     figures: dict[str, float] = {}
     for name, values in samples.items():
