@@ -99,6 +99,12 @@ if wants control-plane; then
     --exclude=./.mypy_cache --exclude=./.ruff_cache --exclude=./.pytest_cache --exclude='*.egg-info' \
     --exclude=./build --exclude=./node_modules -cf - . | tar -C "$context" -xf -
   ca_into "$context"
+  # The dependency layer is keyed on this list alone, not on all of pyproject.toml (whose tool settings change
+  # far more often than its dependencies). tomllib needs Python 3.11: the host's, else the base image's.
+  list='import sys, tomllib; p = tomllib.load(sys.stdin.buffer)["project"]
+print("\n".join(p["dependencies"] + p["optional-dependencies"]["mariadb"]))'
+  python3 -c "$list" <"$REPO/pyproject.toml" >"$context/requirements.txt" 2>/dev/null ||
+    docker run --rm -i --entrypoint python3 "$BASE_IMAGE" -c "$list" <"$REPO/pyproject.toml" >"$context/requirements.txt"
   echo "build-images: control plane FROM $BASE_IMAGE"
   build "$CONTROL_PLANE_TAG" "$context" "$HERE/Dockerfile" --build-arg "BASE_IMAGE=$BASE_IMAGE"
 fi
