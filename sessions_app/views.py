@@ -11,11 +11,11 @@ import posixpath
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import Http404, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.http import Http404, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
@@ -23,6 +23,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HTMX_STOP_POLLING, HttpResponseClientRedirect, HttpResponseClientRefresh
 
 from runtime import RuntimeFailure
+from sandbox_site.downloads import download_response
 from sandbox_site.forms import add_serializer_errors
 from sandbox_site.views import HtmxHttpRequest, console_login_required
 from sessions_app.api.files import MULTIPART_OVERHEAD, LimitedUploadHandler
@@ -503,14 +504,7 @@ def file_download(request: HtmxHttpRequest, session_id: str) -> HttpResponse:
         messages.error(request, describe_error(exc))
         return redirect("sessions:detail", session.id)
 
-    def stream():
-        yield first
-        yield from chunks
-
-    response = StreamingHttpResponse(stream(), content_type="application/octet-stream")
-    name = posixpath.basename(path.rstrip("/")) or "download"
-    response["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(name)}"
-    return response
+    return download_response(request, first, chunks, path)
 
 
 @require_POST

@@ -8,10 +8,9 @@ A live session's files are its sandbox's; an ended session's are the copy saved 
 from __future__ import annotations
 
 import posixpath
-from urllib.parse import quote
 
 from django.core.files.uploadhandler import StopUpload, TemporaryFileUploadHandler
-from django.http import HttpResponseRedirect, StreamingHttpResponse
+from django.http import HttpResponseRedirect
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -23,6 +22,7 @@ from runtime import RuntimeFailure
 from sandbox_site.api.errors import ApiError
 from sandbox_site.api.schema import error_responses
 from sandbox_site.api.viewsets import ApiViewSet
+from sandbox_site.downloads import download_response
 from sessions_app.api.views import session_error
 from sessions_app.files import (
     DEFAULT_WALK_LIMIT,
@@ -213,14 +213,7 @@ class SessionFileViewSet(ApiViewSet):
         except FILE_ERRORS as exc:
             raise _fail(exc) from None
 
-        def stream():
-            yield first
-            yield from chunks
-
-        response = StreamingHttpResponse(stream(), content_type="application/octet-stream")
-        name = posixpath.basename(path.rstrip("/")) or "download"
-        response["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(name)}"
-        return response
+        return download_response(request, first, chunks, path)
 
     @extend_schema(
         operation_id="sessions_files_delete",
