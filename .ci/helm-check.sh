@@ -39,6 +39,10 @@ if [ -z "$kit" ]; then
 fi
 [ -x "$kit/cluster.sh" ] || { log "no cluster kit (pass its directory)"; exit 1; }
 eval "$("$kit/cluster.sh" env)"
+# kubectl: Debian's (1.20, the test cluster's own version) where none is installed.
+if ! command -v kubectl >/dev/null; then
+  apt-get install -y -q kubernetes-client >&2 || { apt-get update -q && apt-get install -y -q kubernetes-client; } >&2
+fi
 
 # 1-2. Lint and validate: offline, so they run while the images build and load.
 [ -d "$OLD_VALIDATOR" ] || $PY -m pip install -q --no-deps --target "$OLD_VALIDATOR" kubernetes-validate==1.28.3
@@ -154,6 +158,7 @@ kill "$pf_pid" 2>/dev/null || true
 pf_pid=""
 $TOOL uninstall $RELEASE -n "$NS"
 $TOOL uninstall dev -n "$NS"
+step "releases uninstalled"
 delete_namespace
 trap - EXIT
 leftover=$(kubectl get clusterroles,clusterrolebindings -o name | grep -c "$NS-$FULLNAME" || true)
