@@ -49,3 +49,21 @@ def wait_until(
             detail = f"\n{context()}" if context is not None else ""
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {last!r}){detail}")
         time.sleep(interval)
+
+
+def asgi_get_scope(path: str, headers: list[tuple[bytes, bytes]]) -> dict:
+    """The scope an ASGI server hands the application for `GET path` from a loopback client."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"localhost"), *headers],
+        "client": ("127.0.0.1", 40000),
+        "server": ("localhost", 80),
+    }

@@ -10,6 +10,7 @@ from asgiref.sync import async_to_sync
 from asgiref.testing import ApplicationCommunicator
 
 from sandbox_site.asgi import application
+from sandbox_site.testing import asgi_get_scope
 from sessions_app.models import ApiKey
 from sessions_app.services import session_create, session_provision
 
@@ -41,20 +42,7 @@ def test_the_first_chunk_reaches_the_client_before_the_file_is_read_to_the_end(
     session = session_provision(session=session_create(owner=user, template=python_template))
     _, raw = ApiKey.objects.create_key(owner=user, name="download")
     path = f"/api/v1/sessions/{session.client_id}/files/out.bin"
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"localhost"), (b"authorization", f"Bearer {raw}".encode())],
-        "client": ("127.0.0.1", 40000),
-        "server": ("localhost", 80),
-    }
+    scope = asgi_get_scope(path, [(b"authorization", f"Bearer {raw}".encode())])
 
     async def exchange() -> bytes:
         communicator = ApplicationCommunicator(application, scope)

@@ -9,6 +9,7 @@ from asgiref.testing import ApplicationCommunicator
 from django.core.handlers.asgi import ASGIHandler
 
 from sandbox_site.sync_stack import SyncStackASGIHandler
+from sandbox_site.testing import asgi_get_scope
 
 
 def count_sync_hops(monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -25,20 +26,7 @@ def count_sync_hops(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 def asgi_get(handler: ASGIHandler, path: str) -> int:
     """GET `path` through `handler` as an ASGI server would call it; the response status."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"testserver"), (b"authorization", b"Bearer scp_unknown")],
-        "client": ("127.0.0.1", 40000),
-        "server": ("testserver", 80),
-    }
+    scope = asgi_get_scope(path, [(b"authorization", b"Bearer scp_unknown")])
 
     async def exchange() -> int:
         communicator = ApplicationCommunicator(handler, scope)
