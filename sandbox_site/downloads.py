@@ -19,6 +19,7 @@ from django.http import HttpRequest, StreamingHttpResponse
 
 async def pulled(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
     """`chunks`, one at a time, each read on a worker thread (at most one chunk is held here)."""
+
     def take() -> bytes | None:
         return next(chunks, None)
 
