@@ -35,6 +35,13 @@ def engine_failure(exc: BaseException, what: str) -> RuntimeFailure:
         )
     if isinstance(exc, docker.errors.NotFound):
         return RuntimeFailure(f"{what}: not found ({_explain(exc)})", permanent=True)
+    if isinstance(exc, docker.errors.ContainerError):
+        # The engine answered and ran the container; what failed is the program in it.
+        said = (exc.stderr or b"").decode("utf-8", "replace").strip()[-500:] if exc.stderr else ""
+        return RuntimeFailure(
+            f"{what}: its container exited with status {exc.exit_status}" + (f": {said}" if said else ""),
+            permanent=True,
+        )
     if isinstance(exc, docker.errors.APIError):
         status = exc.status_code or 500
         if status == 409:

@@ -11,6 +11,7 @@ import pytest
 
 from runtime.base import Resources, RuntimeFailure, SandboxHandle
 from runtime.docker import DockerRuntime
+from runtime.docker.engine import engine_failure
 from runtime.docker.workspace import loop_device
 from runtime.tests.conftest import run_code
 from runtime.tests.test_docker_support import PYTHON_IMAGE, Sandboxes, engine, require
@@ -183,6 +184,26 @@ def test_a_missing_image_is_a_permanent_failure_and_leaves_nothing(sbx):
     )
     assert not os.path.exists(sbx.runtime.dirs("tmissingimage").root)
     assert sbx.runtime.list_managed() == []
+
+
+def test_a_program_failing_in_a_helper_container_is_reported_as_such_not_as_an_unreachable_engine():
+    require(PYTHON_IMAGE)
+    try:
+        engine().containers.run(
+            PYTHON_IMAGE,
+            ["python3", "-c", "import sys; sys.stderr.write('no pip here'); sys.exit(3)"],
+            network_mode="none",
+            remove=True,
+            stdout=True,
+            stderr=False,
+        )
+    except docker.errors.DockerException as exc:
+        failure = engine_failure(exc, "cannot probe the wheel tags of image x")
+    else:
+        pytest.fail("the container was expected to exit with status 3")
+    assert failure.permanent
+    assert "exited with status 3" in failure.message and "no pip here" in failure.message
+    assert "unreachable" not in failure.message
 
 
 def test_a_down_engine_is_a_transient_failure(data_dir):
